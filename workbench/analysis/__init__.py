@@ -1,0 +1,41 @@
+"""Analyses of instruction vectors and their activations. Inputs are plain tensors; every
+function returns a tidy pandas DataFrame (except `fit_linear_map`, which returns a map,
+and `cross_application_matrix`, a display pivot).
+
+    from workbench import analysis as A
+    A.cosine_matrix({"lower": v1, "json": v2}, layers)
+    A.separation(A.projection_separation(with_acts, without_acts, v1, layers))
+"""
+from workbench.analysis.embedding import difference_embedding
+from workbench.analysis.geometry import (
+    cosine_matrix,
+    pairwise_cosine_cases,
+    random_cosine_band,
+    split_half_stability,
+)
+from workbench.analysis.linear_map import LinearMap, fit_linear_map, load_linear_map, save_linear_map
+from workbench.analysis.projection import projection_separation, separation
+from workbench.analysis.transfer import (
+    compare_mapped,
+    cross_application_matrix,
+    cross_model_cosine,
+    matched_layers,
+)
+
+__all__ = [
+    "LinearMap",
+    "compare_mapped",
+    "cosine_matrix",
+    "cross_application_matrix",
+    "cross_model_cosine",
+    "difference_embedding",
+    "fit_linear_map",
+    "load_linear_map",
+    "matched_layers",
+    "pairwise_cosine_cases",
+    "projection_separation",
+    "random_cosine_band",
+    "save_linear_map",
+    "separation",
+    "split_half_stability",
+]

@@ -1,0 +1,82 @@
+"""How well a direction separates with- from without-instruction activations.
+
+    proj = projection_separation(with_acts, without_acts, directions, layers)
+    separation(proj)        # layer, auroc, cohens_d, ...
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from jaxtyping import Float
+from sklearn.metrics import roc_auc_score
+from torch import Tensor
+
+from workbench.analysis._tensors import check_pairs, check_per_layer, unit
+
+SIDES = ("with", "without")
+
+
+def projection_separation(
+    with_acts: Float[Tensor, "n_pairs n_layers d_model"],
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"],
+    directions: Float[Tensor, "n_layers d_model"],
+    layers: Sequence[int],
+) -> pd.DataFrame:
+    """Projection of every activation on the unit direction of its layer.
+
+    Returns one row per (layer, example, side): columns `layer, example, side, projection`,
+    `side` in {"with", "without"}. The mean of the "with" rows at a layer is the paper's z̄.
+    """
+    w, wo = check_pairs(with_acts, without_acts, layers)
+    d = check_per_layer(directions, layers, "directions")
+    if w.shape[-1] != d.shape[-1]:
+        raise ValueError(f"directions have width {d.shape[-1]}, activations {w.shape[-1]}")
+    if (d.norm(dim=-1) == 0).any():
+        raise ValueError("a direction has zero norm; its projections would be meaningless")
+    u = unit(d)
+    n = w.shape[0]
+    frames = []
+    for side, acts in zip(SIDES, (w, wo)):
+        proj = torch.einsum("nld,ld->nl", acts, u).numpy()  # (n, L)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": np.tile(np.asarray(layers), n),
+                    "example": np.repeat(np.arange(n), len(layers)),
+                    "side": side,
+                    "projection": proj.reshape(-1),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def separation(df: pd.DataFrame, by: Sequence[str] = ("layer",)) -> pd.DataFrame:
+    """Per group, AUROC (with = positive) and Cohen's d (pooled sd) of the projections.
+
+    `df` is the output of `projection_separation` (columns `side`, `projection` plus `by`).
+    Returns columns `*by, auroc, cohens_d, mean_with, mean_without, n_with, n_without`.
+    Cohen's d is ±inf when both sides have zero spread but different means.
+    """
+    rows = []
+    for key, g in df.groupby(list(by), sort=True):
+        pos = g.loc[g["side"] == "with", "projection"].to_numpy(dtype=float)
+        neg = g.loc[g["side"] == "without", "projection"].to_numpy(dtype=float)
+        if len(pos) == 0 or len(neg) == 0:
+            raise ValueError(f"group {key} lacks a 'with' or a 'without' side")
+        labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+        auroc = roc_auc_score(labels, np.r_[pos, neg])
+        rows.append((*key, auroc, _cohens_d(pos, neg), pos.mean(), neg.mean(), len(pos), len(neg)))
+    cols = [*by, "auroc", "cohens_d", "mean_with", "mean_without", "n_with", "n_without"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _cohens_d(pos: np.ndarray, neg: np.ndarray) -> float:
+    dof = len(pos) + len(neg) - 2
+    ss = ((pos - pos.mean()) ** 2).sum() + ((neg - neg.mean()) ** 2).sum()
+    pooled = np.sqrt(ss / dof) if dof > 0 else np.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.float64(pos.mean() - neg.mean()) / pooled)

