@@ -96,8 +96,12 @@ def test_pairwise_cosine_cases_planted():
     n = df.set_index("case")["n"].groupby(level=0).first()
     assert n["same_instruction_across_queries"] == 66 and n["with_vs_without_same_query"] == 12
     assert n["across_queries"] == 132
-    # independent noise activations: different queries look unrelated
-    assert df[df.case == "across_queries"]["mean"].abs().max() < 0.2
+    # without = 3 N(0, I): |without|² ≈ 2304, |with|² ≈ 2304 + 2500 + 256 = 5060
+    paired = df[df.case == "with_vs_without_same_query"]["mean"]
+    assert np.allclose(paired, math.sqrt(2304 / 5060), atol=0.03)
+    # with-with pairs share 50 u (cosine 2500 / 5060), without-without pairs nothing: pooled half
+    across = df[df.case == "across_queries"]["mean"]
+    assert np.allclose(across, 2500 / 5060 / 2, atol=0.03)
 
 
 def test_projection_separation_perfect():
