@@ -93,9 +93,9 @@ def test_known_verdicts(iid, kwargs, good, bad):
 
 def test_paper_instruction_ids_are_all_covered():
     ids = {c[0] for c in CASES}
-    from workbench.scoring import known_instruction_ids
+    from workbench.data import known_instruction_ids
 
-    assert ids <= set(known_instruction_ids())
+    assert ids <= known_instruction_ids()
     assert len(ids) == 16
 
 
@@ -152,6 +152,10 @@ def test_errors_name_the_problem():
     bad = IFEvalRow("k", "p", ("punctuation:no_commas",), ({},))
     with pytest.raises(ValueError, match=r"'punctuation:no_commas'.*INSTRUCTION_DICT"):
         score_ifeval([bad], ["a"])
+    # IFEval would draw the missing threshold at random: a random verdict
+    unset = IFEvalRow("k7", "p", ("length_constraints:number_sentences",), ({"relation": "less than"},))
+    with pytest.raises(ValueError, match=r"key 'k7'.*missing argument.*num_sentences"):
+        score_ifeval([unset], ["One. Two."])
 
 
 def test_count_sentences_is_nltk_english_punkt():

@@ -12,7 +12,8 @@ fails both.
 
 Unlike `if_verifiable.common.evaluate_instructions` we do not strip `<think>` blocks
 (the original IFEval does not), we keep one line per instruction even for an empty
-response, and an unknown instruction id is an error instead of being skipped.
+response, and an unknown instruction id is an error instead of being skipped. So is
+a missing verifier argument, which IFEval would fill with a random value.
 """
 from __future__ import annotations
 
@@ -39,17 +40,18 @@ SCORE_COLUMNS = ["prompt_index", "key", "instruction_id", "strict", "loose"]
 _REGISTRY = "if_verifiable.ifeval.instructions_registry.INSTRUCTION_DICT"
 
 
-def known_instruction_ids() -> list[str]:
-    """The IFEval instruction ids the installed verifiers implement."""
-    return sorted(INSTRUCTION_DICT)
-
-
 def _checker(instruction_id: str, kwargs: dict[str, Any], prompt: str):
     """A built IFEval checker, configured as IFEval's evaluation_lib does."""
     checker = INSTRUCTION_DICT[instruction_id](instruction_id)
     # Datasets store every instruction's kwargs in one schema, so absent ones are None;
-    # passing None would make build_description draw a random value instead.
-    checker.build_description(**{k: v for k, v in kwargs.items() if v is not None})
+    # IFEval drops them before building.
+    given = {k: v for k, v in kwargs.items() if v is not None}
+    # A missing argument would be drawn at random by build_description (that is how
+    # IFEval generates instructions), so the verdict would be random: refuse instead.
+    missing = [k for k in checker.get_instruction_args_keys() if k not in given]
+    if missing:
+        raise ValueError(f"missing argument(s) {missing}")
+    checker.build_description(**given)
     args = checker.get_instruction_args()
     if args and "prompt" in args:
         checker.build_description(prompt=prompt)
@@ -68,8 +70,7 @@ def _validate(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> None:
             if iid not in INSTRUCTION_DICT:
                 raise ValueError(f"unknown IFEval instruction id {iid!r} in row {i} "
                                  f"(key {row.key!r}); the known ids are the keys of "
-                                 f"{_REGISTRY}, also listed by "
-                                 f"workbench.scoring.known_instruction_ids()")
+                                 f"{_REGISTRY} (sorted(wb.data.known_instruction_ids()))")
 
 
 def score_ifeval(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> pd.DataFrame:
@@ -87,13 +88,17 @@ def score_ifeval(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> pd.Data
         # Computed once per response: the variants do not depend on the instruction.
         variants = get_loose_transformations(response)
         for j, iid in enumerate(row.instruction_id_list):
-            checker = _checker(iid, row.kwargs[j] if row.kwargs else {}, row.prompt)
+            kwargs = row.kwargs[j] if row.kwargs else {}
+            try:
+                checker = _checker(iid, kwargs, row.prompt)
+            except (TypeError, ValueError) as err:  # the verifier's own message lacks the row
+                raise ValueError(f"row {i} (key {row.key!r}): cannot build {iid!r} "
+                                 f"from kwargs {kwargs!r}: {err}") from err
             strict = bool(response.strip() and checker.check_following(response))
             loose = any(v.strip() and checker.check_following(v) for v in variants)
             records.append((i, row.key, iid, strict, bool(loose)))
     df = pd.DataFrame.from_records(records, columns=SCORE_COLUMNS)
-    return df.astype({"prompt_index": "int64", "key": "object", "instruction_id": "object",
-                      "strict": "bool", "loose": "bool"})
+    return df.astype({"prompt_index": "int64", "strict": "bool", "loose": "bool"})
 
 
 def prompt_level(scores: pd.DataFrame) -> pd.DataFrame:
