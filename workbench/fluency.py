@@ -130,6 +130,10 @@ def is_degenerate(text: str, ppl: float | None = None, *, min_ppl: float = 2.5,
         `compression_ratio(text) < min_compression` (0.25; prose is about 0.6).
     The length floors keep short answers ("My answer is yes.") from being judged
     by statistics that need more text. A NaN `ppl` is ignored.
+
+    The 2.5 floor is calibrated for GPT-2 scoring the response alone. A model scoring
+    its own greedy output given the prompt often lands below 2.5 on fluent text, so
+    for such perplexities pass a calibrated `min_ppl` (or `ppl=None`).
     """
     if not text.strip():
         return True
