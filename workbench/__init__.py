@@ -1,5 +1,23 @@
-"""workbench: instruction activation steering on TransformerLens (Stolfo et al., ICLR 2025)."""
-from workbench.data import IFEvalRow
-from workbench.models import ModelInfo, list_models, load_model, model_info
+"""workbench: instruction activation steering on TransformerLens (Stolfo et al., ICLR 2025).
 
-__all__ = ["IFEvalRow", "ModelInfo", "list_models", "load_model", "model_info"]
+    import workbench as wb
+    model = wb.load_model("smollm2-135m-instruct")
+    acts = wb.cache_pairs(model, pairs); vec = wb.derive(acts)
+    with wb.steer(model, wb.Steering(vec, layer=12, mode="adjust")): ...
+"""
+from workbench.cache import PairActivations, cache_pairs
+from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, format_test_rows, load_ifeval
+from workbench.generation import Sampling, generate, generate_reference, generate_table
+from workbench.models import ModelInfo, list_models, load_model, model_info
+from workbench.pairs import PromptPair, base_queries, instruction_pairs, make_pairs, split_queries
+from workbench.prompts import PromptFormat, default_format
+from workbench.steering import Steering, steer
+from workbench.vectors import METHODS, SteeringVector, derive
+
+__all__ = [
+    "FORMAT_INSTRUCTIONS", "IFEvalRow", "METHODS", "ModelInfo", "PairActivations", "PromptFormat",
+    "PromptPair", "Sampling", "Steering", "SteeringVector", "base_queries", "cache_pairs",
+    "default_format", "derive", "format_test_rows", "generate", "generate_reference",
+    "generate_table", "instruction_pairs", "list_models", "load_model", "load_ifeval",
+    "make_pairs", "model_info", "split_queries", "steer",
+]
