@@ -1,0 +1,139 @@
+"""The machinery every experiment shares: vectors per instruction, generation jobs that resume,
+scoring, and picking a layer on validation prompts.
+
+A job is one prompt with one steering configuration. Jobs from every condition and candidate
+layer run together as per-row-steered batches; each finished batch is appended to the run's
+generations.jsonl, so re-running skips what is done.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import pandas as pd
+
+import workbench as wb
+from workbench.data import IFEvalRow
+from workbench.experiments.rundir import RunDir
+from workbench.pairs import PromptPair
+from workbench.runs import batched, progress
+from workbench.steering import Steering
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation: `prompt` (plain text) under `steering`, scored against `row`."""
+
+    id: str
+    prompt: str
+    row: IFEvalRow
+    steering: tuple[Steering, ...] = ()
+    tags: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
+                batch_size: int = 16) -> wb.SteeringVector:
+    """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers."""
+    path = run.path / "vectors" / f"{name.replace(':', '__')}.safetensors"
+    if path.exists():
+        try:
+            return wb.SteeringVector.load(path, model=model)
+        except ValueError:
+            path.unlink()  # a file cut short by a kill: derive it again
+    start = time.perf_counter()
+    acts = wb.cache_pairs(model, pairs, batch_size=batch_size, show_progress=False)
+    vec = wb.derive(acts, instruction_id=name)
+    vec.save(path)
+    run.timing("vectors", time.perf_counter() - start)
+    return vec
+
+
+def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
+             batch_size: int, sampling: wb.Sampling = wb.Sampling(), stop=None,
+             show_progress: bool | None = None) -> pd.DataFrame:
+    """Generate every job not yet in the run; returns all of `jobs`' generations as a table."""
+    ids = [j.id for j in jobs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("job ids must be unique within a run")
+    done = run.generations()
+    todo = [j for j in jobs if j.id not in done]
+    start = time.perf_counter()
+    # several batches per append keep the per-row steering batches full
+    for chunk in progress(list(batched(todo, batch_size * 4)), f"{phase} ({len(todo)} to go)",
+                          show_progress if len(todo) > batch_size else False):
+        table = wb.generate_table(model, [j.prompt for j in chunk], [list(j.steering) for j in chunk],
+                                  max_new_tokens=max_new_tokens, batch_size=batch_size,
+                                  sampling=sampling, stop=stop, show_progress=False)
+        records = [dict(job=j.id, phase=phase, key=j.row.key, **j.tags, prompt=j.prompt,
+                        response=g.response, n_tokens=int(g.n_tokens), finish_reason=g.finish_reason,
+                        steering=g.steering)
+                   for j, g in zip(chunk, table.itertuples())]
+        run.append_generations(records)
+        done.update((r["job"], r) for r in records)
+    if todo:
+        run.timing(phase, time.perf_counter() - start)
+    return pd.DataFrame([done[i] for i in ids])
+
+
+def score_jobs(jobs: Sequence[Job], generations: pd.DataFrame) -> pd.DataFrame:
+    """Generations with IFEval verdicts (strict, loose) per job; one line per job, all
+    instructions of the row followed."""
+    from workbench.scoring import score_ifeval
+
+    by_id = {j.id: j for j in jobs}
+    rows = [by_id[i].row for i in generations["job"]]
+    scores = score_ifeval(rows, generations["response"].tolist())
+    verdict = scores.groupby("prompt_index")[["strict", "loose"]].all()
+    return generations.assign(strict=verdict["strict"].to_numpy(), loose=verdict["loose"].to_numpy())
+
+
+def add_fluency(model, scored: pd.DataFrame) -> pd.DataFrame:
+    """Perplexity of each response alone under the unsteered model, repetition measures, and
+    the degeneration verdict (workbench.fluency.is_degenerate)."""
+    from workbench.fluency import fluency_table, perplexity
+
+    texts = scored["response"].tolist()
+    ppl = perplexity(model, texts)
+    table = fluency_table(texts, ppl)
+    return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
+
+
+def choose_layer(scored: pd.DataFrame, *, group: Sequence[str], metric: str = "loose",
+                 none_value: int = -1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per group, the candidate layer (`none_value` = no steering) with the best mean `metric`.
+    A steered layer is dropped when it has more degenerate outputs than no steering has (the
+    paper's "any degenerate output" rule when the unsteered outputs are clean; a small model's
+    own loops are not held against the layers). Ties go to no steering, then the lower layer.
+    Returns (the per-candidate table, the choices with their reasons)."""
+    cols = [*group, "layer"]
+    table = (scored.groupby(cols)
+             .agg(accuracy=(metric, "mean"), n=(metric, "size"),
+                  degenerate=("degenerate", "sum"))
+             .reset_index())
+    choices = []
+    for key, g in table.groupby(list(group)):
+        key = key if isinstance(key, tuple) else (key,)
+        allowed = g.loc[g["layer"] == none_value, "degenerate"].sum()
+        bad = (g["degenerate"] > allowed) & (g["layer"] != none_value)
+        ok, dropped = g[~bad], sorted(int(l) for l in g.loc[bad, "layer"])
+        ranked = ok.assign(_none=ok["layer"] != none_value).sort_values(
+            ["accuracy", "_none", "layer"], ascending=[False, True, True])
+        best = ranked.iloc[0] if len(ranked) else None
+        baseline = g.loc[g["layer"] == none_value, "accuracy"]
+        choices.append(dict(zip(group, key), layer=int(best["layer"]) if best is not None else none_value,
+                            accuracy=float(best["accuracy"]) if best is not None else float("nan"),
+                            no_steering_accuracy=float(baseline.iloc[0]) if len(baseline) else float("nan"),
+                            dropped_degenerate=dropped,
+                            reason=_reason(best, baseline, dropped, none_value)))
+    return table, pd.DataFrame(choices)
+
+
+def _reason(best, baseline, dropped, none_value) -> str:
+    if best is None:
+        return "every candidate produced a degenerate output"
+    drop = f"; layers {dropped} dropped as degenerate" if dropped else ""
+    if int(best["layer"]) == none_value:
+        return f"no layer beat no steering ({best['accuracy']:.3f}){drop}"
+    base = float(baseline.iloc[0]) if len(baseline) else float("nan")
+    return f"best validation accuracy {best['accuracy']:.3f} vs {base:.3f} unsteered{drop}"
