@@ -46,7 +46,8 @@ def pca(with_i: Tensor, without_i: Tensor) -> Tensor:
     """First principal component of the uncentred per-pair differences."""
     diffs = with_i - without_i
     _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
-    return vh[0] * diffs.norm(dim=1).mean()
+    sign = 1.0 if float(vh[0] @ diffs.mean(0)) >= 0 else -1.0  # SVD's sign is arbitrary
+    return sign * vh[0] * diffs.norm(dim=1).mean()
 
 
 @method("probe")
