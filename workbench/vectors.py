@@ -139,7 +139,10 @@ class SteeringVector:
                 f"{name!r} has d_model {d}. Fix: map it with a fitted linear map "
                 f"(wb.analysis.fit_linear_map) or use a vector derived on this model")
         ours = getattr(getattr(model, "wb_info", None), "weight_hash", None)
-        if not allow_cross_model and ours != self.meta.get("weight_hash"):
+        # the name too: tiny-instruct and tiny-base share their random weights (same seed) but
+        # not their tokenizer, EOS or prompt format
+        same = ours == self.meta.get("weight_hash") and name == self.meta.get("model")
+        if not allow_cross_model and not same:
             raise ValueError(
                 f"this vector was derived on {self.meta.get('model')!r} (weights "
                 f"{str(self.meta.get('weight_hash'))[:12]}) but the model is {name!r} (weights "
