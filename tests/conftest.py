@@ -100,13 +100,14 @@ def smollm_vec(smollm):
     return wb.derive(wb.cache_pairs(smollm, pairs, layers=[10, 15], position="last", batch_size=6))
 
 
-def vector_for(model, directions: dict[int, torch.Tensor], *, z_bars: dict[int, float] | None = None,
-               **meta) -> wb.SteeringVector:
-    """A hand-made steering vector for `model` (provenance matching it unless `meta` overrides)."""
+def vector_for(target, directions: dict[int, torch.Tensor], /, *,
+               z_bars: dict[int, float] | None = None, **meta) -> wb.SteeringVector:
+    """A hand-made steering vector for model `target` (provenance matching it unless `meta`
+    overrides, e.g. model="other")."""
     layers = tuple(sorted(directions))
     units = torch.stack([directions[l] / directions[l].norm() for l in layers]).float()
     zb = torch.tensor([float((z_bars or {}).get(l, 0.0)) for l in layers])
-    info = model.wb_info
+    info = target.wb_info
     meta = dict(dict(model=info.name, weight_hash=info.weight_hash, d_model=units.shape[-1],
                      hook="resid_post"), **meta)
     return wb.SteeringVector(units, layers, zb, zb.clone(), torch.ones(len(layers)), meta)
