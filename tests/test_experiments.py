@@ -1,0 +1,129 @@
+"""The format experiment end to end: tiny model in seconds, resume after kill -9, refusal to
+resume another configuration, and the CLI on the bundled SmolLM2."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from workbench.experiments.format import FormatConfig, run_format
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6,
+                          layers=(1, 3), batch_size=4)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def test_format_end_to_end_on_tiny(tmp_path, tiny):
+    run = run_format(TINY, tmp_path / "run", model=tiny, show_progress=False)
+    state = json.loads((run.path / "run.json").read_text())
+    assert state["identity"]["config"]["limit"] == 4
+    assert state["model_info"]["weight_hash"] == tiny.wb_info.weight_hash
+    assert state["choices"]["candidate_layers"] == [1, 3]
+    assert {"vectors", "validation", "test"} <= set(state["timings"])
+    for name in ["report.html", "summary.md", "scores.csv", "tables/two_by_two_loose.csv",
+                 "tables/mcnemar_loose.csv", "tables/layer_choices.csv"]:
+        assert (run.path / name).is_file(), name
+    gens = _lines(run.path / "generations.jsonl")
+    # validation: 4 instructions x 2 prompts x 2 conditions x (2 layers + none); test: 4 x 2 x <=2
+    n_val = sum(g["phase"] == "validation" for g in gens)
+    assert n_val == 4 * 2 * 2 * 3
+    assert len({g["job"] for g in gens}) == len(gens)
+    scores = pd.read_csv(run.path / "scores.csv")
+    # every test prompt is scored in all four conditions
+    assert scores.groupby("key").size().eq(4).all()
+    table = pd.read_csv(run.path / "tables/two_by_two_loose.csv")
+    assert len(table) == 4 and table["n"].eq(4).all()
+    choices = state["choices"]["layers"]
+    assert all(c["layer"] in (-1, 1, 3) and c["reason"] for c in choices)
+    assert "<script" in (run.path / "report.html").read_text()
+
+    # a second call finds everything done: nothing is generated again
+    before = (run.path / "generations.jsonl").read_text()
+    run_format(TINY, tmp_path / "run", model=tiny, show_progress=False)
+    assert (run.path / "generations.jsonl").read_text() == before
+
+
+def test_resume_refuses_another_configuration(tmp_path, tiny):
+    small = replace(TINY, limit=1, layers=(1,))
+    run_format(small, tmp_path / "run", model=tiny, show_progress=False)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        run_format(replace(small, max_new_tokens=9), tmp_path / "run", model=tiny)
+
+
+def test_a_truncated_last_line_is_dropped_and_redone(tmp_path, tiny):
+    small = replace(TINY, limit=1, layers=(1,))
+    run = run_format(small, tmp_path / "run", model=tiny, show_progress=False)
+    path = run.path / "generations.jsonl"
+    full = _lines(path)
+    text = path.read_text()
+    path.write_text(text[: len(text) - 25])  # the last record cut mid-line, as by a kill
+    run_format(small, tmp_path / "run", model=tiny, show_progress=False)
+    again = _lines(path)
+    assert [g["job"] for g in again[:-1]] == [g["job"] for g in full[:-1]]
+    assert Counter(g["job"] for g in again) == Counter(g["job"] for g in full)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workbench.cli", "reproduce", "format", *args]
+
+
+def test_kill_9_mid_run_loses_and_repeats_nothing(tmp_path):
+    out = tmp_path / "run"
+    args = _cli("--model", "tiny-instruct", "--quick", "--limit", "6", "--batch-size", "2",
+                "--max-new-tokens", "24", "--out", str(out))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    gens = out / "generations.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if gens.exists() and len(gens.read_text().splitlines()) >= 16:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed: make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = [l for l in gens.read_text().splitlines(keepends=True) if l.endswith("\n")]
+    finished = [json.loads(l) for l in before]
+    assert finished, "nothing was saved before the kill"
+
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = _lines(gens)
+    ids = [g["job"] for g in after]
+    assert len(ids) == len(set(ids)), "a finished generation was repeated"
+    by_id = {g["job"]: g for g in after}
+    for g in finished:  # every generation finished before the kill is kept as it was
+        assert by_id[g["job"]] == g
+    assert (out / "summary.md").exists()
+
+
+@pytest.mark.slow
+def test_cli_on_bundled_smollm2_with_limit(tmp_path):
+    out = tmp_path / "run"
+    args = _cli("--quick", "--limit", "2", "--max-new-tokens", "12", "--out", str(out))
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((out / "run.json").read_text())
+    assert state["model_info"]["name"] == "smollm2-135m-instruct"
+    assert state["model_info"]["n_layers"] == 30
+    scores = pd.read_csv(out / "scores.csv")
+    assert scores["key"].nunique() == 2 and len(scores) == 8
+    assert "Test set" in done.stdout
+
+    bad = subprocess.run(_cli("--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")),
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "missing.jsonl" in bad.stderr
