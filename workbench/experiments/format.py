@@ -48,8 +48,8 @@ class FormatConfig:
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:
         """A smoke-sized run: few pairs, few prompts, few layers, short answers."""
-        return replace(cls(n_pairs=12, n_validation=2, layer_step=8, max_new_tokens=32,
-                           limit=26), **overrides)
+        return replace(cls(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32,
+                           limit=13), **overrides)
 
 
 def _stratified(rows: list[IFEvalRow], limit: int | None) -> list[IFEvalRow]:
