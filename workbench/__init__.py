@@ -19,5 +19,14 @@ __all__ = [
     "PromptPair", "Sampling", "Steering", "SteeringVector", "base_queries", "cache_pairs",
     "default_format", "derive", "format_test_rows", "generate", "generate_reference",
     "generate_table", "instruction_pairs", "list_models", "load_model", "load_ifeval",
-    "make_pairs", "model_info", "split_queries", "steer",
+    "make_pairs", "model_info", "score_ifeval", "split_queries", "steer",
 ]
+
+
+def __getattr__(name):
+    # the IFEval verifiers import NLTK and `datasets` (seconds): load them on first use
+    if name == "score_ifeval":
+        from workbench.scoring import score_ifeval
+
+        return score_ifeval
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
