@@ -1,0 +1,63 @@
+"""The HTML report of a run renders offline in headless Chromium: plots drawn, no console errors."""
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from workbench.experiments.format import FormatConfig, run_format
+from workbench.plots import find_chromium
+from workbench.report import write_report
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--virtual-time-budget=10000"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny):
+    cfg = FormatConfig.quick(model="tiny-instruct", limit=3, max_new_tokens=6, n_pairs=4,
+                             layers=(1, 2), batch_size=8)
+    return run_format(cfg, tmp_path_factory.mktemp("report") / "run", model=tiny, show_progress=False)
+
+
+def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([find_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_report_is_self_contained(tiny_run):
+    page = (tiny_run.path / "report.html").read_text()
+    assert not re.search(r"<script[^>]+src=['\"]http", page)
+    assert page.count("Plotly.newPlot") >= 3
+    summary = (tiny_run.path / "summary.md").read_text()
+    assert "Gemma-2-2B-IT" in summary and "tiny-instruct (this run)" in summary
+
+
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    url = (tiny_run.path / "report.html").as_uri()
+    dom = _chromium(tmp_path, "--enable-logging=stderr", "--v=0", "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    figures = (tiny_run.path / "report.html").read_text().count("Plotly.newPlot")
+    # plotly draws each figure into an SVG of class main-svg: all of them rendered
+    assert dom.stdout.count('class="main-svg"') >= figures
+    errors = [l for l in dom.stderr.splitlines() if "CONSOLE" in l and ("Error" in l or "Uncaught" in l)]
+    assert not errors, errors
+
+    png = tmp_path / "shot.png"
+    shot = _chromium(tmp_path, "--window-size=1000,1600", f"--screenshot={png}", url)
+    assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
+    from PIL import Image
+
+    pixels = Image.open(png).convert("L").getextrema()
+    assert pixels[0] < 100 and pixels[1] > 200, "the screenshot is blank"
+
+
+def test_report_command_rebuilds_and_refuses_non_runs(tiny_run, tmp_path):
+    (tiny_run.path / "report.html").unlink()
+    html_path, md_path = write_report(tiny_run.path)
+    assert html_path.exists() and md_path.exists()
+    with pytest.raises(FileNotFoundError, match="run.json"):
+        write_report(tmp_path)
