@@ -1,0 +1,248 @@
+"""Generation: batched, KV-cached, left-padded generation equals the batch-1 full-recompute
+reference for every steering mode and position set, and HF's own generate when unsteered."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.generation import default_stops, eos_ids
+from workbench.prompts import PromptFormat, encode
+
+N_TINY = 12
+PROMPTS = [  # very different lengths; with batch_size=3 both batches are padded
+    "Hi",
+    "Tell me a story.",
+    "Write a long and detailed account of the history of bread making, from the first "
+    "flatbreads baked on hot stones to modern industrial bakeries, with dates.",
+    "What is two plus two? Answer briefly.",
+    "Name a color.",
+]
+
+
+def _ids(model, prompt, fmt=None):
+    fmt = fmt or wb.default_format(model)
+    return encode(model.tokenizer, [fmt.apply(model.tokenizer, prompt)], fmt)[0]
+
+
+def _tokens(table) -> list[list[int]]:
+    return [list(t) for t in table["token_ids"]]
+
+
+@pytest.fixture(scope="module")
+def unsteered(tiny):
+    return _tokens(wb.generate_table(tiny, PROMPTS, max_new_tokens=N_TINY, batch_size=3))
+
+
+def _positions(tiny):
+    """Named sets, and explicit indices including -1 and one that lands on a generated token of
+    the shortest prompt (explicit indices count tokens of the unpadded sequence from 0)."""
+    generated_index = len(_ids(tiny, "Hi")) + 2
+    return ["all", "prompt", "generated", (-1,), (0, 5, -1, generated_index)]
+
+
+@pytest.mark.parametrize("mode, weight", [("add", 40.0), ("adjust", 1.0), ("ablate", 1.0)], ids=["add", "adjust", "ablate"])
+@pytest.mark.parametrize("pos_index", range(5), ids=["all", "prompt", "generated", "minus1", "explicit"])
+def test_batched_equals_reference_on_tiny(tiny, tiny_vec, unsteered, mode, weight, pos_index):
+    positions = _positions(tiny)[pos_index]
+    specs = [wb.Steering(tiny_vec, layer=1, mode=mode, weight=weight, positions=positions)]
+    table = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=N_TINY, batch_size=3)
+    got = _tokens(table)
+    for prompt, tokens in zip(PROMPTS, got):
+        assert tokens == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY), prompt
+    assert got != unsteered  # the steering did something, so agreement means something
+    assert list(table["prompt"]) == PROMPTS  # back in input order after length sorting
+    assert set(table["steering"]) == {specs[0].describe()}
+
+
+def test_first_token_is_untouched_when_steering_only_generated_positions(tiny, tiny_vec, unsteered):
+    spec = wb.Steering(tiny_vec, layer=1, weight=40.0, positions="generated")
+    got = _tokens(wb.generate_table(tiny, PROMPTS, [spec], max_new_tokens=N_TINY, batch_size=3))
+    assert [t[0] for t in got] == [t[0] for t in unsteered]
+
+
+def test_per_row_steering_equals_each_row_alone(tiny, tiny_vec):
+    configs = [
+        [wb.Steering(tiny_vec, layer=1, weight=40.0)],
+        [wb.Steering(tiny_vec, layer=2, mode="adjust", positions="prompt")],
+        [],
+        [wb.Steering(tiny_vec, layer=3, mode="ablate"),
+         wb.Steering(-tiny_vec, layer=0, weight=25.0, positions="generated")],
+        [wb.Steering(tiny_vec, layer=1, weight=-30.0, positions=(-1,))],
+    ]
+    table = wb.generate_table(tiny, PROMPTS, configs, max_new_tokens=N_TINY, batch_size=5)
+    for i, (prompt, specs) in enumerate(zip(PROMPTS, configs)):
+        alone = wb.generate_table(tiny, [prompt], [specs], max_new_tokens=N_TINY)
+        assert list(table["token_ids"][i]) == list(alone["token_ids"][0]), prompt
+        assert list(table["token_ids"][i]) == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY)
+    assert table["steering"][2] == "none"
+    # one list of specs means the same list for every prompt
+    spec = configs[0]
+    shared = wb.generate_table(tiny, PROMPTS[:2], spec, max_new_tokens=N_TINY)
+    per_row = wb.generate_table(tiny, PROMPTS[:2], [spec, spec], max_new_tokens=N_TINY)
+    assert _tokens(shared) == _tokens(per_row)
+
+
+def test_zero_weight_and_no_steering_change_nothing(tiny, tiny_vec, unsteered):
+    for steering in ([], [[] for _ in PROMPTS], [wb.Steering(tiny_vec, layer=2, mode="adjust", weight=0.0)]):
+        assert _tokens(wb.generate_table(tiny, PROMPTS, steering, max_new_tokens=N_TINY, batch_size=3)) == unsteered
+    assert _tokens(wb.generate_table(tiny, PROMPTS, max_new_tokens=N_TINY, batch_size=1)) == unsteered
+
+
+def _hf_generate(model, ids, n):
+    """HF's own greedy generate on one unpadded prompt; the new tokens up to the first EOS."""
+    hf = model.original_model
+    with torch.no_grad():
+        out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                          max_new_tokens=n, do_sample=False, top_p=None, top_k=None, temperature=None,
+                          pad_token_id=model.tokenizer.pad_token_id)[0, len(ids):].tolist()
+    stop = eos_ids(model)
+    return out[: next((i for i, t in enumerate(out) if t in stop), len(out))]
+
+
+def test_unsteered_equals_hf_generate_on_tiny(tiny, unsteered):
+    for prompt, ours in zip(PROMPTS, unsteered):
+        assert ours == _hf_generate(tiny, _ids(tiny, prompt), N_TINY)
+
+
+def test_generate_returns_the_responses(tiny, tiny_base):
+    table = wb.generate_table(tiny, PROMPTS[:2], max_new_tokens=6)
+    assert wb.generate(tiny, PROMPTS[:2], max_new_tokens=6) == list(table["response"])
+    assert list(table.columns) == ["prompt", "formatted", "response", "n_tokens", "finish_reason",
+                                   "steering", "truncated_tokens", "token_ids"]
+    assert list(table["formatted"]) == wb.default_format(tiny).apply_all(tiny.tokenizer, PROMPTS[:2])
+    assert list(table["n_tokens"]) == [6, 6] and set(table["finish_reason"]) == {"length"}
+    base = wb.generate_table(tiny_base, ["Hi"], max_new_tokens=4, stop=())
+    assert base["formatted"][0] == "Q: Hi\nA:"
+
+
+def test_seeded_sampling(tiny):
+    hot = wb.Sampling(temperature=1.0, seed=3)
+    a = wb.generate(tiny, PROMPTS[:3], sampling=hot, max_new_tokens=16)
+    b = wb.generate(tiny, PROMPTS[:3], sampling=hot, max_new_tokens=16)
+    c = wb.generate(tiny, PROMPTS[:3], sampling=dataclasses.replace(hot, seed=4), max_new_tokens=16)
+    assert a == b and a != c
+    greedy = wb.generate(tiny, PROMPTS[:3], max_new_tokens=16)
+    assert wb.generate(tiny, PROMPTS[:3], sampling=wb.Sampling(temperature=0.0, seed=9), max_new_tokens=16) == greedy
+    assert a != greedy
+    nucleus = wb.Sampling(temperature=1.0, top_p=1e-6, seed=5)  # the nucleus is the argmax alone
+    assert wb.generate(tiny, PROMPTS[:3], sampling=nucleus, max_new_tokens=16) == greedy
+
+
+def _forcing(model, make_vector, token: int, position: int, layer: int = 3) -> wb.Steering:
+    """Makes `token` the next token after `position`: a huge push along its (tied) embedding."""
+    embedding = model.original_model.get_input_embeddings().weight[token].detach()
+    return wb.Steering(make_vector(model, {layer: embedding}), layer=layer, weight=500.0, positions=(position,))
+
+
+def test_stop_strings_and_eos(tiny_base, make_vector):
+    """Forcing the base model to write "\\nQ:" after two free tokens, or EOS after two."""
+    fmt = wb.default_format(tiny_base)
+    assert default_stops(fmt) == ("\nQ:",)
+    assert default_stops(PromptFormat("chat")) == () and default_stops(PromptFormat("raw")) == ()
+    prompt = "Hello there"
+    n = len(_ids(tiny_base, prompt))
+    free = _tokens(wb.generate_table(tiny_base, [prompt], max_new_tokens=8, stop=()))[0]
+    assert len(free) == 8
+
+    stop_ids = tiny_base.tokenizer("\nQ:", add_special_tokens=False)["input_ids"]
+    write_q = [_forcing(tiny_base, make_vector, t, n + 1 + i) for i, t in enumerate(stop_ids)]
+    table = wb.generate_table(tiny_base, [prompt], [write_q], max_new_tokens=8)
+    assert table["finish_reason"][0] == "stop"
+    assert list(table["token_ids"][0]) == free[:2] + stop_ids  # stopped as soon as it appeared
+    assert table["response"][0] == tiny_base.tokenizer.decode(free[:2])  # cut before the stop
+    custom = wb.generate_table(tiny_base, [prompt], [write_q], max_new_tokens=8, stop=["Q"])
+    assert custom["token_ids"][0] == table["token_ids"][0][:-1] and custom["finish_reason"][0] == "stop"
+    ignored = wb.generate_table(tiny_base, [prompt], [write_q], max_new_tokens=8, stop=())
+    assert ignored["finish_reason"][0] == "length" and "\nQ:" in ignored["response"][0]
+
+    eos = tiny_base.tokenizer.eos_token_id
+    end = [_forcing(tiny_base, make_vector, eos, n + 1)]
+    table = wb.generate_table(tiny_base, [prompt, "A much longer prompt than the first one"], [end, []],
+                              max_new_tokens=8)
+    assert list(table["finish_reason"]) == ["eos", "length"]
+    assert list(table["token_ids"][0]) == free[:2] and table["n_tokens"][0] == 2  # EOS not included
+    assert wb.generate_reference(tiny_base, prompt, end, max_new_tokens=8) == free[:2]
+
+
+def test_context_length(tiny):
+    n_ctx = tiny.cfg.n_ctx
+    long = "word " * 120
+    assert len(_ids(tiny, long)) > n_ctx - N_TINY
+    with pytest.raises(ValueError, match=r"prompt 1 has \d+ tokens.*context of 512.*truncate=True"):
+        wb.generate_table(tiny, ["Hi", long], max_new_tokens=N_TINY)
+    table = wb.generate_table(tiny, ["Hi", long], max_new_tokens=N_TINY, truncate=True)
+    assert table["truncated_tokens"][0] == 0
+    assert table["truncated_tokens"][1] == len(_ids(tiny, long)) - (n_ctx - N_TINY) > 0
+    assert table["n_tokens"][1] == N_TINY
+    exact = "a" * (n_ctx - N_TINY - len(_ids(tiny, "")))  # prompt + new tokens fill the context
+    assert wb.generate_table(tiny, [exact], max_new_tokens=N_TINY)["truncated_tokens"][0] == 0
+
+
+def test_bad_input(tiny, tiny_vec):
+    spec = wb.Steering(tiny_vec, layer=1)
+    with pytest.raises(ValueError, match="empty prompt list"):
+        wb.generate(tiny, [])
+    with pytest.raises(TypeError, match="not one string"):
+        wb.generate(tiny, "Hi")
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        wb.generate(tiny, ["Hi"], batch_size=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be at least 1"):
+        wb.generate(tiny, ["Hi"], max_new_tokens=0)
+    with pytest.raises(ValueError, match="per-prompt steering has 2 lists for 3 prompts"):
+        wb.generate(tiny, ["a", "b", "c"], steering=[[spec], []])
+    narrow = dataclasses.replace(tiny_vec, vectors=tiny_vec.vectors[:, :32])
+    with pytest.raises(ValueError, match="width 32"):
+        wb.generate(tiny, ["Hi"], steering=[wb.Steering(narrow, layer=1)])
+    with pytest.raises(ValueError, match="width 32"):
+        wb.generate_reference(tiny, "Hi", [wb.Steering(narrow, layer=1)])
+
+
+# ---------------------------------------------------------------- bundled models
+
+SMOL_PROMPTS = ["Hi", "Describe how a river shapes the valley it flows through."]  # the reference is slow
+N_SMOL = 16
+
+
+@pytest.mark.slow
+def test_batched_equals_reference_on_smollm(smollm, smollm_vec):
+    # weight 40 at layer 15 visibly changes at least one of the two answers in every config
+    configs = {
+        "add/all": [wb.Steering(smollm_vec, layer=15, weight=40.0)],
+        "adjust/all": [wb.Steering(smollm_vec, layer=15, mode="adjust")],
+        "add/prompt": [wb.Steering(smollm_vec, layer=15, weight=40.0, positions="prompt")],
+        "add/generated": [wb.Steering(smollm_vec, layer=15, weight=40.0, positions="generated")],
+    }
+    rows = [(name, prompt) for name in configs for prompt in SMOL_PROMPTS]
+    prompts = [p for _, p in rows] + SMOL_PROMPTS
+    steering = [configs[name] for name, _ in rows] + [[], []]
+    table = wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts))
+    got = _tokens(table)
+    plain = got[-2:]
+    for (name, prompt), tokens in zip(rows, got):
+        ref = wb.generate_reference(smollm, prompt, configs[name], max_new_tokens=N_SMOL)
+        assert tokens == ref, f"{name} on {prompt!r}: {smollm.tokenizer.decode(tokens)!r} vs {smollm.tokenizer.decode(ref)!r}"
+    for k, name in enumerate(configs):
+        assert got[2 * k: 2 * k + 2] != plain, f"{name} changed nothing"
+
+
+@pytest.mark.slow
+def test_unsteered_equals_hf_generate_on_smollm(smollm):
+    prompt = "Give me two tips for learning to cook."
+    table = wb.generate_table(smollm, [prompt], max_new_tokens=24)
+    assert list(table["token_ids"][0]) == _hf_generate(smollm, _ids(smollm, prompt), 24)
+    assert table["formatted"][0].endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.slow
+def test_unsteered_equals_hf_generate_on_gemma(gemma):
+    prompt = "What is the capital of France?"
+    table = wb.generate_table(gemma, [prompt], max_new_tokens=16, stop=())
+    assert list(table["token_ids"][0]) == _hf_generate(gemma, _ids(gemma, prompt), 16)
+    assert table["formatted"][0] == "Q: What is the capital of France?\nA:"
+    # with the base model's default stop, the response never runs on into a new question
+    stopped = wb.generate_table(gemma, [prompt], max_new_tokens=16)
+    assert "\nQ:" not in stopped["response"][0]
+    assert list(stopped["token_ids"][0]) == list(table["token_ids"][0])[: stopped["n_tokens"][0]]
