@@ -42,7 +42,7 @@ class FormatConfig:
     mode: str = "adjust"
     weight: float = 1.0
     max_new_tokens: int = 128
-    batch_size: int = 32
+    batch_size: int = 64  # larger batches amortise the bridge's per-step Python overhead
     seed: int = 0
 
     @classmethod
