@@ -1,0 +1,207 @@
+"""What the experiments after format share: steering grids as jobs, one scored line per job,
+searches over a layer or a weight, `add` weights in units of the residual-stream norm, and
+accuracy tables with intervals.
+
+    jobs = grid_jobs(rows, "validation", candidates, specs)      # rows x instruction x candidates
+    scored = run_grid(run, model, jobs, cfg, phase="validation")  # generated once, resumable
+    chosen = search(run, scored, "layer_search", group=["arm", "with_instruction"])
+    accuracy_table(scored, ["arm", "with_instruction", "weight"])
+
+A candidate is (arm, layer, weight): the arm names what steers (a vector family, "none"), layer
+NONE means no steering. Jobs with the same prompt and steering share one generation: the prompt
+without the instruction serves every variant of its query (all n of "at most n sentences"), and
+no steering serves every arm.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, ClassVar, Iterable, Sequence
+
+import pandas as pd
+
+import workbench as wb
+from workbench.data import IFEvalRow
+from workbench.experiments.jobs import Job, add_fluency, choose_layer, run_jobs
+from workbench.experiments.rundir import RunDir
+from workbench.pairs import PromptPair
+from workbench.steering import Steering
+
+NONE = -1  # the "no steering" layer
+WEIGHT_UNITS = ("norm_percent", "raw")
+
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The fields every experiment config after format shares (their base class). `quick()` is
+    the config with the class's QUICK overrides: a smoke-sized run, minutes on SmolLM2."""
+
+    max_query_chars: int | None = None  # drop longer base queries (a small model's context)
+    max_new_tokens: int = 128
+    batch_size: int = 64
+    seed: int = 0
+    QUICK: ClassVar[dict] = {}
+
+    @classmethod
+    def quick(cls, **overrides):
+        return replace(cls(**cls.QUICK), **overrides)
+
+
+Candidates = Callable[[IFEvalRow, bool], Iterable[tuple[str, int, float]]]
+Specs = Callable[[str, IFEvalRow, int, float], Sequence[Steering]]
+
+
+def base_queries(max_chars: int | None = None) -> list[str]:
+    """wb.base_queries(), without those longer than `max_chars` (a small model's context)."""
+    return [q for q in wb.base_queries() if max_chars is None or len(q) <= max_chars]
+
+
+def save_scores(scored: pd.DataFrame, path: Path) -> None:
+    """A table holding responses, every field quoted: pandas' default quoting leaves a bare
+    carriage return unquoted, and read_csv would split the row there."""
+    scored.to_csv(path, index=False, quoting=csv.QUOTE_ALL)
+
+
+def search_layers(n_layers: int, step: int, layers: Sequence[int] | None = None) -> list[int]:
+    """The paper's candidates: n_layers//5 to the last layer in steps of `step` (or `layers`)."""
+    return list(layers) if layers else list(range(n_layers // 5, n_layers, step))
+
+
+def depth_layer(n_layers: int, depth: float) -> int:
+    """The layer at relative depth `depth` (the paper's hand-picked layer 12 of Phi-3's 32 is
+    0.375), clipped to the model's layers."""
+    return min(max(round(depth * n_layers), 0), n_layers - 1)
+
+
+def residual_norms(run: RunDir, model, queries: Sequence[str], *, batch_size: int) -> dict[int, float]:
+    """Mean norm of the residual stream after each block at the last prompt token of plain
+    `queries`: the unit of weights given in percent of the norm. Recorded in run.json (a resumed
+    run reuses it)."""
+    saved = run.state["choices"].get("residual_norms")
+    if saved:
+        return {int(layer): float(v) for layer, v in saved.items()}
+    pairs = [PromptPair(f"norm/{i}", q, q) for i, q in enumerate(queries)]
+    acts = wb.cache_pairs(model, pairs, batch_size=batch_size, show_progress=False)
+    norms = acts.without_instruction.norm(dim=-1).mean(0)
+    out = {int(layer): round(float(n), 4) for layer, n in zip(acts.layers, norms)}
+    run.record("residual_norms", out)
+    return out
+
+
+def raw_weight(c: float, layer: int, norms: dict[int, float], unit: str) -> float:
+    """An `add` weight as the hooks use it: `c` percent of the layer's mean residual norm, or `c`
+    itself when unit is "raw" (the paper's c, for Phi-3's residual scale)."""
+    if unit not in WEIGHT_UNITS:
+        raise ValueError(f"unknown weight unit {unit!r}: use one of {WEIGHT_UNITS}")
+    return float(c) if unit == "raw" else float(c) / 100.0 * norms[layer]
+
+
+def job_id(phase: str, arm: str, prompt: str, steering: Sequence[Steering]) -> str:
+    what = "\n".join([prompt, *(s.describe() for s in steering)])
+    return f"{phase}/{arm if steering else 'none'}/{hashlib.sha256(what.encode()).hexdigest()[:20]}"
+
+
+def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, specs: Specs, *,
+              tags: Callable[[IFEvalRow], dict] | None = None,
+              conditions: Sequence[bool] = (False, True)) -> list[Job]:
+    """One job per row x instruction in the prompt (or not) x candidate; `specs(arm, row, layer,
+    weight)` gives the steering of a steered candidate. Tags: arm, instruction_id,
+    with_instruction, layer, weight, steered, and `tags(row)`."""
+    jobs = []
+    for row in rows:
+        for with_instruction in conditions:
+            prompt = row.prompt if with_instruction else row.prompt_without_instruction
+            for arm, layer, weight in candidates(row, with_instruction):
+                steering = () if layer == NONE else tuple(specs(arm, row, layer, weight))
+                info = dict(arm=arm, instruction_id=row.instruction_id_list[0],
+                            with_instruction=with_instruction, layer=int(layer), weight=float(weight),
+                            steered=bool(steering), **(tags(row) if tags else {}))
+                jobs.append(Job(job_id(phase, arm, prompt, steering), prompt, row, steering, info))
+    return jobs
+
+
+def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str,
+             show_progress: bool | None = None) -> pd.DataFrame:
+    """Generate each distinct job once (resumable), then one line per job of `jobs`: its tags,
+    the response, IFEval strict/loose (all of the row's instructions) and fluency."""
+    from workbench.scoring import score_ifeval
+
+    unique = list({j.id: j for j in jobs}.values())
+    gens = run_jobs(run, model, unique, phase=phase, max_new_tokens=cfg.max_new_tokens,
+                    batch_size=cfg.batch_size, show_progress=show_progress)
+    fluency = add_fluency(model, gens[["job", "response"]]).drop(columns="response").set_index("job")
+    by_id = gens.set_index("job")[["response", "n_tokens", "finish_reason"]]
+    lines = pd.DataFrame([dict(job=j.id, key=j.row.key, prompt=j.prompt, **j.tags) for j in jobs])
+    lines = lines.join(by_id, on="job").join(fluency, on="job")
+    verdicts = score_ifeval([j.row for j in jobs], lines["response"].tolist())
+    every = verdicts.groupby("prompt_index")[["strict", "loose"]].all()
+    return lines.assign(strict=every["strict"].to_numpy(), loose=every["loose"].to_numpy())
+
+
+def instruction_verdicts(jobs: Sequence[Job], scored: pd.DataFrame, metric: str = "loose") -> pd.DataFrame:
+    """One column per instruction id: whether line i of `scored` (job i) followed it (NaN where
+    the row does not carry that instruction)."""
+    from workbench.scoring import score_ifeval
+
+    verdicts = score_ifeval([j.row for j in jobs], scored["response"].tolist())
+    wide = verdicts.pivot_table(index="prompt_index", columns="instruction_id", values=metric, aggfunc="all")
+    return wide.reindex(range(len(jobs))).reset_index(drop=True)
+
+
+def search(run: RunDir, scored: pd.DataFrame, name: str, *, group: Sequence[str],
+           candidate: str = "layer", none_value: float = NONE, steered_only: bool = False) -> dict:
+    """Choose a layer (or weight) per group with jobs.choose_layer; writes tables/{name}_sweep.csv
+    and tables/{name}_choices.csv, records the choices; returns {group key tuple: value}."""
+    sweep, choices = choose_layer(scored, group=group, candidate=candidate, none_value=none_value,
+                                  steered_only=steered_only)
+    sweep.to_csv(run.file("tables", f"{name}_sweep.csv"), index=False)
+    choices.to_csv(run.file("tables", f"{name}_choices.csv"), index=False)
+    records = choices.to_dict("records")
+    run.record(name, records)
+    return {tuple(r[g] for g in group): r[candidate] for r in records}
+
+
+def accuracy_table(scored: pd.DataFrame, by: Sequence[str], *, metric: str = "loose",
+                   means: Sequence[str] = ()) -> pd.DataFrame:
+    """Per group: n, accuracy of `metric` with a 95% Wilson interval (ci_low, ci_high), the mean
+    of each of `means`, the median response perplexity and the share of degenerate responses."""
+    from workbench.stats import accuracy_ci
+
+    lines = []
+    for key, g in scored.groupby(list(by), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        k, n = int(g[metric].astype(bool).sum()), len(g)
+        low, high = accuracy_ci(k, n)
+        lines.append(dict(zip(by, key), n=n, accuracy=k / n, ci_low=low, ci_high=high,
+                          **{m: float(g[m].mean()) for m in means},
+                          ppl_median=float(g["ppl"].median()), degenerate=float(g["degenerate"].mean())))
+    return pd.DataFrame(lines)
+
+
+def vector_specs(vectors: dict[str, dict[str, wb.SteeringVector]], mode: str, *,
+                 cross_model: Sequence[str] = ()) -> Specs:
+    """Specs of arms that steer each row with its own instruction's vector
+    (`vectors[arm][format.vector_name(row)]`); arms in `cross_model` carry another model's vectors."""
+    from workbench.experiments.format import vector_name
+
+    def specs(arm, row, layer, weight):
+        return [wb.Steering(vectors[arm][vector_name(row)], layer, mode, weight,
+                            allow_cross_model=arm in cross_model)]
+    return specs
+
+
+def layer_search(run: RunDir, model, rows: Sequence[IFEvalRow], arms: Sequence[str], specs: Specs,
+                 layers: Sequence[int], weight: float, cfg, *, show_progress: bool | None = None) -> dict:
+    """The format experiment's layer search, per arm: validation rows with and without the
+    instruction x (no steering + each candidate layer at `weight`); writes validation_scores.csv
+    and tables/layer_search_*.csv; returns {(arm, instruction_id, with_instruction): layer}."""
+    def candidates(row, with_instruction):
+        return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
+
+    jobs = grid_jobs(rows, "validation", candidates, specs)
+    scored = run_grid(run, model, jobs, cfg, phase="validation", show_progress=show_progress)
+    save_scores(scored, run.file("validation_scores.csv"))
+    return search(run, scored, "layer_search", group=["arm", "instruction_id", "with_instruction"])
