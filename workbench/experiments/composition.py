@@ -1,0 +1,138 @@
+"""Format and length at once (Stolfo et al., section 6), as one call.
+
+    from workbench.experiments.composition import CompositionConfig, run_composition
+    run = run_composition(CompositionConfig(limit=20), out="runs/composition")
+
+Each test prompt is a base query with a format instruction (e.g. lowercase) and "Answer using at
+most n sentences." Two vectors steer it, each at its own layer: the format vector (`adjust`, at
+the layer the format experiment's search picks on validation prompts for that instruction, with
+or without the instruction) and the conciseness vector (`add` at the length layer and weight,
+as in workbench.experiments.length). Four arms: none, format alone, length alone, both (two
+Steering specs in one row's list); with and without the two instructions in the prompt. Each
+condition is reported as a point (format accuracy, length accuracy), loose IFEval verdicts.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+import workbench as wb
+from workbench.data import IFEvalRow, rows_hash
+from workbench.experiments.format import LANGUAGE, _as_row
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, depth_layer,
+                                        instruction_verdicts, job_id, layer_search, raw_weight,
+                                        residual_norms, run_grid, save_scores, search_layers,
+                                        vector_specs)
+from workbench.experiments.jobs import Job, vectors_for
+from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
+from workbench.experiments.rundir import RunDir
+
+ARMS = ("none", "format", "length", "both")
+
+
+@dataclass(frozen=True)
+class CompositionConfig(Settings):
+    model: str = "smollm2-135m-instruct"
+    limit: int | None = 40  # test prompts: base queries, each with one (format instruction, n)
+    format_instructions: tuple[str, ...] = ("change_case:english_lowercase", "change_case:english_capital",
+                                            "punctuation:no_comma", "startend:quotation")
+    max_sentences: int = 5
+    n_pairs: int = 64  # training pairs per format vector
+    n_length_pairs: int = 50  # training queries of the conciseness vector
+    n_validation: int = 6  # validation prompts per format instruction (its layer search)
+    layer_step: int = 2
+    layers: tuple[int, ...] | None = None  # format candidate layers; None: n_layers//5 .. last, step
+    length_layer: int | None = None  # None: relative depth `depth`
+    depth: float = 0.375
+    length_weight: float = 20  # the paper's c for Phi-3
+    weight_unit: str = "norm_percent"  # or "raw"
+    max_new_tokens: int = 256
+    # quick(): lowercase only, four prompts, few pairs, few layers, short answers
+    QUICK = dict(limit=4, format_instructions=("change_case:english_lowercase",), n_pairs=8,
+                 n_length_pairs=8, n_validation=2, layer_step=8, max_new_tokens=48)
+
+
+def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[IFEvalRow]:
+    """Query i with the i-th (format instruction, n) of their product, cycled."""
+    combos = list(itertools.product(instructions, range(1, max_sentences + 1)))
+    rows = []
+    for i, q in enumerate(queries):
+        iid, n = combos[i % len(combos)]
+        pair = wb.instruction_pairs([q], iid, seed=seed + i)[0]
+        rows.append(IFEvalRow(f"c{i}", f"{pair.with_instruction} {sentence_instruction(n)}",
+                              (iid, SENTENCES), (pair.kwargs, at_most(n)), q, extra=dict(max_n=n)))
+    return rows
+
+
+def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
+                    show_progress: bool | None = None) -> RunDir:
+    """Run (or resume) the composition experiment into `out`; returns the run directory."""
+    if LANGUAGE in cfg.format_instructions:
+        raise ValueError(f"{LANGUAGE} needs one vector per language; compose another format instruction")
+    model = model or wb.load_model(cfg.model)
+    split = wb.split_queries(base_queries(cfg.max_query_chars), seed=cfg.seed,
+                             validation=cfg.n_validation + (cfg.limit or 40))
+    val_q, test_q = split.validation[:cfg.n_validation], split.validation[cfg.n_validation:]
+    test = composed_rows(test_q, cfg.format_instructions, cfg.max_sentences, cfg.seed)
+    run = RunDir.open(out, "composition", cfg, model=model, data_hash=rows_hash(test))
+    n_layers = model.cfg.n_layers
+    layers = search_layers(n_layers, cfg.layer_step, cfg.layers)
+    length_layer = cfg.length_layer if cfg.length_layer is not None else depth_layer(n_layers, cfg.depth)
+    run.record("format", wb.default_format(model).to_dict())
+    run.record("candidate_layers", layers)
+
+    # vectors: one per format instruction, and the conciseness vector
+    fmt = {iid: vectors_for(run, model, iid, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed),
+                            batch_size=cfg.batch_size) for iid in cfg.format_instructions}
+    concise = length_vectors(run, model, split.train, n_pairs=cfg.n_length_pairs, seed=cfg.seed,
+                             classes=("extremely_concise",), batch_size=cfg.batch_size)["extremely_concise"]
+    norms = residual_norms(run, model, split.train[:16], batch_size=cfg.batch_size)
+    length_raw = raw_weight(cfg.length_weight, length_layer, norms, cfg.weight_unit)
+    run.record("length", dict(layer=length_layer, c=cfg.length_weight, unit=cfg.weight_unit, raw=length_raw))
+
+    # the format layer, searched as in the format experiment
+    fmt_specs = vector_specs({"format": fmt}, "adjust")
+    val = [_as_row(p, f"val/{iid}/{i}") for iid in cfg.format_instructions
+           for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))]
+    chosen = layer_search(run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, show_progress=show_progress)
+
+    def format_layer(row, with_instruction):
+        return chosen[("format", row.instruction_id_list[0], with_instruction)]
+
+    lengthen = (wb.Steering(concise, length_layer, "add", length_raw),)
+    jobs = []
+    for row in test:
+        for with_instruction in (False, True):
+            layer = format_layer(row, with_instruction)
+            shape = tuple(fmt_specs("format", row, layer, 1.0)) if layer != NONE else ()
+            prompt = row.prompt if with_instruction else row.prompt_without_instruction
+            for arm, steering in zip(ARMS, [(), shape, lengthen, shape + lengthen]):
+                tags = dict(arm=arm, with_instruction=with_instruction, steered=bool(steering),
+                            format_instruction=row.instruction_id_list[0], format_layer=layer,
+                            length_layer=length_layer, max_n=row.extra["max_n"])
+                jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
+    res = run_grid(run, model, jobs, cfg, phase="test", show_progress=show_progress)
+    verdicts = instruction_verdicts(jobs, res)
+    res["format_ok"] = [bool(verdicts.at[i, j.row.instruction_id_list[0]]) for i, j in enumerate(jobs)]
+    res["length_ok"] = verdicts[SENTENCES].astype(bool).to_numpy()
+    save_scores(res, run.file("scores.csv"))
+    write_tables(run, res)
+    from workbench.report import write_report
+
+    write_report(run.path)
+    return run
+
+
+def write_tables(run: RunDir, res: pd.DataFrame) -> None:
+    """Per condition: format, length and both-followed accuracy (Wilson intervals), fluency."""
+    for by, name in ((["with_instruction", "arm"], "conditions"),
+                     (["format_instruction", "with_instruction", "arm"], "per_instruction")):
+        table = accuracy_table(res, by, means=("n_tokens",)).set_index(by)
+        table = table[["n", "n_tokens", "ppl_median", "degenerate"]]
+        for metric, prefix in (("format_ok", "format_"), ("length_ok", "length_"), ("loose", "both_")):
+            part = accuracy_table(res, by, metric=metric).set_index(by)
+            table = table.join(part[["accuracy", "ci_low", "ci_high"]].add_prefix(prefix))
+        table.reset_index().to_csv(run.file("tables", f"{name}.csv"), index=False)
