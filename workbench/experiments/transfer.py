@@ -1,0 +1,195 @@
+"""Vectors from one model steering another (Stolfo et al., section 4.3: instruct -> base), as one call.
+
+    from workbench.experiments.transfer import TransferConfig, run_transfer
+    run = run_transfer(TransferConfig(source="tiny-instruct", target="tiny-base"), out="runs/transfer")
+
+The format experiment on a target model with two vector sources: the target's own vectors, and
+vectors derived (with their z-bar) on the source model, each prompted in its own format (a base
+target as `Q: ...\\nA:`, stopping at "\\nQ:"). The layer search is re-run on the target for each
+source; the test table is the paper's: target alone / target's own vector / source's vector,
+with and without the instruction in the prompt, `adjust` steering.
+
+Carrying a source vector to the target, for each candidate target layer t: the source layer s at
+the nearest relative depth (analysis.matched_layers; the identity for equal depths) gives the
+direction. Equal widths use it as it is, with the source's z-bar (the paper; z_bar_from="target"
+recomputes it as below), and steer with allow_cross_model=True. Unequal widths are refused unless
+a linear map is given (linear_map: a directory of maps saved by analysis.save_linear_map as
+src{s}_tgt{t}) or fitted here (fit_map: ridge / Procrustes on the residual streams of both models
+over the same training prompts, per matched layer pair, saved under maps/): the direction is mapped
+(LinearMap.apply_direction), renormalised, and z-bar recomputed as the mean projection of the
+target's own with-instruction activations (the training pairs) on the mapped direction.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+import workbench as wb
+from workbench.analysis.linear_map import fit_linear_map, load_linear_map, save_linear_map
+from workbench.analysis.transfer import matched_layers
+from workbench.data import rows_hash
+from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, grid_jobs,
+                                        layer_search, run_grid, save_scores, search_layers,
+                                        vector_specs)
+from workbench.experiments.jobs import vectors_for
+from workbench.experiments.rundir import RunDir
+from workbench.models import model_info
+
+ARMS = ("own", "source")
+
+
+@dataclass(frozen=True)
+class TransferConfig(Settings):
+    source: str = "smollm2-135m-instruct"
+    target: str = "gemma3-270m"
+    data: str | None = None  # test file (IFEval JSONL); None: the 163 packaged format prompts
+    without_data: str | None = None
+    limit: int | None = None  # first N test prompts, round-robin over instructions
+    n_pairs: int = 64
+    n_validation: int = 6
+    layer_step: int = 2
+    layers: tuple[int, ...] | None = None  # target candidate layers; None: n_layers//5 .. last, step
+    mode: str = "adjust"
+    weight: float = 1.0
+    z_bar_from: str = "source"  # equal widths: "source" (the paper) or "target"
+    fit_map: bool = False  # unequal widths: fit a linear map per matched layer pair
+    linear_map: str | None = None  # or a directory of saved maps src{s}_tgt{t}
+    map_method: str = "ridge"  # or "procrustes"
+    map_alpha: float = 10.0
+    # quick(): few pairs, prompts and layers, short answers
+    QUICK = dict(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4)
+
+
+def _maps(run: RunDir, source, target, pairs, cfg: TransferConfig, layer_pairs) -> dict | None:
+    """Linear maps per (source layer, target layer), or None for equal widths; refused when the
+    widths differ and no map is given or fitted."""
+    if source.cfg.d_model == target.cfg.d_model:
+        return None
+    if not (cfg.fit_map or cfg.linear_map):
+        raise ValueError(
+            f"cannot steer {model_info(target).name!r} (d_model {target.cfg.d_model}) with vectors "
+            f"of {model_info(source).name!r} (d_model {source.cfg.d_model}): the widths differ. "
+            f"Fix: fit a linear map between their residual streams (fit_map=True, --fit-map) or "
+            f"give one (linear_map=DIR, --linear-map DIR, maps saved as src{{s}}_tgt{{t}})")
+    if cfg.linear_map:
+        where = Path(cfg.linear_map)
+        missing = [f"src{s}_tgt{t}" for t, s in layer_pairs if not (where / f"src{s}_tgt{t}.json").exists()]
+        if missing:
+            raise ValueError(f"{where} lacks the maps {missing}. Fix: save one per matched layer pair "
+                             f"with workbench.analysis.save_linear_map, or pass fit_map=True")
+        return {(s, t): load_linear_map(where / f"src{s}_tgt{t}") for t, s in layer_pairs}
+    maps, todo = {}, [(t, s) for t, s in layer_pairs if not (run.path / "maps" / f"src{s}_tgt{t}.json").exists()]
+    if todo:  # the same prompts through both models, each in its own format
+        kw = dict(batch_size=cfg.batch_size, show_progress=False)
+        a = wb.cache_pairs(source, pairs, layers=sorted({s for _, s in todo}), **kw)
+        b = wb.cache_pairs(target, pairs, layers=sorted({t for t, _ in todo}), **kw)
+        for t, s in todo:
+            x = torch.cat([a.with_instruction, a.without_instruction])[:, a.layers.index(s)]
+            y = torch.cat([b.with_instruction, b.without_instruction])[:, b.layers.index(t)]
+            fitted = fit_linear_map(x, y, method=cfg.map_method, alpha=cfg.map_alpha, seed=cfg.seed)
+            save_linear_map(replace(fitted, provenance=dict(source=model_info(source).name, source_layer=s,
+                                                            target=model_info(target).name, target_layer=t)),
+                            run.path / "maps" / f"src{s}_tgt{t}")
+    for t, s in layer_pairs:
+        maps[(s, t)] = load_linear_map(run.path / "maps" / f"src{s}_tgt{t}")
+    run.record("linear_maps", [dict(source_layer=s, target_layer=t, method=m.method, r2_heldout=m.r2_heldout,
+                                    n_train=m.n_train) for (s, t), m in maps.items()])
+    return maps
+
+
+def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target_acts=None) -> wb.SteeringVector:
+    """`vec` as a vector of the target's layers [t for t, s in layer_pairs]: the direction of
+    source layer s, mapped when `maps` are given, unit norm; z-bar from `target_acts` (the
+    target's PairActivations of the same pairs) when given, else the source's."""
+    units = []
+    for t, s in layer_pairs:
+        d = vec.direction(s)
+        d = maps[(s, t)].apply_direction(d) if maps else d
+        units.append(d / d.norm().clamp(min=1e-12))
+    units = torch.stack(units).float()
+    layers = tuple(t for t, _ in layer_pairs)
+    if target_acts is not None:
+        slots = [target_acts.layers.index(t) for t in layers]
+        z, z_without = (torch.einsum("nld,ld->l", acts[:, slots].float(), units) / target_acts.n_pairs
+                        for acts in (target_acts.with_instruction, target_acts.without_instruction))
+    else:
+        z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
+        z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
+    info = model_info(target)
+    meta = {**vec.meta, "d_model": units.shape[-1],
+            "carried_to": dict(model=info.name, weight_hash=info.weight_hash, layer_pairs=list(layer_pairs),
+                               mapped=maps is not None, z_bar_from="target" if target_acts is not None else "source")}
+    return wb.SteeringVector(units, layers, z, z_without, torch.ones(len(layers)), meta)
+
+
+def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=None,
+                 show_progress: bool | None = None) -> RunDir:
+    """Run (or resume) the transfer experiment into `out`; returns the run directory."""
+    if cfg.z_bar_from not in ("source", "target"):
+        raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
+    source = source or wb.load_model(cfg.source)
+    target = target or wb.load_model(cfg.target)
+    test = _stratified(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
+    if not test:
+        raise ValueError("no single-instruction format prompts in the test data")
+    src = model_info(source)
+    data_hash = hashlib.sha256((rows_hash(test) + src.name + src.weight_hash).encode()).hexdigest()
+    run = RunDir.open(out, "transfer", cfg, model=target, data_hash=data_hash)
+    run.record("source", src.to_dict())
+    run.record("formats", dict(source=wb.default_format(source).to_dict(), target=wb.default_format(target).to_dict()))
+    layers = search_layers(target.cfg.n_layers, cfg.layer_step, cfg.layers)
+    layer_pairs = [(t, s) for t, s in matched_layers(target.cfg.n_layers, source.cfg.n_layers) if t in layers]
+    run.record("candidate_layers", layers)
+    run.record("layer_pairs", [dict(target_layer=t, source_layer=s) for t, s in layer_pairs])
+    split = wb.split_queries(base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed,
+                             validation=cfg.n_validation * 3)
+    languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
+    instructions = list(dict.fromkeys(r.instruction_id_list[0] for r in test))
+
+    # vectors: the target's own, the source's, and the source's carried to the target's layers
+    pairs = {}
+    for iid in instructions:
+        for lang in (languages if iid == LANGUAGE else [None]):
+            pairs[f"{iid}/{lang}" if lang else iid] = wb.instruction_pairs(
+                split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None)
+    own, theirs = ({name: vectors_for(run, m, f"{arm}/{name}", p, batch_size=cfg.batch_size)
+                    for name, p in pairs.items()} for arm, m in (("own", target), ("source", source)))
+    maps = _maps(run, source, target, [p for ps in pairs.values() for p in ps], cfg, layer_pairs)
+    carried = {}
+    for name, vec in theirs.items():
+        path = run.path / "vectors" / "carried" / f"{name.replace(':', '__')}.safetensors"
+        if not path.exists():
+            acts = None
+            if maps is not None or cfg.z_bar_from == "target":
+                acts = wb.cache_pairs(target, pairs[name], layers=[t for t, _ in layer_pairs],
+                                      batch_size=cfg.batch_size, show_progress=False)
+            carry(vec, target, layer_pairs, maps, acts).save(path)
+        carried[name] = wb.SteeringVector.load(path)
+    specs = vector_specs({"own": own, "source": carried}, cfg.mode, cross_model=("source",))
+
+    # layer search on the target, per vector source, with and without the instruction
+    val = [r for iid in instructions
+           for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
+    chosen = layer_search(run, target, val, ARMS, specs, layers, cfg.weight, cfg, show_progress=show_progress)
+
+    # the test prompts: target alone, its own vector, the source's vector
+    def candidates(row, with_instruction):
+        iid = row.instruction_id_list[0]
+        return [("none", NONE, 0.0), *((arm, chosen[(arm, iid, with_instruction)], cfg.weight) for arm in ARMS)]
+
+    jobs = grid_jobs(test, "test", candidates, specs)
+    res = run_grid(run, target, jobs, cfg, phase="test", show_progress=show_progress)
+    save_scores(res, run.file("scores.csv"))
+    for metric in ("loose", "strict"):
+        accuracy_table(res, ["with_instruction", "arm"], metric=metric).to_csv(
+            run.file("tables", f"conditions_{metric}.csv"), index=False)
+        accuracy_table(res, ["instruction_id", "with_instruction", "arm"], metric=metric).to_csv(
+            run.file("tables", f"per_instruction_{metric}.csv"), index=False)
+    from workbench.report import write_report
+
+    write_report(run.path)
+    return run
