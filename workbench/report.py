@@ -105,6 +105,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     run = Path(run_dir)
     if not (run / "run.json").exists():
         raise FileNotFoundError(f"{run} has no run.json: not a workbench run directory")
+    import workbench.report_sections  # noqa: F401  (registers the other experiments' sections)
+
     state = json.loads((run / "run.json").read_text())
     name = state["identity"]["experiment"]
     sections = BUILDERS[name](state, run) if name in BUILDERS else []

@@ -1,0 +1,184 @@
+"""Report sections of the length, keywords, composition and transfer experiments, registered with
+workbench.report.builder (imported by write_report). Each reads the tables its run wrote and sets
+the paper's numbers (PAPER.md) beside ours.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench.report import Section, builder, md_table
+
+PAPER_KEYWORDS = pd.DataFrame(
+    [("include", False, .291, .407), ("include", True, .895, .953),
+     ("exclude_subtract", False, .641, .855), ("exclude_subtract", True, .863, .932)],
+    columns=["arm", "with_instruction", "paper_plain", "paper_steered"])
+PAPER_TRANSFER = pd.DataFrame(
+    [("Gemma-2-2B (IT vectors)", False, .117, .123, .153), ("Gemma-2-2B (IT vectors)", True, .233, .343, .423),
+     ("Gemma-2-9B (IT vectors)", False, .123, .215, .202), ("Gemma-2-9B (IT vectors)", True, .540, .522, .571)],
+    columns=["model", "with_instruction", "none", "own", "source"])
+
+
+def _csv(run: Path, name: str) -> pd.DataFrame | None:
+    path = run / "tables" / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _choices(run: Path, name: str, keys: list[str], value: str = "layer") -> Section | None:
+    table = _csv(run, f"{name}_choices")
+    if table is None:
+        return None
+    text = (f"No steering is {value} -1 (layer) or 0 (weight).\n\n"
+            + md_table(table[[*keys, value, "accuracy", "no_steering_accuracy", "reason"]]))
+    return (f"{name.replace('_', ' ').capitalize()} on validation prompts", text, [])
+
+
+def _sections(name: str, table: str):
+    """Register a section builder for experiment `name` that runs once tables/{table}.csv exists
+    (an interrupted run has no sections yet) and is given that table."""
+    def register(fn):
+        @builder(name)
+        def build(state: dict, run: Path) -> list[Section]:
+            df = _csv(run, table)
+            return [] if df is None else fn(state, run, df)
+        return fn
+    return register
+
+
+def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_title: str) -> go.Figure:
+    fig = go.Figure()
+    for key, g in df.groupby(series, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        g = g.sort_values(x)
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="lines+markers",
+                                 name=", ".join(f"{s}={k}" for s, k in zip(series, key))))
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title)
+    return fig
+
+
+@_sections("length", "by_weight_loose")
+def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section]:
+    count = _csv(run, "by_weight_at_most_n")
+    choices = state["choices"]
+    table = loose[["arm", "with_instruction", "weight", "n", "accuracy", "ci_low", "ci_high",
+                   "n_sentences", "n_words", "ppl_median", "degenerate"]].assign(
+        count_accuracy=count["accuracy"])
+    weights = pd.DataFrame(choices.get("weights", []))
+    by_n = _csv(run, "by_n_loose")
+    wide = by_n.pivot_table(index=["with_instruction", "max_n"], columns="weight", values="accuracy").reset_index()
+    wide.columns = [c if isinstance(c, str) else f"c={c:g}" for c in wide.columns]
+    instr = by_n[by_n["with_instruction"]]
+    plain, steered = instr[instr["weight"] == 0], instr[instr["weight"] == 20]
+    span = lambda d: f"{d['accuracy'].min():.3f}-{d['accuracy'].max():.3f}"  # noqa: E731
+    ours = f"{span(plain)} -> {span(steered)}" if len(steered) else "c = 20 is not in the grid"
+    text = (f"Layer {choices.get('layer')}; weights in unit `{weights['unit'].iloc[0] if len(weights) else '?'}` "
+            f"(raw = what the hook adds along the unit vector):\n\n" + md_table(weights) + "\n\n"
+            "Accuracy: IFEval loose (number_sentences, relation 'less than' n + 1); count_accuracy: "
+            "count_sentences(response) <= n. Means are over responses.\n\n" + md_table(table)
+            + "\n\nLoose accuracy per n (rows) and weight (columns):\n\n" + md_table(wide)
+            + f"\n\nThe paper (Phi-3-mini, instruction present, at most n = 1..5, c = 20 at layer 12): "
+              f".675-.725 -> .795-.87. This run, instruction present, weight 0 -> c = 20 over n: {ours}.")
+    series = ["arm", "with_instruction"]
+    figs = [_lines(loose, "weight", "accuracy", series, "Accuracy vs weight", "loose accuracy"),
+            _lines(loose, "weight", "n_sentences", series, "Mean sentences vs weight", "sentences")]
+    sections = [("Answer using at most n sentences: accuracy and length vs weight", text, figs)]
+    cos = _csv(run, "class_cosines")
+    if cos is not None:
+        square = cos.pivot(index="a", columns="b", values="cosine").reset_index()
+        sections.append(("Length-class vectors: cosine at the steering layer", md_table(square), []))
+    return sections
+
+
+@_sections("keywords", "headline")
+def keywords_sections(state: dict, run: Path, head: pd.DataFrame) -> list[Section]:
+    from workbench import plots
+
+    wide = head.pivot_table(index=["arm", "with_instruction"], columns="steered", values="accuracy").reset_index()
+    wide.columns = ["arm", "with_instruction", "plain", "steered"]
+    setting = head[head["steered"]][["arm", "with_instruction", "layer", "weight"]]
+    beside = wide.merge(setting, on=["arm", "with_instruction"]).merge(
+        PAPER_KEYWORDS, on=["arm", "with_instruction"], how="left")
+    text = ("Loose IFEval accuracy on the test prompts, no steering vs the layer and weight chosen on "
+            "validation (the paper's Phi-3-mini numbers beside; exclude_vector, the exclusion "
+            "instruction's own vector, is not in the paper's table because it does not work):\n\n"
+            + md_table(beside) + "\n\nWith intervals and the word-boundary match:\n\n"
+            + md_table(head[["arm", "with_instruction", "steered", "n", "accuracy", "ci_low", "ci_high",
+                             "word_match", "ppl_median", "degenerate"]]))
+    sections = [("Include / exclude a word", text, [])]
+    sweep, match = _csv(run, "weight_sweep_loose"), _csv(run, "weight_sweep_word_match")
+    figs = []
+    for (arm, with_instruction), g in sweep.groupby(["arm", "with_instruction"]):
+        fig = plots.weight_sweep(g, quality="ppl_median")
+        fig.update_layout(title=f"{arm}, {'with' if with_instruction else 'without'} the instruction: "
+                                f"accuracy and perplexity vs weight")
+        figs.append(fig)
+    table = sweep[["arm", "with_instruction", "layer", "weight", "raw_weight", "n", "accuracy",
+                   "ppl_median", "degenerate", "distinct_2"]].assign(word_match=match["accuracy"])
+    sections.append(("Accuracy and fluency vs weight (test prompts, at the chosen layer)", md_table(table), figs))
+    sections += [s for s in (_choices(run, "layer_search", ["arm", "with_instruction"]),
+                             _choices(run, "weight_search", ["arm", "with_instruction"], "weight")) if s]
+    return sections
+
+
+@_sections("composition", "conditions")
+def composition_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Section]:
+    fig = go.Figure()
+    for with_instruction, g in cond.groupby("with_instruction"):
+        fig.add_trace(go.Scatter(
+            x=g["format_accuracy"], y=g["length_accuracy"], text=g["arm"], mode="markers+text",
+            textposition="top center", name="instructions in prompt" if with_instruction else "no instructions",
+            error_x=dict(type="data", array=g["format_ci_high"] - g["format_accuracy"],
+                         arrayminus=g["format_accuracy"] - g["format_ci_low"], thickness=1),
+            error_y=dict(type="data", array=g["length_ci_high"] - g["length_accuracy"],
+                         arrayminus=g["length_accuracy"] - g["length_ci_low"], thickness=1)))
+    fig.update_layout(title="Format accuracy vs length accuracy per condition",
+                      xaxis=dict(title="format accuracy", range=[-0.05, 1.05]),
+                      yaxis=dict(title="length accuracy", range=[-0.05, 1.05]))
+    length = state["choices"].get("length", {})
+    text = (f"Conciseness vector: `add` at layer {length.get('layer')}, c = {length.get('c')} "
+            f"({length.get('unit')}; raw {length.get('raw', float('nan')):.3g}); format vectors: `adjust` at "
+            f"the layer searched on validation prompts (below). Loose IFEval verdicts; `both` = every "
+            f"instruction followed. The paper shows composition as figures only (no numbers in PAPER.md).\n\n"
+            + md_table(cond[["with_instruction", "arm", "n", "format_accuracy", "length_accuracy",
+                             "both_accuracy", "n_tokens", "degenerate"]]))
+    sections = [("Format and length at once: (format accuracy, length accuracy) per condition", text, [fig])]
+    per = _csv(run, "per_instruction")
+    sections.append(("Per format instruction", md_table(per[["format_instruction", "with_instruction", "arm", "n",
+                                                             "format_accuracy", "length_accuracy"]]), []))
+    choice = _choices(run, "layer_search", ["instruction_id", "with_instruction"])
+    return sections + ([choice] if choice else [])
+
+
+@_sections("transfer", "conditions_loose")
+def transfer_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Section]:
+    source = state["choices"].get("source", {}).get("name", "source")
+    wide = cond.pivot(index="with_instruction", columns="arm", values="accuracy").reset_index()
+    ours = wide.assign(model=f"{state['model_info']['name']} (this run; {source} vectors)")
+    table = pd.concat([PAPER_TRANSFER, ours[["model", "with_instruction", "none", "own", "source"]]])
+    fig = go.Figure([go.Bar(x=["no instruction", "instruction"], y=wide[arm], name=label)
+                     for arm, label in (("none", "target alone"), ("own", "target's own vector"),
+                                        ("source", f"{source}'s vector"))])
+    fig.update_layout(barmode="group", title="Loose accuracy on the target", yaxis_range=[0, 1])
+    maps = state["choices"].get("linear_maps")
+    z_from = state["identity"]["config"].get("z_bar_from")
+    note = ("Widths differ: source directions mapped by linear maps (held-out R² per layer pair below), "
+            "z-bar recomputed on the target.\n\n" + md_table(pd.DataFrame(maps)) if maps else
+            f"Equal widths: source directions used as they are (z-bar from the {z_from}).")
+    text = ("Loose IFEval accuracy: target alone / the target's own vector / the source's vector, "
+            "each at the layer searched on the target (the paper's rows: Gemma-2 base steered with its "
+            "own and with the instruction-tuned model's vectors).\n\n" + md_table(table) + "\n\n"
+            + md_table(cond[["with_instruction", "arm", "n", "accuracy", "ci_low", "ci_high", "degenerate"]])
+            + "\n\n" + note)
+    sections = [("Transfer: the paper's table", text, [fig])]
+    per = _csv(run, "per_instruction_loose")
+    per_wide = per.pivot_table(index=["instruction_id", "with_instruction"], columns="arm",
+                               values="accuracy").reset_index()
+    sections.append(("Per instruction (loose accuracy)", md_table(per_wide), []))
+    choice = _choices(run, "layer_search", ["arm", "instruction_id", "with_instruction"])
+    pairs = json.dumps(state["choices"].get("layer_pairs", []))
+    if choice:
+        sections.append((choice[0], choice[1] + f"\n\nTarget layer <- source layer: {pairs}", []))
+    return sections
