@@ -6,8 +6,11 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import time
+import typing
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -26,6 +29,12 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@reproduce.callback()
+def _reproduce_offline() -> None:
+    """Every experiment runs offline: set before any experiment module imports the hub libraries."""
+    _offline()
 
 
 @reproduce.command("format")
@@ -52,31 +61,37 @@ def reproduce_format(
         overrides["limit"] = limit
     if max_new_tokens is not None:
         overrides["max_new_tokens"] = max_new_tokens
-    cfg = replace(base, **overrides)
-    start = time.perf_counter()
-    try:
-        run = run_format(cfg, out, show_progress=True)
-    except (ValueError, FileNotFoundError) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2)
-    console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, "
-                  f"{run.path / 'report.html'}")
-    typer.echo((run.path / "summary.md").read_text())
+    _reproduce(run_format, replace(base, **overrides), out)
 
 
-def _configured(cls, quick: bool, **overrides):
-    """The config (quick or full) with the options given on the command line (None: default)."""
-    base = cls.quick() if quick else cls()
-    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+def _configured(cls, quick: bool, settings: Optional[list[str]], **options):
+    """The config (quick or full) with the options given (None: keep) and `--set KEY=VALUE` pairs
+    for any other field (tuples comma-separated, `none` for None, numbers and true/false as JSON)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    chosen = {k: v for k, v in options.items() if v is not None}
+    for item in settings or []:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}",
+                                     param_hint="--set")
+        chosen[key] = _setting(text, fields[key])
+    return replace(cls.quick() if quick else cls(), **chosen)
 
 
-def _weights(text: Optional[str]) -> Optional[tuple[float, ...]]:
-    return tuple(float(w) for w in text.split(",")) if text else None
+def _setting(text: str, hint) -> object:
+    def scalar(x: str):
+        try:
+            return json.loads(x)
+        except ValueError:
+            return x
+    if text.lower() in ("none", "null"):
+        return None
+    return tuple(scalar(x) for x in text.split(",") if x) if "tuple" in str(hint) else scalar(text)
 
 
 def _reproduce(run_fn, cfg, out: Path, **models) -> None:
     """Run an experiment from the command line: errors as one line and exit code 2, then the summary."""
-    _offline()
     start = time.perf_counter()
     try:
         run = run_fn(cfg, out, show_progress=True, **models)
@@ -90,117 +105,74 @@ def _reproduce(run_fn, cfg, out: Path, **models) -> None:
 
 MODEL = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())")
 QUICK = typer.Option(False, help="smoke-sized run (minutes)")
-BATCH = typer.Option(None, help="generation batch size")
-TOKENS = typer.Option(None, help="tokens per response")
-SEED = typer.Option(None, help="seed of the query split and pair sampling")
-WEIGHTS = typer.Option(None, help="comma-separated weight grid, e.g. 0,5,10,20,40")
-UNIT = typer.Option(None, help="weight unit: norm_percent (percent of the layer's mean residual norm) or raw")
-MAX_CHARS = typer.Option(None, help="drop base queries longer than this (a small model's context)")
+SET = typer.Option(None, "--set", help="any config field as KEY=VALUE, e.g. max_new_tokens=64, "
+                                       "weights=0,10,20, weight_unit=raw (repeatable)")
+DATA = typer.Option(None, help="test file (IFEval JSONL)")
+WITHOUT = typer.Option(None, help="requests without instructions, joined by key")
+
+
+def _out(name: str):
+    return typer.Option(Path(f"runs/{name}"), help="run directory (resumed if it exists)")
 
 
 @reproduce.command("length")
-def reproduce_length(
-    model: str = MODEL,
-    limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
-    quick: bool = QUICK,
-    out: Path = typer.Option(Path("runs/length"), help="run directory (resumed if it exists)"),
-    layer: Optional[int] = typer.Option(None, help="steering layer (default: relative depth 0.375)"),
-    weights: Optional[str] = WEIGHTS,
-    weight_unit: Optional[str] = UNIT,
-    baseline: Optional[str] = typer.Option(None, help="plain (class vs bare query, the paper) or opposite"),
-    max_query_chars: Optional[int] = MAX_CHARS,
-    batch_size: Optional[int] = BATCH,
-    max_new_tokens: Optional[int] = TOKENS,
-    seed: Optional[int] = SEED,
-) -> None:
-    """Length: conciseness vector, "at most n sentences", a weight grid."""
+def reproduce_length(model: str = MODEL, quick: bool = QUICK, out: Path = _out("length"),
+                     limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
+                     weights: Optional[str] = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
+                     settings: Optional[list[str]] = SET) -> None:
+    """Length: the conciseness vector on "answer using at most n sentences", over a weight grid."""
     from workbench.experiments.length import LengthConfig, run_length
 
-    _reproduce(run_length, _configured(
-        LengthConfig, quick, model=model, limit=limit, layer=layer, weights=_weights(weights),
-        weight_unit=weight_unit, baseline=baseline, max_query_chars=max_query_chars,
-        batch_size=batch_size, max_new_tokens=max_new_tokens, seed=seed), out)
+    grid = tuple(float(w) for w in weights.split(",")) if weights else None
+    _reproduce(run_length, _configured(LengthConfig, quick, settings, model=model, limit=limit, weights=grid), out)
 
 
 @reproduce.command("keywords")
-def reproduce_keywords(
-    model: str = MODEL,
-    data: Optional[Path] = typer.Option(None, help="test file (IFEval JSONL); default: IFEval's keyword prompts"),
-    without_data: Optional[Path] = typer.Option(None, help="requests without instructions, joined by key"),
-    limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
-    quick: bool = QUICK,
-    out: Path = typer.Option(Path("runs/keywords"), help="run directory (resumed if it exists)"),
-    n_validation: Optional[int] = typer.Option(None, help="validation prompts per file"),
-    weights: Optional[str] = WEIGHTS,
-    weight_unit: Optional[str] = UNIT,
-    max_query_chars: Optional[int] = MAX_CHARS,
-    batch_size: Optional[int] = BATCH,
-    max_new_tokens: Optional[int] = TOKENS,
-    seed: Optional[int] = SEED,
-) -> None:
-    """Keywords: include / exclude a word by word vectors; layer and weight searched on validation."""
+def reproduce_keywords(model: str = MODEL, quick: bool = QUICK, out: Path = _out("keywords"),
+                       limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
+                       data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
+                       settings: Optional[list[str]] = SET) -> None:
+    """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
 
-    _reproduce(run_keywords, _configured(
-        KeywordsConfig, quick, model=model, data=str(data) if data else None,
-        without_data=str(without_data) if without_data else None, limit=limit,
-        n_validation=n_validation, weights=_weights(weights), weight_unit=weight_unit,
-        max_query_chars=max_query_chars, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        seed=seed), out)
+    cfg = _configured(KeywordsConfig, quick, settings, model=model, limit=limit,
+                      data=data and str(data), without_data=without_data and str(without_data))
+    _reproduce(run_keywords, cfg, out)
 
 
 @reproduce.command("composition")
 def reproduce_composition(
-    model: str = MODEL,
+    model: str = MODEL, quick: bool = QUICK, out: Path = _out("composition"),
     limit: Optional[int] = typer.Option(None, help="test prompts (default 40)"),
-    quick: bool = QUICK,
-    out: Path = typer.Option(Path("runs/composition"), help="run directory (resumed if it exists)"),
-    format_instructions: Optional[str] = typer.Option(None, help="comma-separated IFEval format ids"),
-    length_layer: Optional[int] = typer.Option(None, help="conciseness layer (default: relative depth 0.375)"),
-    length_weight: Optional[float] = typer.Option(None, help="conciseness weight c"),
-    weight_unit: Optional[str] = UNIT,
-    max_query_chars: Optional[int] = MAX_CHARS,
-    batch_size: Optional[int] = BATCH,
-    max_new_tokens: Optional[int] = TOKENS,
-    seed: Optional[int] = SEED,
+    format_instructions: Optional[str] = typer.Option(None, help="comma-separated IFEval format ids to compose"),
+    settings: Optional[list[str]] = SET,
 ) -> None:
     """Composition: a format vector and the conciseness vector at once, each at its own layer."""
     from workbench.experiments.composition import CompositionConfig, run_composition
 
     ids = tuple(format_instructions.split(",")) if format_instructions else None
-    _reproduce(run_composition, _configured(
-        CompositionConfig, quick, model=model, limit=limit, format_instructions=ids,
-        length_layer=length_layer, length_weight=length_weight, weight_unit=weight_unit,
-        max_query_chars=max_query_chars, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        seed=seed), out)
+    cfg = _configured(CompositionConfig, quick, settings, model=model, limit=limit, format_instructions=ids)
+    _reproduce(run_composition, cfg, out)
 
 
 @reproduce.command("transfer")
 def reproduce_transfer(
     source: str = typer.Option("smollm2-135m-instruct", help="model the vectors come from"),
     target: str = typer.Option("gemma3-270m", "--target", "--model", help="model steered"),
-    data: Optional[Path] = typer.Option(None, help="test file (IFEval JSONL); default: the 163 IFEval format prompts"),
-    without_data: Optional[Path] = typer.Option(None, help="requests without instructions, joined by key"),
-    limit: Optional[int] = typer.Option(None, help="use the first N test prompts (round-robin over instructions)"),
-    quick: bool = QUICK,
-    out: Path = typer.Option(Path("runs/transfer"), help="run directory (resumed if it exists)"),
+    quick: bool = QUICK, out: Path = _out("transfer"),
+    limit: Optional[int] = typer.Option(None, help="first N test prompts (round-robin over instructions)"),
     fit_map: bool = typer.Option(False, help="unequal widths: fit a linear map per matched layer pair"),
-    linear_map: Optional[Path] = typer.Option(None, help="unequal widths: directory of saved maps src{s}_tgt{t}"),
-    z_bar_from: Optional[str] = typer.Option(None, help="equal widths: z-bar of the source (the paper) or target"),
-    max_query_chars: Optional[int] = MAX_CHARS,
-    batch_size: Optional[int] = BATCH,
-    max_new_tokens: Optional[int] = TOKENS,
-    seed: Optional[int] = SEED,
+    linear_map: Optional[Path] = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
+    data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
+    settings: Optional[list[str]] = SET,
 ) -> None:
     """Transfer: the source model's format vectors steering the target, beside the target's own."""
     from workbench.experiments.transfer import TransferConfig, run_transfer
 
-    _reproduce(run_transfer, _configured(
-        TransferConfig, quick, source=source, target=target, data=str(data) if data else None,
-        without_data=str(without_data) if without_data else None, limit=limit, fit_map=fit_map,
-        linear_map=str(linear_map) if linear_map else None, z_bar_from=z_bar_from,
-        max_query_chars=max_query_chars, batch_size=batch_size, max_new_tokens=max_new_tokens,
-        seed=seed), out)
+    cfg = _configured(TransferConfig, quick, settings, source=source, target=target, limit=limit,
+                      fit_map=fit_map, linear_map=linear_map and str(linear_map),
+                      data=data and str(data), without_data=without_data and str(without_data))
+    _reproduce(run_transfer, cfg, out)
 
 
 @app.command()
