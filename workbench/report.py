@@ -83,6 +83,11 @@ def format_sections(state: dict, run: Path) -> list[Section]:
                           for c in ["no_instr", "no_instr_steered", "instr", "instr_steered"] if c in wide])
         bars.update_layout(barmode="group", title="Loose accuracy per instruction", yaxis_range=[0, 1])
         sections.append(("Per instruction (loose accuracy)", md_table(wide), [bars]))
+    if (tables / "fluency.csv").exists():
+        flu = pd.read_csv(tables / "fluency.csv")
+        sections.append(("Fluency of the test responses",
+                         "Perplexity of each response alone under the unsteered model; degenerate = "
+                         "empty or looping (workbench.fluency.is_degenerate).\n\n" + md_table(flu), []))
     if (tables / "layer_choices.csv").exists():
         ch = pd.read_csv(tables / "layer_choices.csv")
         sweep = pd.read_csv(tables / "layer_sweep.csv")

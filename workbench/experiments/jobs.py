@@ -88,13 +88,13 @@ def score_jobs(jobs: Sequence[Job], generations: pd.DataFrame) -> pd.DataFrame:
     return generations.assign(strict=verdict["strict"].to_numpy(), loose=verdict["loose"].to_numpy())
 
 
-def add_fluency(model, scored: pd.DataFrame) -> pd.DataFrame:
-    """Perplexity of each response alone under the unsteered model, repetition measures, and
-    the degeneration verdict (workbench.fluency.is_degenerate)."""
+def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) -> pd.DataFrame:
+    """Perplexity of each response alone under the unsteered model (when `with_perplexity`),
+    repetition measures, and the degeneration verdict (workbench.fluency.is_degenerate)."""
     from workbench.fluency import fluency_table, perplexity
 
     texts = scored["response"].tolist()
-    ppl = perplexity(model, texts)
+    ppl = perplexity(model, texts) if with_perplexity else None
     table = fluency_table(texts, ppl)
     return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
 
