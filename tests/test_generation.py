@@ -63,6 +63,22 @@ def test_first_token_is_untouched_when_steering_only_generated_positions(tiny, t
     assert [t[0] for t in got] == [t[0] for t in unsteered]
 
 
+@pytest.mark.parametrize("mode", ["add", "adjust"])
+def test_named_positions_mean_the_prompt_and_generated_tokens(tiny, tiny_vec, mode):
+    """'prompt' is tokens 0..n-1 of the unpadded prompt and 'generated' is n onwards: the same
+    tokens as explicit indices, which the plain-forward test checks position by position."""
+    weight = 40.0 if mode == "add" else 1.0
+    spec = wb.Steering(tiny_vec, layer=1, mode=mode, weight=weight)
+    for name in ("prompt", "generated"):
+        named = [dataclasses.replace(spec, positions=name)]
+        table = _tokens(wb.generate_table(tiny, PROMPTS, named, max_new_tokens=N_TINY, batch_size=3))
+        for prompt, tokens in zip(PROMPTS, table):
+            n = len(_ids(tiny, prompt))
+            explicit = range(n) if name == "prompt" else range(n, n + N_TINY)
+            spelled = [dataclasses.replace(spec, positions=tuple(explicit))]
+            assert tokens == wb.generate_reference(tiny, prompt, spelled, max_new_tokens=N_TINY), (name, prompt)
+
+
 def test_per_row_steering_equals_each_row_alone(tiny, tiny_vec):
     configs = [
         [wb.Steering(tiny_vec, layer=1, weight=40.0)],
@@ -177,6 +193,14 @@ def test_context_length(tiny):
     assert table["truncated_tokens"][0] == 0
     assert table["truncated_tokens"][1] == len(_ids(tiny, long)) - (n_ctx - N_TINY) > 0
     assert table["n_tokens"][1] == N_TINY
+    # the start is cut: with raw text and one token per ASCII byte, that is the text's tail
+    raw = PromptFormat("raw")
+    text = "".join(f"{i} apples, " for i in range(60))
+    cut = wb.generate_table(tiny, [text], max_new_tokens=N_TINY, fmt=raw, truncate=True)
+    k = cut["truncated_tokens"][0]
+    assert k == len(text) - (n_ctx - N_TINY) > 0
+    tail = wb.generate_table(tiny, [text[k:]], max_new_tokens=N_TINY, fmt=raw)
+    assert cut["token_ids"][0] == tail["token_ids"][0]
     exact = "a" * (n_ctx - N_TINY - len(_ids(tiny, "")))  # prompt + new tokens fill the context
     assert wb.generate_table(tiny, [exact], max_new_tokens=N_TINY)["truncated_tokens"][0] == 0
 

@@ -183,10 +183,16 @@ def test_load_refuses_broken_files(tiny_vec, tmp_path):
             wb.SteeringVector.load(bad)
     from safetensors.torch import save_file
 
+    from safetensors.torch import load_file
+
     plain = tmp_path / "plain.safetensors"  # a valid safetensors file, but not a vector
     save_file({"vectors": torch.zeros(2, 3)}, plain)
     with pytest.raises(ValueError, match="not a readable workbench steering vector"):
         wb.SteeringVector.load(plain)
+    anonymous = tmp_path / "anonymous.safetensors"  # a vector's tensors without its provenance
+    save_file(load_file(path), anonymous)
+    with pytest.raises(ValueError, match="not a readable workbench steering vector"):
+        wb.SteeringVector.load(anonymous)
 
 
 def test_load_refuses_another_width(tiny, tmp_path, make_vector):
