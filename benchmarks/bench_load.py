@@ -1,0 +1,118 @@
+"""Benchmark 2: model load, warm (safetensors cache) vs the dequantizing GGUF load.
+
+Every measurement is a fresh process, as a user's notebook kernel or script would be:
+  warm   `import workbench as wb; wb.load_model(name)` with the cache in place: the call's wall
+         time, the import's, and the whole process's (seen by the parent).
+  gguf   what weights.convert does before it saves: AutoModelForCausalLM.from_pretrained(dir,
+         gguf_file=...) (fp32) and the tokenizer from the GGUF file; Gemma's file is first
+         assembled from its chunk packages into a temporary directory (timed apart). The user's
+         cache at ~/.cache/workbench is never touched.
+  profile  cProfile of the first wb.load_model call in a fresh process: where the warm time goes.
+
+    .venv/bin/python -m benchmarks.bench_load warm|gguf|profile MODEL
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+T_START = time.perf_counter()
+
+from benchmarks import common  # noqa: E402
+
+MODELS = ("smollm2-135m-instruct", "gemma3-270m")
+
+# functions whose cumulative time explains the warm load (matched on file suffix and name)
+PROFILE_KEYS = {
+    "workbench.load_model": ("workbench/models.py", "load_model"),
+    "weights.convert (cache check)": ("workbench/weights.py", "convert"),
+    "source_sha256": ("workbench/weights.py", "source_sha256"),
+    "AutoModelForCausalLM.from_pretrained": ("models/auto/auto_factory.py", "from_pretrained"),
+    "AutoTokenizer.from_pretrained": ("models/auto/tokenization_auto.py", "from_pretrained"),
+    "workbench _boot": ("workbench/models.py", "_boot"),
+    "TransformerBridge boot (source.boot)": ("sources/transformers/source.py", "boot"),
+    "TransformerBridge.__init__": ("model_bridge/transformer_bridge.py", "__init__"),
+    "  _scan_existing_hooks": ("model_bridge/transformer_bridge.py", "_scan_existing_hooks"),
+    "  _initialize_hook_registry": ("model_bridge/bridge_core.py", "_initialize_hook_registry"),
+    "  set_original_components": ("model_bridge/component_setup.py", "set_original_components"),
+    "  get_tokenizer_with_bos": ("utilities/tokenize_utils.py", "get_tokenizer_with_bos"),
+    "TransformerBridge.train (model.eval())": ("model_bridge/transformer_bridge.py", "train"),
+    "copy.deepcopy": ("copy.py", "deepcopy"),
+    "library_versions": ("workbench/models.py", "library_versions"),
+}
+
+
+def warm(name: str) -> dict:
+    t0 = time.perf_counter()
+    import workbench as wb
+
+    t1 = time.perf_counter()
+    model = wb.load_model(name)
+    t2 = time.perf_counter()
+    assert model.cfg.n_layers == wb.weights.BUNDLED[name].n_layers
+    return dict(model=name, import_s=round(t1 - t0, 3), load_call_s=round(t2 - t1, 3),
+                in_process_s=round(t2 - T_START, 3), ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
+
+
+def gguf(name: str) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import workbench as wb
+
+    spec = wb.weights.BUNDLED[name]
+    with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:
+        t0 = time.perf_counter()
+        path = spec.gguf_path(Path(tmp))
+        t1 = time.perf_counter()
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        t2 = time.perf_counter()
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                     dtype=torch.float32)
+        t3 = time.perf_counter()
+    assert model.config.num_hidden_layers == spec.n_layers and tok is not None
+    return dict(model=name, gguf_mb=round(path.stat().st_size / 2**20, 1) if path.exists() else None,
+                assemble_s=round(t1 - t0, 3), tokenizer_s=round(t2 - t1, 3),
+                from_pretrained_s=round(t3 - t2, 3), total_s=round(t3 - t0, 3),
+                ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
+
+
+def profile(name: str) -> dict:
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    import workbench as wb
+
+    t0 = time.perf_counter()
+    wb.load_model(name)
+    wall = time.perf_counter() - t0
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    out = {}
+    for label, (suffix, fn) in PROFILE_KEYS.items():
+        # cumulative time of the outermost matching entry (recursion counted once)
+        best = 0.0
+        for (file, _, func), (_, _, _, ct, _) in stats.items():
+            if func == fn and file.endswith(suffix):
+                best = max(best, ct)
+        out[label] = round(best, 3)
+    return dict(model=name, load_call_wall_under_profiler_s=round(wall, 3), cumulative_s=out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=["warm", "gguf", "profile"])
+    p.add_argument("model", choices=MODELS)
+    a = p.parse_args()
+    common.emit(dict(warm=warm, gguf=gguf, profile=profile)[a.what](a.model))
+
+
+if __name__ == "__main__":
+    main()
