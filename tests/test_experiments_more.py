@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # byte-level tiny models: short queries keep prompts inside their 512-token context
 SMALL = dict(max_new_tokens=8, batch_size=8, max_query_chars=200)
 LENGTH = LengthConfig.quick(model="tiny-instruct", limit=2, n_pairs=4, max_sentences=2,
-                            weights=(0, 20, 200), directions=("concise", "verbose"), **SMALL)
+                            weights=(0, 20, 200), directions=("concise", "verbose"), all_classes=True, **SMALL)
 KEYWORDS = KeywordsConfig.quick(model="tiny-instruct", limit=1, n_pairs=3, n_validation=1, layers=(1, 3),
                                 weights=(0, 40, 400), **SMALL)
 COMPOSITION = CompositionConfig.quick(model="tiny-instruct", limit=2, n_pairs=4, n_length_pairs=4,
@@ -272,7 +272,8 @@ def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProce
 @pytest.mark.slow
 @pytest.mark.parametrize("name, args, heading", [
     ("length", ["--limit", "1", "--set", "max_sentences=2", "--set", "max_new_tokens=24"], "at most n"),
-    ("keywords", ["--limit", "1", "--set", "max_new_tokens=12", "--set", "n_validation=1"], "Include / exclude"),
+    ("keywords", ["--limit", "1", "--set", "max_new_tokens=12", "--set", "n_validation=1", "--set", "n_pairs=3"],
+     "Include / exclude"),
     ("composition", ["--limit", "2", "--set", "max_new_tokens=24", "--set", "n_validation=1"], "Format and length"),
     ("transfer", ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12", "--set", "n_validation=1"],
      "Transfer"),

@@ -50,9 +50,9 @@ class CompositionConfig(Settings):
     length_weight: float = 20  # the paper's c for Phi-3
     weight_unit: str = "norm_percent"  # or "raw"
     max_new_tokens: int = 256
-    # quick(): lowercase only, four prompts, few pairs, few layers, short answers
+    # quick(): lowercase only, four short prompts, few pairs, few layers, short answers
     QUICK = dict(limit=4, format_instructions=("change_case:english_lowercase",), n_pairs=8,
-                 n_length_pairs=8, n_validation=2, layer_step=8, max_new_tokens=48)
+                 n_length_pairs=8, n_validation=2, layer_step=8, max_new_tokens=48, max_query_chars=300)
 
 
 def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[IFEvalRow]:

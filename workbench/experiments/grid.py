@@ -39,7 +39,7 @@ class Settings:
     """The fields every experiment config after format shares (their base class). `quick()` is
     the config with the class's QUICK overrides: a smoke-sized run, minutes on SmolLM2."""
 
-    max_query_chars: int | None = None  # drop longer base queries (a small model's context)
+    max_query_chars: int | None = None  # drop longer base queries and test prompts (quick runs)
     max_new_tokens: int = 128
     batch_size: int = 64
     seed: int = 0
@@ -55,8 +55,13 @@ Specs = Callable[[str, IFEvalRow, int, float], Sequence[Steering]]
 
 
 def base_queries(max_chars: int | None = None) -> list[str]:
-    """wb.base_queries(), without those longer than `max_chars` (a small model's context)."""
+    """wb.base_queries(), without those longer than `max_chars` (quick runs, small contexts)."""
     return [q for q in wb.base_queries() if max_chars is None or len(q) <= max_chars]
+
+
+def short_rows(rows: Sequence[IFEvalRow], max_chars: int | None) -> list[IFEvalRow]:
+    """`rows` without those whose prompt is longer than `max_chars`."""
+    return [r for r in rows if max_chars is None or len(r.prompt) <= max_chars]
 
 
 def save_scores(scored: pd.DataFrame, path: Path) -> None:

@@ -36,7 +36,7 @@ import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, grid_jobs,
                                         raw_weight, residual_norms, run_grid, save_scores, search,
-                                        search_layers)
+                                        search_layers, short_rows)
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
@@ -71,9 +71,9 @@ class KeywordsConfig(Settings):
     search_weight: float = 40  # the weight of the layer search (the paper's inclusion c)
     weights: tuple[float, ...] = (0, 10, 20, 40, 80)  # the weight grid; 0 = no steering
     weight_unit: str = "norm_percent"  # or "raw"
-    # quick(): two prompts per kind, few pairs, few layers, one weight
+    # quick(): two short prompts per kind, few pairs, few layers, one weight, short answers
     QUICK = dict(limit=2, n_pairs=6, n_validation=2, layer_step=8, weights=(0, 40),
-                 max_new_tokens=32)
+                 max_new_tokens=32, max_query_chars=300)
 
 
 def words(row: IFEvalRow) -> list[str]:
@@ -102,7 +102,8 @@ def _slug(word: str) -> str:
 
 
 def _test_rows(cfg: KeywordsConfig) -> list[IFEvalRow]:
-    rows = wb.format_test_rows(cfg.data, cfg.without_data, instructions=(INCLUDE, EXCLUDE))
+    rows = short_rows(wb.format_test_rows(cfg.data, cfg.without_data, instructions=(INCLUDE, EXCLUDE)),
+                      cfg.max_query_chars)
     return [r for iid in (INCLUDE, EXCLUDE)
             for r in [r for r in rows if r.instruction_id_list[0] == iid][:cfg.limit]]
 
@@ -179,7 +180,8 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
     test_jobs = grid_jobs(test, "test", grid(layer_of, cfg.weights), specs, tags=tags)
     res = run_grid(run, model, test_jobs, cfg, phase="test", show_progress=show_progress)
     res["word_match"] = [word_match(j.row, t) for j, t in zip(test_jobs, res["response"])]
-    res["chosen"] = [w == weight_of[(a, wi)] for a, wi, w in zip(res["arm"], res["with_instruction"], res["weight"])]
+    res["chosen"] = [w == weight_of[(arm, with_instruction)]
+                     for arm, with_instruction, w in zip(res["arm"], res["with_instruction"], res["weight"])]
     save_scores(res, run.file("scores.csv"))
     write_tables(run, res, layer_of, weight_of, norms, cfg)
     from workbench.report import write_report

@@ -56,18 +56,19 @@ DIRECTIONS = {"concise": "extremely_concise", "verbose": "extremely_verbose"}
 @dataclass(frozen=True)
 class LengthConfig(Settings):
     model: str = "smollm2-135m-instruct"
-    limit: int | None = 50  # evaluation base queries (the paper: 50)
+    limit: int | None = 50  # evaluation base queries (the paper: 50; None: 50)
     n_pairs: int = 50  # training base queries per length class (the paper: 50)
     max_sentences: int = 5  # "at most n sentences", n = 1..max_sentences
     baseline: str = "plain"  # "plain": class vs the bare query (the paper); "opposite": extremes contrasted
     directions: tuple[str, ...] = ("concise",)  # vectors steered with ("verbose" too, to lengthen)
+    all_classes: bool = True  # derive all five classes (their cosines), not only the steered ones
     layer: int | None = None  # None: the layer at relative depth `depth`
     depth: float = 0.375  # the paper's layer 12 of Phi-3's 32
     weights: tuple[float, ...] = (0, 5, 10, 20, 40)  # the grid; 0 = no steering
     weight_unit: str = "norm_percent"  # or "raw"
     max_new_tokens: int = 256
-    # quick(): two queries, few pairs, two weights, short answers
-    QUICK = dict(limit=2, n_pairs=8, weights=(0, 20), max_new_tokens=48)
+    # quick(): two short queries, the conciseness vector only, few pairs, two weights, short answers
+    QUICK = dict(limit=2, n_pairs=8, weights=(0, 20), max_new_tokens=48, all_classes=False, max_query_chars=300)
 
 
 def sentence_instruction(n: int) -> str:
@@ -127,8 +128,9 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
     run.record("format", wb.default_format(model).to_dict())
     run.record("layer", layer)
 
+    classes = tuple(PHRASINGS) if cfg.all_classes else tuple(DIRECTIONS[d] for d in cfg.directions)
     vectors = length_vectors(run, model, split.train, n_pairs=cfg.n_pairs, seed=cfg.seed,
-                             baseline=cfg.baseline, batch_size=cfg.batch_size)
+                             baseline=cfg.baseline, classes=classes, batch_size=cfg.batch_size)
     norms = residual_norms(run, model, split.train[:16], batch_size=cfg.batch_size)
     steer = {d: vectors[DIRECTIONS[d]] for d in cfg.directions}
     run.record("weights", [dict(c=c, raw=raw_weight(c, layer, norms, cfg.weight_unit),

@@ -34,7 +34,7 @@ from workbench.data import rows_hash
 from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, grid_jobs,
                                         layer_search, run_grid, save_scores, search_layers,
-                                        vector_specs)
+                                        short_rows, vector_specs)
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.rundir import RunDir
 from workbench.models import model_info
@@ -60,8 +60,8 @@ class TransferConfig(Settings):
     linear_map: str | None = None  # or a directory of saved maps src{s}_tgt{t}
     map_method: str = "ridge"  # or "procrustes"
     map_alpha: float = 10.0
-    # quick(): few pairs, prompts and layers, short answers
-    QUICK = dict(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4)
+    # quick(): few pairs, few short prompts, few layers, short answers
+    QUICK = dict(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4, max_query_chars=300)
 
 
 def _maps(run: RunDir, source, target, pairs, cfg: TransferConfig, layer_pairs) -> dict | None:
@@ -133,14 +133,16 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
         raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
     source = source or wb.load_model(cfg.source)
     target = target or wb.load_model(cfg.target)
-    test = _stratified(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
+    test = _stratified(short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars),
+                       cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
     src = model_info(source)
     data_hash = hashlib.sha256((rows_hash(test) + src.name + src.weight_hash).encode()).hexdigest()
     run = RunDir.open(out, "transfer", cfg, model=target, data_hash=data_hash)
     run.record("source", src.to_dict())
-    run.record("formats", dict(source=wb.default_format(source).to_dict(), target=wb.default_format(target).to_dict()))
+    run.record("formats", {name: wb.default_format(m).to_dict()
+                           for name, m in (("source", source), ("target", target))})
     layers = search_layers(target.cfg.n_layers, cfg.layer_step, cfg.layers)
     layer_pairs = [(t, s) for t, s in matched_layers(target.cfg.n_layers, source.cfg.n_layers) if t in layers]
     run.record("candidate_layers", layers)
@@ -156,8 +158,11 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
         for lang in (languages if iid == LANGUAGE else [None]):
             pairs[f"{iid}/{lang}" if lang else iid] = wb.instruction_pairs(
                 split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None)
-    own, theirs = ({name: vectors_for(run, m, f"{arm}/{name}", p, batch_size=cfg.batch_size)
-                    for name, p in pairs.items()} for arm, m in (("own", target), ("source", source)))
+    def derived(arm, model):
+        return {name: vectors_for(run, model, f"{arm}/{name}", p, batch_size=cfg.batch_size)
+                for name, p in pairs.items()}
+
+    own, theirs = derived("own", target), derived("source", source)
     maps = _maps(run, source, target, [p for ps in pairs.values() for p in ps], cfg, layer_pairs)
     carried = {}
     for name, vec in theirs.items():
