@@ -226,37 +226,36 @@ def test_bad_input(tiny, tiny_vec):
 
 # ---------------------------------------------------------------- bundled models
 
-SMOL_PROMPTS = ["Hi", "Describe how a river shapes the valley it flows through."]  # the reference is slow
+SHORT, LONG = "Hi", "Describe how a river shapes the valley it flows through."
 N_SMOL = 16
 
 
 @pytest.mark.slow
 def test_batched_equals_reference_on_smollm(smollm, smollm_vec):
-    # weight 40 at layer 15 visibly changes at least one of the two answers in every config
-    configs = {
-        "add/all": [wb.Steering(smollm_vec, layer=15, weight=40.0)],
-        "adjust/all": [wb.Steering(smollm_vec, layer=15, mode="adjust")],
-        "add/prompt": [wb.Steering(smollm_vec, layer=15, weight=40.0, positions="prompt")],
-        "add/generated": [wb.Steering(smollm_vec, layer=15, weight=40.0, positions="generated")],
-    }
-    rows = [(name, prompt) for name in configs for prompt in SMOL_PROMPTS]
-    prompts = [p for _, p in rows] + SMOL_PROMPTS
-    steering = [configs[name] for name, _ in rows] + [[], []]
-    table = wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts))
-    got = _tokens(table)
-    plain = got[-2:]
-    for (name, prompt), tokens in zip(rows, got):
-        ref = wb.generate_reference(smollm, prompt, configs[name], max_new_tokens=N_SMOL)
+    """Each config once, on the prompt where it visibly changes the answer; three of the four
+    rows are left-padded beside the long prompt. (The batch-1 reference recomputes the whole
+    sequence per token, so every row costs seconds: one row per config.)"""
+    rows = [
+        ("add/all", LONG, [wb.Steering(smollm_vec, layer=15, weight=40.0)]),
+        ("adjust/all", SHORT, [wb.Steering(smollm_vec, layer=15, mode="adjust")]),
+        ("add/prompt", SHORT, [wb.Steering(smollm_vec, layer=10, weight=24.0, positions="prompt")]),
+        ("add/generated", SHORT, [wb.Steering(smollm_vec, layer=15, weight=40.0, positions="generated")]),
+    ]
+    prompts = [p for _, p, _ in rows] + [SHORT, LONG]
+    steering = [specs for _, _, specs in rows] + [[], []]
+    got = _tokens(wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts)))
+    plain = {SHORT: got[-2], LONG: got[-1]}
+    for (name, prompt, specs), tokens in zip(rows, got):
+        assert tokens != plain[prompt], f"{name} changed nothing, so agreement would mean little"
+        ref = wb.generate_reference(smollm, prompt, specs, max_new_tokens=N_SMOL)
         assert tokens == ref, f"{name} on {prompt!r}: {smollm.tokenizer.decode(tokens)!r} vs {smollm.tokenizer.decode(ref)!r}"
-    for k, name in enumerate(configs):
-        assert got[2 * k: 2 * k + 2] != plain, f"{name} changed nothing"
 
 
 @pytest.mark.slow
 def test_unsteered_equals_hf_generate_on_smollm(smollm):
     prompt = "Give me two tips for learning to cook."
-    table = wb.generate_table(smollm, [prompt], max_new_tokens=24)
-    assert list(table["token_ids"][0]) == _hf_generate(smollm, _ids(smollm, prompt), 24)
+    table = wb.generate_table(smollm, [prompt], max_new_tokens=N_SMOL)
+    assert list(table["token_ids"][0]) == _hf_generate(smollm, _ids(smollm, prompt), N_SMOL)
     assert table["formatted"][0].endswith("<|im_start|>assistant\n")
 
 
