@@ -45,15 +45,17 @@ PROFILE_KEYS = {
 
 
 def warm(name: str) -> dict:
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     import workbench as wb
 
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     model = wb.load_model(name)
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     assert model.cfg.n_layers == wb.weights.BUNDLED[name].n_layers
     return dict(model=name, import_s=round(t1 - t0, 3), load_call_s=round(t2 - t1, 3),
-                in_process_s=round(t2 - T_START, 3), ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
+                import_cpu_s=round(c1 - c0, 3), load_call_cpu_s=round(c2 - c1, 3),
+                process_cpu_s=round(c2, 3), in_process_s=round(t2 - T_START, 3),
+                ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
 
 
 def gguf(name: str) -> dict:
@@ -67,18 +69,19 @@ def gguf(name: str) -> dict:
 
     spec = wb.weights.BUNDLED[name]
     with tempfile.TemporaryDirectory(prefix="bench-gguf-") as tmp:
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         path = spec.gguf_path(Path(tmp))
         t1 = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         t2 = time.perf_counter()
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
                                                      dtype=torch.float32)
-        t3 = time.perf_counter()
+        c3, t3 = time.process_time(), time.perf_counter()
     assert model.config.num_hidden_layers == spec.n_layers and tok is not None
     return dict(model=name, gguf_mb=round(path.stat().st_size / 2**20, 1) if path.exists() else None,
                 assemble_s=round(t1 - t0, 3), tokenizer_s=round(t2 - t1, 3),
                 from_pretrained_s=round(t3 - t2, 3), total_s=round(t3 - t0, 3),
+                total_cpu_s=round(c3 - c0, 3),
                 ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
 
 

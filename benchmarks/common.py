@@ -67,7 +67,7 @@ def machine() -> dict:
     return dict(nproc=os.cpu_count(), cpu_model=model, mem_gb=round(mem_gb, 1),
                 torch_threads=torch.get_num_threads(), python=platform.python_version(),
                 torch=torch.__version__, transformers=transformers.__version__,
-                transformer_lens=tl, loadavg_start=os.getloadavg(),
+                transformer_lens=tl, loadavg_start=os.getloadavg(), nice=os.nice(0),
                 date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                 git_commit=_git("rev-parse", "--short", "HEAD"))
 
@@ -184,7 +184,7 @@ def emit(result: dict) -> None:
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 
-def run_worker(module: str, *args: str, timeout: float = 1800) -> dict:
+def run_worker(module: str, *args: str, timeout: float = 4 * 3600) -> dict:
     """Run `python -m benchmarks.<module> args...` in a fresh process; return its JSON result,
     plus the whole process's wall time as seen from here."""
     cmd = [PY, "-m", f"benchmarks.{module}", *args]

@@ -69,12 +69,18 @@ def bench_load(quick: bool) -> dict:
                  import_s=common.summary([r["import_s"] for r in runs]),
                  process_wall_s=common.summary([r["process_wall_s"] for r in runs]),
                  ru_maxrss_mb=common.median([r["ru_maxrss_mb"] for r in runs]))
+        cpu = [r["load_call_cpu_s"] for r in runs if "load_call_cpu_s" in r]
+        if cpu:  # CPU seconds of the call: what the wall time would be on an idle machine
+            s["load_call_cpu_s"] = common.summary(cpu)
+            s["process_cpu_s"] = common.summary([r["process_cpu_s"] for r in runs if "process_cpu_s" in r])
         if m in out["gguf"]:
             g = out["gguf"][m]
             s["gguf_from_pretrained_s"] = common.summary([r["from_pretrained_s"] for r in g])
             s["gguf_total_s"] = common.summary([r["total_s"] for r in g])
             s["gguf_process_wall_s"] = common.summary([r["process_wall_s"] for r in g])
             s["gguf_ru_maxrss_mb"] = common.median([r["ru_maxrss_mb"] for r in g])
+            if all("total_cpu_s" in r for r in g):
+                s["gguf_total_cpu_s"] = common.summary([r["total_cpu_s"] for r in g])
             s["gguf_total_over_warm_call"] = s["gguf_total_s"]["median"] / s["load_call_s"]["median"]
         summary[m] = s
     out["summary"] = summary
@@ -85,19 +91,19 @@ def bench_generate(quick: bool) -> dict:
     q = ["--quick"] if quick else []
     if quick:  # one process for the three, to pay one model load
         log("[generate] ref, overhead, sweep")
-        out = run_worker("bench_generate", "all", *q, timeout=3600)
+        out = run_worker("bench_generate", "all", *q, timeout=4 * 3600)
         out["profile"] = None
     else:
         out = {}
         for what in ("ref", "overhead", "sweep", "profile"):
             log(f"[generate] {what}")
-            out[what] = run_worker("bench_generate", what, *q, timeout=3600)
+            out[what] = run_worker("bench_generate", what, *q, timeout=4 * 3600)
     variants = (["wb_steered"] if quick else
                 ["reference", "wb_steered", "hf_generate", "sweep_batched", "sweep_loop"])
     out["memory"] = {}
     for v in variants:
         log(f"[generate] peak memory: {v}")
-        out["memory"][v] = run_worker("bench_generate", "memory", v, *q, timeout=3600)
+        out["memory"][v] = run_worker("bench_generate", "memory", v, *q, timeout=4 * 3600)
     return out
 
 
@@ -122,7 +128,9 @@ def targets(b: dict) -> list[dict]:
     if "load" in b:
         for m, s in b["load"]["summary"].items():
             out.append(target(f"2. warm load {m}", "wb.load_model call, s (fresh process)",
-                              s["load_call_s"]["median"], None, "<=", 3.0,
+                              s["load_call_s"]["median"],
+                              s["load_call_cpu_s"]["median"] if "load_call_cpu_s" in s else None,
+                              "<=", 3.0,
                               note=f"whole process {s['process_wall_s']['median']:.2f} s"))
     if "generate" in b:
         g = b["generate"]
@@ -153,16 +161,25 @@ def fmt(x, nd=2):
     return str(x)
 
 
+def when(part: dict) -> str:
+    r = part.get("run")
+    if not r:
+        return ""
+    return (f" (run {r['date']}, {r['elapsed_s'] / 60:.1f} min, load average "
+            f"{r['loadavg_start'][0]:.1f} -> {r['loadavg_end'][0]:.1f})")
+
+
 def render(res: dict) -> str:
     m, b = res["machine"], res["benchmarks"]
     L = [f"Command: `{res['command']}`  ",
-         f"Date: {m['date']} (elapsed {res['elapsed_s'] / 60:.1f} min)  ",
+         f"Report written: {m['date']} (this invocation: {res['elapsed_s'] / 60:.1f} min; each "
+         f"section says when its measurements ran)  ",
          f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['mem_gb']} GiB; torch {m['torch']} "
          f"({m['torch_threads']} threads), transformers {m['transformers']}, transformer-lens "
          f"{m['transformer_lens']}, Python {m['python']}; git {m['git_commit']}  ",
          f"Load average at start / end: {', '.join(f'{x:.1f}' for x in m['loadavg_start'])} / "
          f"{', '.join(f'{x:.1f}' for x in res['loadavg_end'])}; OMP_WAIT_POLICY="
-         f"{res['omp_wait_policy'] or '(unset)'}  ",
+         f"{res['omp_wait_policy'] or '(unset)'}; nice {m.get('nice', '?')}  ",
          "Raw JSON: `benchmarks/results/" + ("quick" if res["quick"] else "full") + ".json`", "",
          "### Targets", "",
          "| target | measure | median (wall) | median (CPU time) | target | met |",
@@ -176,7 +193,7 @@ def render(res: dict) -> str:
                  f"{fmt(t['measured_cpu'])} | {t['op']} {t['threshold']} | {met} |")
     if "cache" in b:
         t = b["cache"]["time"]
-        L += ["", "### 1. Caching throughput", "",
+        L += ["", "### 1. Caching throughput" + when(b["cache"]), "",
               f"{t['n_pairs']} pairs = {t['n_prompts']} prompts ({t['n_tokens']} tokens), batch "
               f"{t['batch_size']}, all {t['n_layers']} layers, position last. Max |wb - HF| over "
               f"layers 0..{t['n_layers'] - 2}: {t['max_abs_diff_vs_hf']:.3g}. The bridge runs "
@@ -193,17 +210,20 @@ def render(res: dict) -> str:
                      f"[{s['wall']['min']:.2f}-{s['wall']['max']:.2f}] | {s['cpu']['median']:.2f} "
                      f"| {rr} | {mm} |")
     if "load" in b:
-        L += ["", "### 2. Model load (fresh process each)", "",
-              "| model | wb.load_model call s | import workbench s | whole process s | "
-              "process peak RSS MB | GGUF from_pretrained s | GGUF total s (assemble + "
-              "tokenizer + model) | GGUF process peak MB | GGUF total / warm call |",
-              "|---|---|---|---|---|---|---|---|---|"]
+        L += ["", "### 2. Model load (fresh process each)" + when(b["load"]), "",
+              "| model | wb.load_model call s wall [min-max] | call CPU s | import workbench s | "
+              "whole process s (CPU s) | process peak RSS MB | GGUF from_pretrained s | GGUF "
+              "total s (assemble + tokenizer + model) | GGUF process peak MB | GGUF total / "
+              "warm call |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
         for m, s in b["load"]["summary"].items():
             g = lambda k: fmt(s[k]["median"]) if k in s else "-"  # noqa: E731
+            gc = g("gguf_total_cpu_s")
             L.append(f"| {m} | {s['load_call_s']['median']:.2f} [{s['load_call_s']['min']:.2f}-"
-                     f"{s['load_call_s']['max']:.2f}] | {s['import_s']['median']:.2f} | "
-                     f"{s['process_wall_s']['median']:.2f} | {s['ru_maxrss_mb']:.0f} | "
-                     f"{g('gguf_from_pretrained_s')} | {g('gguf_total_s')} | "
+                     f"{s['load_call_s']['max']:.2f}] | {g('load_call_cpu_s')} | "
+                     f"{s['import_s']['median']:.2f} | "
+                     f"{s['process_wall_s']['median']:.2f} ({g('process_cpu_s')}) | {s['ru_maxrss_mb']:.0f} | "
+                     f"{g('gguf_from_pretrained_s')} | {g('gguf_total_s')} (CPU {gc}) | "
                      f"{fmt(s.get('gguf_ru_maxrss_mb'), 0)} | {fmt(s.get('gguf_total_over_warm_call'), 1)} |")
         for m, p in b["load"].get("profile", {}).items():
             L += ["", f"Where the warm load of {m} goes (cProfile, cumulative s; the profiled call "
@@ -213,7 +233,8 @@ def render(res: dict) -> str:
     if "generate" in b:
         g = b["generate"]
         r, mem = g["ref"], g["memory"]
-        L += ["", "### 3a. Steered generation vs the paper's loop", "",
+        L += ["", "### 3. Steered generation" + when(g), "",
+              "### 3a. Steered generation vs the paper's loop", "",
               f"{r['n_prompts']} prompts x up to {r['new_tokens']} new tokens, greedy, real EOS, "
               f"`{r['spec']}`; wb.generate batch {r['batch_size']} ({r['wb_tokens']} tokens "
               f"generated, {r['wb_seconds']['median']:.1f} s median); reference batch 1 on "
@@ -270,8 +291,8 @@ def render(res: dict) -> str:
         for k, v in mem.items():
             L.append(f"| {k} | {v['peak_rss_mb']:.0f} | {v['delta_mb']:.0f} | "
                      f"{v['ru_maxrss_mb']:.0f} | {v['seconds']:.1f} |")
-        p = g["profile"] or dict(n_prompts=0, new_tokens=0, wall_under_profiler_s=0.0,
-                                 top_tottime=[], top_cumtime_selected={})
+        p = g.get("profile")
+    if "generate" in b and p:
         L += ["", f"### Profile of one steered wb.generate batch ({p['n_prompts']} prompts x "
               f"{p['new_tokens']} tokens, EOS off; {p['wall_under_profiler_s']:.1f} s under "
               f"cProfile)", "", "| function | calls | own s | cumulative s |", "|---|---|---|---|"]
@@ -303,6 +324,10 @@ def main() -> None:
                    help="OMP_WAIT_POLICY for the workers (passive: no spinning beside other "
                         "busy processes; default: leave the environment as it is)")
     p.add_argument("--no-md", action="store_true", help="do not touch RESULTS.md")
+    p.add_argument("--reuse", default="",
+                   help="comma-separated benchmarks whose results to take from the last run of "
+                        "the same size (results/{full,quick}-<name>.json) instead of running "
+                        "them again, e.g. to finish a run that was interrupted")
     a = p.parse_args()
     common.OMP_WAIT_POLICY = "PASSIVE" if a.omp_wait_policy == "passive" else os.environ.get("OMP_WAIT_POLICY")
     only = [x.strip() for x in a.only.split(",") if x.strip()]
@@ -311,21 +336,37 @@ def main() -> None:
     res = dict(command=".venv/bin/python -m benchmarks.run " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
                quick=a.quick, omp_wait_policy=common.OMP_WAIT_POLICY, machine=common.machine(),
                benchmarks={})
-    for name, fn in (("cache", bench_cache), ("load", bench_load), ("generate", bench_generate)):
-        if name in only:
-            t = time.perf_counter()
-            res["benchmarks"][name] = fn(a.quick)
-            log(f"[{name}] done in {time.perf_counter() - t:.0f} s")
+    reuse = [x.strip() for x in a.reuse.split(",") if x.strip()]
+    size = "quick" if a.quick else "full"
+    for name, fn in (("load", bench_load), ("cache", bench_cache), ("generate", bench_generate)):
+        if name not in only:
+            continue
+        part = HERE / "results" / f"{size}-{name}.json"
+        if name in reuse:
+            if part.exists():
+                res["benchmarks"][name] = json.loads(part.read_text())
+                log(f"[{name}] reused {part.name}")
+            else:
+                log(f"[{name}] no {part.name} to reuse: left out")
+            continue
+        t = time.perf_counter()
+        started = dict(date=common.machine()["date"], loadavg_start=os.getloadavg())
+        res["benchmarks"][name] = fn(a.quick)
+        res["benchmarks"][name]["run"] = dict(started, elapsed_s=time.perf_counter() - t,
+                                              loadavg_end=os.getloadavg())
+        part.parent.mkdir(exist_ok=True)
+        part.write_text(json.dumps(res["benchmarks"][name], indent=1, default=str))
+        log(f"[{name}] done in {time.perf_counter() - t:.0f} s")
     res["targets"] = targets(res["benchmarks"])
     res["elapsed_s"] = time.perf_counter() - t0
     res["loadavg_end"] = os.getloadavg()
     out = HERE / "results" / ("quick.json" if a.quick else "full.json")
-    if only != ["cache", "load", "generate"]:
-        out = out.with_name(out.stem + "-" + "-".join(only) + ".json")
+    if sorted(only) != ["cache", "generate", "load"]:
+        out = out.with_name(out.stem + "-only-" + "-".join(only) + ".json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(res, indent=1, default=str))
     text = render(res)
-    if not a.quick and not a.no_md and only == ["cache", "load", "generate"]:
+    if not a.quick and not a.no_md and sorted(only) == ["cache", "generate", "load"]:
         update_results_md(text)
     print(text)
     print(f"\nresults: {out}  ({res['elapsed_s'] / 60:.1f} min)")
