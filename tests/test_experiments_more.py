@@ -272,8 +272,8 @@ def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProce
 @pytest.mark.slow
 @pytest.mark.parametrize("name, args, heading", [
     ("length", ["--limit", "1", "--set", "max_sentences=2", "--set", "max_new_tokens=24"], "at most n"),
-    ("keywords", ["--limit", "1", "--set", "max_new_tokens=12", "--set", "n_validation=1", "--set", "n_pairs=3"],
-     "Include / exclude"),
+    ("keywords", ["--limit", "1", "--set", "max_new_tokens=12", "--set", "n_validation=1", "--set", "n_pairs=2",
+                  "--set", "arms=include,exclude_subtract"], "Include / exclude"),
     ("composition", ["--limit", "2", "--set", "max_new_tokens=24", "--set", "n_validation=1"], "Format and length"),
     ("transfer", ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12", "--set", "n_validation=1"],
      "Transfer"),

@@ -89,7 +89,7 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
                             batch_size=cfg.batch_size) for iid in cfg.format_instructions}
     concise = length_vectors(run, model, split.train, n_pairs=cfg.n_length_pairs, seed=cfg.seed,
                              classes=("extremely_concise",), batch_size=cfg.batch_size)["extremely_concise"]
-    norms = residual_norms(run, model, split.train[:16], batch_size=cfg.batch_size)
+    norms = residual_norms(run, model, split.train[:16], [length_layer], batch_size=cfg.batch_size)
     length_raw = raw_weight(cfg.length_weight, length_layer, norms, cfg.weight_unit)
     run.record("length", dict(layer=length_layer, c=cfg.length_weight, unit=cfg.weight_unit, raw=length_raw))
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import pandas as pd
+import torch
 
 import workbench as wb
 from workbench.data import IFEvalRow
@@ -81,16 +82,18 @@ def depth_layer(n_layers: int, depth: float) -> int:
     return min(max(round(depth * n_layers), 0), n_layers - 1)
 
 
-def residual_norms(run: RunDir, model, queries: Sequence[str], *, batch_size: int) -> dict[int, float]:
-    """Mean norm of the residual stream after each block at the last prompt token of plain
-    `queries`: the unit of weights given in percent of the norm. Recorded in run.json (a resumed
-    run reuses it)."""
+def residual_norms(run: RunDir, model, queries: Sequence[str], layers: Sequence[int], *,
+                   batch_size: int) -> dict[int, float]:
+    """Mean norm of the residual stream after each of `layers` at the last prompt token of the
+    plain `queries`: the unit of weights given in percent of the norm. Recorded in run.json (a
+    resumed run reuses it)."""
     saved = run.state["choices"].get("residual_norms")
     if saved:
         return {int(layer): float(v) for layer, v in saved.items()}
-    pairs = [PromptPair(f"norm/{i}", q, q) for i, q in enumerate(queries)]
-    acts = wb.cache_pairs(model, pairs, batch_size=batch_size, show_progress=False)
-    norms = acts.without_instruction.norm(dim=-1).mean(0)
+    # cache_pairs reads two prompts per pair: make them two different queries
+    pairs = [PromptPair(f"norm/{i}", a, b) for i, (a, b) in enumerate(zip(queries[::2], queries[1::2]))]
+    acts = wb.cache_pairs(model, pairs, layers=sorted(set(layers)), batch_size=batch_size, show_progress=False)
+    norms = torch.cat([acts.with_instruction, acts.without_instruction]).norm(dim=-1).mean(0)
     out = {int(layer): round(float(n), 4) for layer, n in zip(acts.layers, norms)}
     run.record("residual_norms", out)
     return out

@@ -141,7 +141,7 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
                                       word_pairs(split.train, w, kind, n=cfg.n_pairs, seed=cfg.seed),
                                       batch_size=cfg.batch_size)
                for kind, w in need}
-    norms = residual_norms(run, model, split.train[:16], batch_size=cfg.batch_size)
+    norms = residual_norms(run, model, split.train[:16], layers, batch_size=cfg.batch_size)
 
     def specs(arm, row, layer, c):
         _, kind, sign = ARMS[arm]
@@ -196,7 +196,7 @@ def write_tables(run: RunDir, res: pd.DataFrame, layer_of: dict, weight_of: dict
         sweep = accuracy_table(res, ["arm", "with_instruction", "weight"], metric=metric,
                                means=("distinct_2", "n_tokens"))
         sweep["layer"] = [layer_of[(a, w)] for a, w in zip(sweep["arm"], sweep["with_instruction"])]
-        sweep["raw_weight"] = [raw_weight(c, layer, norms, cfg.weight_unit)
+        sweep["raw_weight"] = [raw_weight(c, layer, norms, cfg.weight_unit) if layer != NONE else 0.0
                                for c, layer in zip(sweep["weight"], sweep["layer"])]
         sweep.to_csv(run.file("tables", f"weight_sweep_{metric}.csv"), index=False)
     # the headline: no steering vs the validation-chosen weight (none vs none when 0 was chosen)

@@ -131,7 +131,7 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
     classes = tuple(PHRASINGS) if cfg.all_classes else tuple(DIRECTIONS[d] for d in cfg.directions)
     vectors = length_vectors(run, model, split.train, n_pairs=cfg.n_pairs, seed=cfg.seed,
                              baseline=cfg.baseline, classes=classes, batch_size=cfg.batch_size)
-    norms = residual_norms(run, model, split.train[:16], batch_size=cfg.batch_size)
+    norms = residual_norms(run, model, split.train[:16], [layer], batch_size=cfg.batch_size)
     steer = {d: vectors[DIRECTIONS[d]] for d in cfg.directions}
     run.record("weights", [dict(c=c, raw=raw_weight(c, layer, norms, cfg.weight_unit),
                                 unit=cfg.weight_unit, residual_norm=norms[layer]) for c in cfg.weights])
