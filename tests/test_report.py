@@ -61,3 +61,14 @@ def test_report_command_rebuilds_and_refuses_non_runs(tiny_run, tmp_path):
     assert html_path.exists() and md_path.exists()
     with pytest.raises(FileNotFoundError, match="run.json"):
         write_report(tmp_path)
+
+
+def test_figures_are_exported_and_indexed_to_their_run(tiny_run, tmp_path):
+    import json
+
+    from workbench.report import write_figures
+
+    paths = write_figures(tiny_run.path, tmp_path / "figs", formats=("png",))
+    assert len(paths) >= 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    index = json.loads((tmp_path / "figs" / "format_index.json").read_text())
+    assert index["run_dir"] == str(tiny_run.path) and index["files"] == [p.name for p in paths]

@@ -189,6 +189,16 @@ def report(run_dir: Path) -> None:
 
 
 @app.command()
+def figures(run_dir: Path, out: Path = typer.Option(Path("figures"), help="output directory"),
+            html: bool = typer.Option(False, help="also write self-contained HTML")) -> None:
+    """Regenerate a run's figures as PNG (and HTML) files, indexed back to the run."""
+    from workbench.report import write_figures
+
+    paths = write_figures(run_dir, out, formats=("png", "html") if html else ("png",))
+    console.print(f"wrote {len(paths)} files to {out}")
+
+
+@app.command()
 def models() -> None:
     """The models that load offline."""
     from workbench.models import list_models

@@ -105,6 +105,30 @@ def format_sections(state: dict, run: Path) -> list[Section]:
     return sections
 
 
+def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) -> list[Path]:
+    """Export every figure of a run's report into `out_dir`, with an index.json tying each file
+    to the run it came from (directory, experiment, model, weight and data hashes, commit)."""
+    from workbench.plots import export
+
+    import workbench.report_sections  # noqa: F401  (registers the other experiments' sections)
+
+    run = Path(run_dir)
+    state = json.loads((run / "run.json").read_text())
+    name = state["identity"]["experiment"]
+    figures = [fig for _, _, figs in BUILDERS.get(name, lambda s, r: [])(state, run) for fig in figs]
+    out, paths = Path(out_dir), []
+    for i, fig in enumerate(figures):
+        title = (fig.layout.title.text or f"figure {i}").lower()
+        slug = "".join(c if c.isalnum() else "_" for c in title).strip("_")[:60]
+        paths += export(fig, f"{name}_{i:02d}_{slug}", out_dir=out, formats=formats)
+    index = dict(run_dir=str(run), experiment=name, model=state["model_info"]["name"],
+                 weight_hash=state["model_info"]["weight_hash"],
+                 data_hash=state["identity"]["data_hash"], git_commit=state.get("git_commit"),
+                 files=[p.name for p in paths])
+    (out / f"{name}_index.json").write_text(json.dumps(index, indent=1))
+    return paths
+
+
 def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     """Write report.html and summary.md into the run directory; returns their paths."""
     run = Path(run_dir)
