@@ -131,16 +131,19 @@ def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, spe
     return jobs
 
 
-def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str,
+def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str, perplexity: bool = True,
              show_progress: bool | None = None) -> pd.DataFrame:
     """Generate each distinct job once (resumable), then one line per job of `jobs`: its tags,
-    the response, IFEval strict/loose (all of the row's instructions) and fluency."""
+    the response, IFEval strict/loose (all of the row's instructions) and fluency. Searches pass
+    perplexity=False, as the format experiment does: degeneration is then judged by repetition
+    alone (the 2.5 perplexity floor is calibrated for GPT-2, not for the model scoring itself)."""
     from workbench.scoring import score_ifeval
 
     unique = list({j.id: j for j in jobs}.values())
     gens = run_jobs(run, model, unique, phase=phase, max_new_tokens=cfg.max_new_tokens,
                     batch_size=cfg.batch_size, show_progress=show_progress)
-    fluency = add_fluency(model, gens[["job", "response"]]).drop(columns="response").set_index("job")
+    fluency = add_fluency(model, gens[["job", "response"]], with_perplexity=perplexity)
+    fluency = fluency.drop(columns="response").set_index("job")
     by_id = gens.set_index("job")[["response", "n_tokens", "finish_reason"]]
     lines = pd.DataFrame([dict(job=j.id, key=j.row.key, prompt=j.prompt, **j.tags) for j in jobs])
     lines = lines.join(by_id, on="job").join(fluency, on="job")
@@ -210,6 +213,6 @@ def layer_search(run: RunDir, model, rows: Sequence[IFEvalRow], arms: Sequence[s
         return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
 
     jobs = grid_jobs(rows, "validation", candidates, specs)
-    scored = run_grid(run, model, jobs, cfg, phase="validation", show_progress=show_progress)
+    scored = run_grid(run, model, jobs, cfg, phase="validation", perplexity=False, show_progress=show_progress)
     save_scores(scored, run.file("validation_scores.csv"))
     return search(run, scored, "layer_search", group=["arm", "instruction_id", "with_instruction"])

@@ -168,10 +168,11 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
 
     # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
     val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)
-    scored = run_grid(run, model, val_jobs, cfg, phase="validation", show_progress=show_progress)
+    scored = run_grid(run, model, val_jobs, cfg, phase="validation", perplexity=False, show_progress=show_progress)
     layer_of = search(run, scored, "layer_search", group=group, steered_only=True)
     weight_jobs = grid_jobs(val, "validation", grid(layer_of, cfg.weights), specs, tags=tags)
-    wscored = run_grid(run, model, weight_jobs, cfg, phase="validation", show_progress=show_progress)
+    wscored = run_grid(run, model, weight_jobs, cfg, phase="validation", perplexity=False,
+                       show_progress=show_progress)
     weight_of = search(run, wscored, "weight_search", group=group, candidate="weight", none_value=0.0)
     save_scores(pd.concat([scored.assign(stage="layer"), wscored.assign(stage="weight")]),
                 run.file("validation_scores.csv"))
