@@ -161,6 +161,7 @@ def main() -> None:
     p.add_argument("variant", nargs="?", choices=VARIANTS)
     p.add_argument("--quick", action="store_true")
     a = p.parse_args()
+    common.resume_or_start()
     common.emit(run_time(a.quick) if a.what == "time" else run_memory(a.variant, a.quick))
 
 

@@ -179,9 +179,44 @@ def measure_memory(fn: Callable[[], object]) -> dict:
 
 # ---------------------------------------------------------------- subprocess workers
 
+def _raw_name() -> str:
+    return "-".join(a.lstrip("-") for a in [Path(sys.argv[0]).stem, *sys.argv[1:]])
+
+
+RAW = ROOT / "benchmarks" / "results" / "raw"
+
+
+def _alive(marker: Path) -> bool:
+    try:
+        os.kill(int(marker.read_text()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def resume_or_start() -> None:
+    """Resume support for interrupted runs: when results/raw/RESUME exists, a worker whose
+    result is already in results/raw/ (from an earlier or a concurrent worker with the same
+    arguments, which marks itself with a .running file) re-emits it and exits."""
+    RAW.mkdir(parents=True, exist_ok=True)
+    done, running = RAW / f"{_raw_name()}.json", RAW / f"{_raw_name()}.running"
+    if (RAW / "RESUME").exists():
+        while running.exists() and not done.exists() and _alive(running):
+            time.sleep(5)
+        if done.exists():
+            print(RESULT_MARK + done.read_text(), flush=True)
+            sys.exit(0)
+    running.write_text(str(os.getpid()))
+
+
 def emit(result: dict) -> None:
-    """A worker's last word: its result as one JSON line."""
-    print(RESULT_MARK + json.dumps(result), flush=True)
+    """A worker's last word: its result as one JSON line, also kept in results/raw/ so an
+    interrupted run loses no finished measurement."""
+    line = json.dumps(result)
+    RAW.mkdir(parents=True, exist_ok=True)
+    (RAW / f"{_raw_name()}.json").write_text(line)
+    (RAW / f"{_raw_name()}.running").unlink(missing_ok=True)
+    print(RESULT_MARK + line, flush=True)
 
 
 def run_worker(module: str, *args: str, timeout: float = 4 * 3600) -> dict:
