@@ -13,7 +13,7 @@
 """
 from __future__ import annotations
 
-import time
+import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -140,7 +140,8 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
     # no model: the paper's GPT-2 perplexity floor does not transfer to a model scoring its own
     # greedy output, and perplexity of ~2000 responses costs as much as a third of the search.
     val = add_fluency(model, score_jobs(val_jobs, val), with_perplexity=False)
-    val.to_csv(run.file("validation_scores.csv"), index=False)
+    # every field quoted: a bare carriage return inside a response would split the row
+    val.to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
     sweep, choices = choose_layer(val, group=["instruction_id", "with_instruction"], none_value=NONE)
     sweep.to_csv(run.file("tables", "layer_sweep.csv"), index=False)
     choices.to_csv(run.file("tables", "layer_choices.csv"), index=False)
@@ -154,7 +155,7 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one
     scored = _fill_unsteered(scored)
-    scored.to_csv(run.file("scores.csv"), index=False)
+    scored.to_csv(run.file("scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
     write_tables(run, scored)
     from workbench.report import write_report
 
