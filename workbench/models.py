@@ -98,7 +98,10 @@ def _load_bundled(spec, dtype, device):
     directory = weights.convert(spec)
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        # add_bos_token=True is what TransformerBridge would otherwise re-load the tokenizer
+        # for (seconds for Gemma's 262k vocabulary); workbench always encodes with
+        # add_special_tokens=False and adds BOS itself where the prompt format asks.
+        tokenizer = AutoTokenizer.from_pretrained(directory, add_bos_token=True, local_files_only=True)
     except Exception as err:  # a cache that passed the size check but does not parse
         warnings.warn(f"weight cache {directory} failed to load ({err}); rebuilding it", stacklevel=3)
         shutil.rmtree(directory)
