@@ -259,7 +259,8 @@ def render(res: dict) -> str:
               f"`{r['spec']}`; wb.generate batch {r['batch_size']} ({r['wb_tokens']} tokens "
               f"generated, {r['wb_seconds']['median']:.1f} s median); reference batch 1 on "
               f"{r['reference_prompts']} prompts in {r['reference_chunks']} chunks "
-              f"({r['reference_tokens']} tokens). Finish reasons: {r['finish_reasons']}.", "",
+              f"({r['reference_tokens']} tokens). Finish reasons: {r['finish_reasons']}."
+              + (f" Note: {r['note']}." if r.get("note") else ""), "",
               "| | tokens/s wall | tokens/s CPU | ratio wall | ratio CPU |", "|---|---|---|---|---|",
               f"| wb.generate | {r['tokens_per_s']['wall']['wb']['median']:.1f} | "
               f"{r['tokens_per_s']['cpu']['wb']['median']:.1f} | "
@@ -277,7 +278,8 @@ def render(res: dict) -> str:
               f"switched off on every side, so each run does the same {o['tokens_per_run']} "
               f"decode row-steps and tokens/s compares like with like. Rows identical to wb "
               f"unsteered: " + ", ".join(f"{k.removeprefix('wb_plain_vs_')} {v}/{o['n_prompts']}"
-                                         for k, v in o["rows_identical"].items()) + ".", "",
+                                         for k, v in o["rows_identical"].items()) + "."
+              + (f" Note: {o['note']}." if o.get("note") else ""), "",
               "| variant | tokens/s (wall) | s/run wall median [min-max] | s/run CPU median |",
               "|---|---|---|---|"]
         for k, s in o["seconds"].items():
