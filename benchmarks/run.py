@@ -238,8 +238,9 @@ def render(res: dict) -> str:
                      f"{fmt(s.get('gguf_ru_maxrss_mb'), 0)} | {fmt(s.get('gguf_total_over_warm_call'), 1)} |")
         for m, ph in b["load"].get("phases", {}).items():
             L += ["", f"The warm load of {m} step by step (fresh process, no profiler"
-                  + when(ph) + f"; the bridge {'re-loaded' if ph['bridge_reloaded_tokenizer'] else 'kept'}"
-                  f" the tokenizer workbench passed it):", "",
+                  + when(ph) + f"; the bridge's tokenizer is "
+                  f"{'not ' if ph['bridge_reloaded_tokenizer'] else ''}the object workbench "
+                  f"passed it):", "",
                   "| step | wall s | CPU s |", "|---|---|---|"]
             L += [f"| {x['phase']} | {x['wall_s']:.2f} | {x['cpu_s']:.2f} |" for x in ph["phases"]]
             L.append(f"| total | {ph['total_wall_s']:.2f} | {ph['total_cpu_s']:.2f} |")
