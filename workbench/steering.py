@@ -152,13 +152,18 @@ def check_specs(model, specs: Sequence[Steering]) -> None:
 
 def build_hooks(model, rows: Sequence[Sequence[Steering]], ctx: PositionContext) -> list[tuple[str, object]]:
     """Hooks applying `rows[i]` to batch row i (one row broadcasts to any batch)."""
+    # a sweep repeats the same few specs over hundreds of rows: check and resolve each once
+    names: dict[int, str] = {}
     for specs in rows:
-        check_specs(model, specs)
+        for spec in specs:
+            if id(spec) not in names:
+                check_specs(model, [spec])
+                names[id(spec)] = hook_name(model, spec.hook, spec.layer)
     slots: dict[tuple[str, int], list[tuple[int, Steering]]] = {}
     for r, specs in enumerate(rows):
         seen: dict[str, int] = {}
         for spec in specs:
-            name = hook_name(model, spec.hook, spec.layer)
+            name = names[id(spec)]
             k = seen[name] = seen.get(name, -1) + 1  # the k-th spec of this row at this hook
             slots.setdefault((name, k), []).append((r, spec))
     by_hook: dict[str, list[_Term]] = {}
