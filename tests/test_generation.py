@@ -183,6 +183,33 @@ def test_stop_strings_and_eos(tiny_base, make_vector):
     assert wb.generate_reference(tiny_base, prompt, end, max_new_tokens=8) == free[:2]
 
 
+def test_rows_dropped_when_finished_keep_their_own_steering(tiny_base, make_vector):
+    """Rows that stop early leave the batch (their KV cache rows are dropped); the rows that go
+    on must keep their own steering and positions: each equals the batch-1 reference."""
+    torch.manual_seed(0)
+    d = tiny_base.cfg.d_model
+    vec = make_vector(tiny_base, {1: torch.randn(d), 2: torch.randn(d)}, z_bars={1: 3.0, 2: -2.0})
+    eos = tiny_base.tokenizer.eos_token_id
+    prompts = ["Hello there", "A much longer prompt than the first one", "Tell me a story.",
+               "What is two plus two?", "Name a color."]
+    n = [len(_ids(tiny_base, p)) for p in prompts]
+    configs = [
+        [_forcing(tiny_base, make_vector, eos, n[0] + 1)],  # EOS after 2 tokens
+        [_forcing(tiny_base, make_vector, eos, n[1] + 3)],  # EOS after 4 tokens
+        [wb.Steering(vec, layer=1, weight=40.0)],
+        [wb.Steering(vec, layer=2, mode="adjust", positions="generated")],
+        [wb.Steering(vec, layer=1, weight=-30.0, positions=(-1, n[4] + 5))],
+    ]
+    table = wb.generate_table(tiny_base, prompts, configs, max_new_tokens=10, batch_size=5, stop=())
+    assert list(table["finish_reason"]) == ["eos", "eos", "length", "length", "length"]
+    assert list(table["n_tokens"]) == [2, 4, 10, 10, 10]
+    for prompt, specs, got in zip(prompts, configs, _tokens(table)):
+        assert got == wb.generate_reference(tiny_base, prompt, specs, max_new_tokens=10), prompt
+    steered = _tokens(wb.generate_table(tiny_base, prompts[2:], configs[2:], max_new_tokens=10, stop=()))
+    unsteered = _tokens(wb.generate_table(tiny_base, prompts[2:], max_new_tokens=10, stop=()))
+    assert steered == _tokens(table)[2:] and steered != unsteered
+
+
 def test_context_length(tiny):
     n_ctx = tiny.cfg.n_ctx
     long = "word " * 120

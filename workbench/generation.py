@@ -154,13 +154,14 @@ def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
     reasons: list[str | None] = [None] * len(ids)
     texts = [""] * len(ids)
     cache = DynamicCache()
+    live = list(range(len(ids)))  # the rows still in the batch, in batch order
     with model.hooks(fwd_hooks=build_hooks(model, rows, ctx)):
         step_ids = input_ids
         for step in range(max_new_tokens):
             logits = hf(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
                         past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
             nxt = sampling.pick(logits, gen)
-            for r, t in enumerate(nxt.tolist()):
+            for r, t in zip(live, nxt.tolist()):
                 if reasons[r] is not None:
                     continue
                 if t in eos:
@@ -173,10 +174,17 @@ def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
                         reasons[r] = "stop"
             if all(reasons):
                 break
+            keep = [i for i, r in enumerate(live) if reasons[r] is None]
+            if 4 * (len(live) - len(keep)) >= len(live):  # a quarter finished: drop them
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                mask, position_ids, nxt = mask[index], position_ids[index], nxt[index]
+                live = [live[i] for i in keep]
+                ctx.rows = torch.tensor(live)
             # the next forward sees one new token per row, at padded index width + step
             ctx.start = width + step
             step_ids = nxt[:, None].to(device)
-            mask = torch.cat([mask, mask.new_ones(len(ids), 1)], dim=1)
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
             position_ids = position_ids[:, -1:] + 1
     out = []
     for r in range(len(ids)):

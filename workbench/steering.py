@@ -89,18 +89,24 @@ class PositionContext:
     offsets: left-padding length per row; prompt_lens: unpadded prompt length per row;
     start: padded index of the first position in the current forward pass (0 for the prompt,
     then the sequence length so far, since with a KV cache a hook sees only the new token).
+    rows: which of the original rows are still in the batch (generation drops finished rows);
+    None: all of them.
     """
 
     offsets: Tensor | None = None
     prompt_lens: Tensor | None = None
     start: int = 0
+    rows: Tensor | None = None
 
     def unpadded(self, batch: int, length: int, device) -> tuple[Tensor, Tensor]:
         if self.offsets is None:  # a plain forward pass: every token is prompt, no padding
             pos = torch.arange(length, device=device).expand(batch, length)
             return pos, torch.full((batch,), length, device=device)
-        pos = self.start + torch.arange(length, device=device)[None, :] - self.offsets[:, None].to(device)
-        return pos, self.prompt_lens.to(device)
+        offsets, lens = self.offsets, self.prompt_lens
+        if self.rows is not None:
+            offsets, lens = offsets[self.rows], lens[self.rows]
+        pos = self.start + torch.arange(length, device=device)[None, :] - offsets[:, None].to(device)
+        return pos, lens.to(device)
 
 
 @dataclass
@@ -133,11 +139,13 @@ def _steering_hook(terms: list[_Term], ctx: PositionContext):
     def hook(x: Tensor, hook=None) -> Tensor:
         pos, prompt_lens = ctx.unpadded(x.shape[0], x.shape[1], x.device)
         for t in terms:
-            coef = t.a[:, None].to(x.dtype)
+            d, a, b = (t.d, t.a, t.b) if ctx.rows is None or len(t.a) == 1 else \
+                (t.d[ctx.rows], t.a[ctx.rows], t.b[ctx.rows])
+            coef = a[:, None].to(x.dtype)
             if t.needs_projection:
-                coef = coef + t.b[:, None].to(x.dtype) * torch.einsum("btd,bd->bt", x, t.d.to(x.dtype))
+                coef = coef + b[:, None].to(x.dtype) * torch.einsum("btd,bd->bt", x, d.to(x.dtype))
             coef = coef * t.mask(pos, prompt_lens)
-            x = x + coef[..., None] * t.d[:, None, :].to(x.dtype)
+            x = x + coef[..., None] * d[:, None, :].to(x.dtype)
         return x
     return hook
 
