@@ -60,6 +60,27 @@ def test_cosine_heatmaps():
     assert len(anim.layout.sliders[0].steps) == 3
 
 
+def test_cosine_baselines_band_range_and_split_halves():
+    vectors = _vectors()
+    cos = A.cosine_matrix(vectors, LAYERS)
+    with_, without, _ = _pairs()
+    stab = pd.concat([A.split_half_stability(with_, without, LAYERS, n_splits=3).assign(instruction=k)
+                      for k in ("lower", "json")])
+    band = A.random_cosine_band(16, n=50)
+    fig = P.cosine_baselines(cos, stab, band)
+    assert [n.split(",")[0].split(":")[0] for n in _names(fig)] == [
+        "random directions", "across instructions", "across instructions", "split-half", "split-half"]
+    exact = band.set_index("method").loc["exact"]
+    assert sorted(set(fig.data[0].y)) == [exact["low"], exact["high"]]
+    assert list(fig.data[0].x) == [0, 4, 4, 0]
+    # median and range over the 3 distinct pairs of 3 instructions (the diagonal of ones excluded)
+    off = cos[cos["instruction_a"] < cos["instruction_b"]].groupby("layer")["cosine"]
+    assert np.allclose(fig.data[2].y, off.median()) and max(fig.data[1].y) < 0.999
+    assert np.allclose(fig.data[1].y, list(off.max()) + list(off.min())[::-1])
+    with pytest.raises(ValueError, match="two instructions"):
+        P.cosine_baselines(A.cosine_matrix({"lower": vectors["lower"]}, LAYERS), stab, band)
+
+
 def _pairs(n=10):
     g = torch.Generator().manual_seed(1)
     without = torch.randn(n, len(LAYERS), 16, generator=g)

@@ -5,13 +5,14 @@ showing or saving it. `export` is the one function that writes files.
     fig = P.layer_sweep(results)
     P.export(fig, "layer_sweep", out_dir="figures")
 """
-from workbench.plots.curves import layer_sweep, projection_curves, separation_curves, weight_sweep
+from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
 from workbench.plots.output import ChromiumNotFoundError, export, find_chromium
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix
 from workbench.plots.scatter import embedding_scatter, two_by_two_bars
 
 __all__ = [
     "ChromiumNotFoundError",
+    "cosine_baselines",
     "cosine_heatmap",
     "cosine_heatmap_by_layer",
     "embedding_scatter",

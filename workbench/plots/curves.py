@@ -3,6 +3,7 @@
     layer_sweep(results)                     # accuracy vs layer, with a no-steering reference
     projection_curves(projection_separation(...))
     separation_curves(separation(...))
+    cosine_baselines(cosine_matrix(...), split_half_stability(...), random_cosine_band(d))
     weight_sweep(weights_df)                 # accuracy and fluency vs weight
 """
 from __future__ import annotations
@@ -109,6 +110,51 @@ def separation_curves(df: pd.DataFrame, series: str | None = None) -> go.Figure:
     fig.update_yaxes(title_text="Cohen's d", row=2, col=1)
     fig.update_xaxes(title_text="layer", row=2, col=1)
     fig.update_layout(template=TEMPLATE, title="Separation of with / without along the direction")
+    return fig
+
+
+def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.DataFrame,
+                     method: str = "exact") -> go.Figure:
+    """Cosines between different instructions' vectors per layer, against two baselines.
+
+    Inputs: `cosine_matrix` (each unordered pair of distinct instructions counted once),
+    `split_half_stability` rows with an `instruction` column, and `random_cosine_band` (its
+    `method` row). Traces: the random-direction band, the min-max range and the median of the
+    cross-instruction cosines, then "split-half: <instruction>" per instruction.
+    """
+    require_columns(cosines, ["layer", "instruction_a", "instruction_b", "cosine"], "cosine_baselines")
+    require_columns(stability, ["layer", "instruction", "cosine_mean"], "cosine_baselines")
+    names = in_order(cosines["instruction_a"])
+    rank = {n: i for i, n in enumerate(names)}
+    off = cosines[cosines["instruction_a"].map(rank) < cosines["instruction_b"].map(rank)]
+    if off.empty:
+        raise ValueError("cosine_baselines needs vectors of at least two instructions")
+    across = off.groupby("layer")["cosine"].agg(["min", "median", "max"]).reset_index()
+    b = band.set_index("method").loc[method]
+    x = list(across["layer"])
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[x[0], x[-1], x[-1], x[0]], y=[b["low"], b["low"], b["high"], b["high"]], fill="toself",
+            mode="lines", line=dict(width=0), fillcolor="grey", opacity=0.3, hoverinfo="skip",
+            name=f"random directions, {b['q_high'] - b['q_low']:.0%} band (d={b['d_model']})",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x + x[::-1], y=list(across["max"]) + list(across["min"])[::-1], fill="toself", mode="lines",
+            line=dict(width=0), fillcolor="black", opacity=0.15, hoverinfo="skip",
+            name=f"across instructions: min-max of {len(off) // len(across)} pairs",
+        )
+    )
+    fig.add_trace(go.Scatter(x=x, y=across["median"], mode="lines+markers", name="across instructions: median",
+                             line=dict(color="black", width=3)))
+    for i, name in enumerate(in_order(stability["instruction"])):
+        s = stability[stability["instruction"] == name].sort_values("layer")
+        fig.add_trace(go.Scatter(x=s["layer"], y=s["cosine_mean"], mode="lines", name=f"split-half: {name}",
+                                 line=dict(color=color(i), dash="dot")))
+    fig.update_layout(template=TEMPLATE, xaxis_title="layer", yaxis_title="cosine",
+                      title="Instruction vectors: across instructions vs split halves vs random")
     return fig
 
 
