@@ -14,6 +14,7 @@ from workbench.analysis.geometry import (
     split_half_stability,
 )
 from workbench.analysis.linear_map import LinearMap, fit_linear_map, load_linear_map, save_linear_map
+from workbench.analysis.model_map import ModelMaps, aligned_positions, fit_model_maps, paired_residuals
 from workbench.analysis.projection import projection_separation, separation
 from workbench.analysis.transfer import (
     compare_mapped,
@@ -24,6 +25,10 @@ from workbench.analysis.transfer import (
 
 __all__ = [
     "LinearMap",
+    "ModelMaps",
+    "aligned_positions",
+    "fit_model_maps",
+    "paired_residuals",
     "compare_mapped",
     "cosine_matrix",
     "cross_application_matrix",

@@ -70,6 +70,7 @@ def fit_linear_map(
     alpha: float = 1.0,
     test_fraction: float = 0.2,
     seed: int = 0,
+    groups: Tensor | np.ndarray | None = None,
 ) -> LinearMap:
     """Fit a map from paired source/target activations (row i of both = the same prompt).
 
@@ -81,6 +82,9 @@ def fit_linear_map(
       when d_src <= d_tgt (then it is the exact least-squares solution), a projection
       otherwise. Angles between mapped directions are preserved when d_src <= d_tgt.
       `alpha` is ignored.
+
+    `groups` (one label per row, e.g. the text a position came from): hold out whole groups, a
+    `test_fraction` share of them, so correlated rows never sit on both sides of the split.
     """
     x = source.detach().cpu().double().numpy()
     y = target.detach().cpu().double().numpy()
@@ -89,11 +93,21 @@ def fit_linear_map(
     if not 0 <= test_fraction < 1:
         raise ValueError("test_fraction must be in [0, 1)")
     n = x.shape[0]
-    n_test = round(n * test_fraction)
-    if n - n_test < 2:
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        n_test = round(n * test_fraction)
+        train, test = perm[n_test:], perm[:n_test]
+    else:
+        labels = np.asarray(groups)
+        if labels.shape != (n,):
+            raise ValueError(f"groups must give one label per row ({n}), got shape {labels.shape}")
+        unique = rng.permutation(np.unique(labels))
+        held = np.isin(labels, unique[:round(len(unique) * test_fraction)])
+        train, test = np.flatnonzero(~held), np.flatnonzero(held)
+        n_test = len(test)
+    if len(train) < 2:
         raise ValueError(f"{n} pairs leave fewer than 2 to fit on")
-    perm = np.random.default_rng(seed).permutation(n)
-    train, test = perm[n_test:], perm[:n_test]
 
     if method == "ridge":
         model = Ridge(alpha=alpha).fit(x[train], y[train])
