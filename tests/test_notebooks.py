@@ -25,6 +25,7 @@ CI_ENV = {
     "WB_NB_NEW_TOKENS": "8",
     "WB_NB_SWEEP_WEIGHTS": "1",
     "WB_NB_SWEEP_LAYER_STEP": "12",
+    "WB_NB_TEXTS": "24",
     "WB_NB_RENDERER": "plotly_mimetype",  # no PNG: CI needs no Chromium for this
     "TQDM_DISABLE": "1",
 }
