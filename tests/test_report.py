@@ -72,3 +72,22 @@ def test_figures_are_exported_and_indexed_to_their_run(tiny_run, tmp_path):
     assert len(paths) >= 3 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     index = json.loads((tmp_path / "figs" / "format_index.json").read_text())
     assert index["run_dir"] == str(tiny_run.path) and index["files"] == [p.name for p in paths]
+
+
+def test_figures_command_regenerates_every_analysis(tiny_run, tmp_path, monkeypatch):
+    """`workbench figures` with no argument: every analyses/*/run into figures/<experiment>/."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    shutil.copytree(tiny_run.path, tmp_path / "analyses" / "format" / "run")
+    (tmp_path / "analyses" / "notes").mkdir()  # a folder without a run is not an analysis
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["figures"])
+    assert result.exit_code == 0, result.output
+    pngs = sorted((tmp_path / "figures" / "format").glob("*.png"))
+    assert len(pngs) >= 3 and (tmp_path / "figures" / "format" / "format_index.json").exists()
+    result = CliRunner().invoke(app, ["figures", str(tmp_path / "analyses" / "notes")])
+    assert result.exit_code != 0 and "run.json" in result.output

@@ -189,13 +189,23 @@ def report(run_dir: Path) -> None:
 
 
 @app.command()
-def figures(run_dir: Path, out: Path = typer.Option(Path("figures"), help="output directory"),
+def figures(run_dirs: list[Path] = typer.Argument(None, help="run directories; none: every "
+                                                   "analyses/*/run"),
+            out: Path = typer.Option(Path("figures"), help="output directory; each run's figures "
+                                     "go to OUT/<experiment>/"),
             html: bool = typer.Option(False, help="also write self-contained HTML")) -> None:
-    """Regenerate a run's figures as PNG (and HTML) files, indexed back to the run."""
+    """Regenerate runs' figures as PNG (and HTML) files, indexed back to each run record."""
     from workbench.report import write_figures
 
-    paths = write_figures(run_dir, out, formats=("png", "html") if html else ("png",))
-    console.print(f"wrote {len(paths)} files to {out}")
+    run_dirs = run_dirs or sorted(Path("analyses").glob("*/run"))
+    if not run_dirs:
+        raise typer.BadParameter("no run directory given and none under analyses/*/run")
+    for run_dir in run_dirs:
+        if not (run_dir / "run.json").is_file():
+            raise typer.BadParameter(f"{run_dir} has no run.json: not a workbench run directory")
+        experiment = json.loads((run_dir / "run.json").read_text())["identity"]["experiment"]
+        paths = write_figures(run_dir, out / experiment, formats=("png", "html") if html else ("png",))
+        console.print(f"{run_dir}: wrote {len(paths)} files to {out / experiment}")
 
 
 @app.command()
