@@ -46,7 +46,8 @@ def condition_label(with_instruction: bool, steered: bool) -> str:
     return ("instr" if with_instruction else "no_instr") + ("_steered" if steered else "")
 
 
-def _header(state: dict) -> str:
+def run_header(state: dict) -> str:
+    """Markdown lines naming the run: experiment, model, hashes, commit, timings, configuration."""
     ident, info = state["identity"], state["model_info"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("timings", {}).items())
     return (f"- experiment: **{ident['experiment']}**, model **{info['name']}** "
@@ -110,12 +111,10 @@ def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) ->
     to the run it came from (directory, experiment, model, weight and data hashes, commit)."""
     from workbench.plots import export
 
-    import workbench.report_sections  # noqa: F401  (registers the other experiments' sections)
-
     run = Path(run_dir)
-    state = json.loads((run / "run.json").read_text())
+    state = load_run(run)
     name = state["identity"]["experiment"]
-    figures = [fig for _, _, figs in BUILDERS.get(name, lambda s, r: [])(state, run) for fig in figs]
+    figures = [fig for _, _, figs in sections(run) for fig in figs]
     out, paths = Path(out_dir), []
     for i, fig in enumerate(figures):
         title = (fig.layout.title.text or f"figure {i}").lower()
@@ -129,21 +128,34 @@ def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) ->
     return paths
 
 
-def write_report(run_dir: str | Path) -> tuple[Path, Path]:
-    """Write report.html and summary.md into the run directory; returns their paths."""
+def load_run(run_dir: str | Path) -> dict:
+    """A run directory's run.json: identity (experiment, config, hashes), model, records."""
     run = Path(run_dir)
     if not (run / "run.json").exists():
         raise FileNotFoundError(f"{run} has no run.json: not a workbench run directory")
+    return json.loads((run / "run.json").read_text())
+
+
+def sections(run_dir: str | Path) -> list[Section]:
+    """The report of a run as (title, markdown, [figures]) sections, for a notebook to show."""
     import workbench.report_sections  # noqa: F401  (registers the other experiments' sections)
 
-    state = json.loads((run / "run.json").read_text())
+    state = load_run(run_dir)
     name = state["identity"]["experiment"]
-    sections = BUILDERS[name](state, run) if name in BUILDERS else []
+    return BUILDERS[name](state, Path(run_dir)) if name in BUILDERS else []
+
+
+def write_report(run_dir: str | Path) -> tuple[Path, Path]:
+    """Write report.html and summary.md into the run directory; returns their paths."""
+    run = Path(run_dir)
+    state = load_run(run)
+    name = state["identity"]["experiment"]
+    sections_ = sections(run)
     title = f"workbench: {name} on {state['model_info']['name']}"
-    md = [f"# {title}", "", _header(state), ""]
-    parts = [f"<h1>{html.escape(title)}</h1>", _md_block(_header(state))]
+    md = [f"# {title}", "", run_header(state), ""]
+    parts = [f"<h1>{html.escape(title)}</h1>", _md_block(run_header(state))]
     first = True
-    for heading, text, figs in sections:
+    for heading, text, figs in sections_:
         md += [f"## {heading}", "", text, ""]
         parts += [f"<h2>{html.escape(heading)}</h2>", _md_block(text)]
         for fig in figs:
