@@ -136,14 +136,14 @@ def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.Da
     fig.add_trace(
         go.Scatter(
             x=[x[0], x[-1], x[-1], x[0]], y=[b["low"], b["low"], b["high"], b["high"]], fill="toself",
-            mode="lines", line=dict(width=0), fillcolor="grey", opacity=0.3, hoverinfo="skip",
-            name=f"random directions, {b['q_high'] - b['q_low']:.0%} band (d={b['d_model']})",
+            mode="lines", line=dict(width=0), fillcolor="rgba(214,39,40,0.15)", hoverinfo="skip",
+            name=f"random directions, {b['q_high'] - b['q_low']:.0%} band (d={int(b['d_model'])})",
         )
     )
     fig.add_trace(
         go.Scatter(
             x=x + x[::-1], y=list(across["max"]) + list(across["min"])[::-1], fill="toself", mode="lines",
-            line=dict(width=0), fillcolor="black", opacity=0.15, hoverinfo="skip",
+            line=dict(width=0), fillcolor="rgba(0,0,0,0.15)", hoverinfo="skip",
             name=f"across instructions: min-max of {len(off) // len(across)} pairs",
         )
     )
