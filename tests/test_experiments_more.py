@@ -236,6 +236,8 @@ def test_transfer_with_a_fitted_map_between_unequal_widths(tmp_path, tiny, tiny_
 
     maps = _state(run)["choices"]["linear_maps"]
     assert [(m["source_layer"], m["target_layer"]) for m in maps] == [(1, 1), (3, 3)]
+    # fitted on neutral texts, one row per aligned position (many per text), whole texts held out
+    assert all(m["n_train"] > cfg.map_texts and m["method"] == "ridge" for m in maps)
     for path in (run.path / "vectors" / "carried").rglob("*.safetensors"):
         vec = wb.SteeringVector.load(path)
         assert vec.d_model == 32 and vec.meta["carried_to"]["mapped"]

@@ -14,21 +14,24 @@ the nearest relative depth (analysis.matched_layers; the identity for equal dept
 direction. Equal widths use it as it is, with the source's z-bar (the paper; z_bar_from="target"
 recomputes it as below), and steer with allow_cross_model=True. Unequal widths are refused unless
 a linear map is given (linear_map: a directory of maps saved by analysis.save_linear_map as
-src{s}_tgt{t}) or fitted here (fit_map: ridge / Procrustes on the residual streams of both models
-over the same training prompts, per matched layer pair, saved under maps/): the direction is mapped
+src{s}_tgt{t}, e.g. by analysis.fit_model_maps(...).save(dir)) or fitted here (fit_map: ridge /
+Procrustes by analysis.fit_model_maps on `map_texts` neutral texts, the training base queries
+without instructions, read by both models with positions aligned on characters, per matched
+layer pair, saved under maps/): the direction is mapped
 (LinearMap.apply_direction), renormalised, and z-bar recomputed as the mean projection of the
 target's own with-instruction activations (the training pairs) on the mapped direction.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import workbench as wb
-from workbench.analysis.linear_map import fit_linear_map, load_linear_map, save_linear_map
+from workbench.analysis.linear_map import load_linear_map
+from workbench.analysis.model_map import fit_model_maps
 from workbench.analysis.transfer import matched_layers
 from workbench.data import rows_hash
 from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
@@ -60,11 +63,12 @@ class TransferConfig(Settings):
     linear_map: str | None = None  # or a directory of saved maps src{s}_tgt{t}
     map_method: str = "ridge"  # or "procrustes"
     map_alpha: float = 10.0
+    map_texts: int = 200  # neutral texts (training base queries, no instruction) the map is fitted on
     # quick(): few pairs, few short prompts, few layers, short answers
     QUICK = dict(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4, max_query_chars=300)
 
 
-def _maps(run: RunDir, source, target, pairs, cfg: TransferConfig, layer_pairs) -> dict | None:
+def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) -> dict | None:
     """Linear maps per (source layer, target layer), or None for equal widths; refused when the
     widths differ and no map is given or fitted."""
     if source.cfg.d_model == target.cfg.d_model:
@@ -83,17 +87,11 @@ def _maps(run: RunDir, source, target, pairs, cfg: TransferConfig, layer_pairs) 
                              f"with workbench.analysis.save_linear_map, or pass fit_map=True")
         return {(s, t): load_linear_map(where / f"src{s}_tgt{t}") for t, s in layer_pairs}
     maps, todo = {}, [(t, s) for t, s in layer_pairs if not (run.path / "maps" / f"src{s}_tgt{t}.json").exists()]
-    if todo:  # the same prompts through both models, each in its own format
-        kw = dict(batch_size=cfg.batch_size, show_progress=False)
-        a = wb.cache_pairs(source, pairs, layers=sorted({s for _, s in todo}), **kw)
-        b = wb.cache_pairs(target, pairs, layers=sorted({t for t, _ in todo}), **kw)
-        for t, s in todo:
-            x = torch.cat([a.with_instruction, a.without_instruction])[:, a.layers.index(s)]
-            y = torch.cat([b.with_instruction, b.without_instruction])[:, b.layers.index(t)]
-            fitted = fit_linear_map(x, y, method=cfg.map_method, alpha=cfg.map_alpha, seed=cfg.seed)
-            save_linear_map(replace(fitted, provenance=dict(source=model_info(source).name, source_layer=s,
-                                                            target=model_info(target).name, target_layer=t)),
-                            run.path / "maps" / f"src{s}_tgt{t}")
+    if todo:  # the same neutral texts through both models, positions aligned on characters
+        fit = fit_model_maps(source, target, texts, target_layers=[t for t, _ in todo],
+                             methods=(cfg.map_method,), alpha=cfg.map_alpha, seed=cfg.seed,
+                             batch_size=cfg.batch_size, show_progress=False)
+        fit.save(run.path / "maps", method=cfg.map_method)
     for t, s in layer_pairs:
         maps[(s, t)] = load_linear_map(run.path / "maps" / f"src{s}_tgt{t}")
     run.record("linear_maps", [dict(source_layer=s, target_layer=t, method=m.method, r2_heldout=m.r2_heldout,
@@ -163,7 +161,7 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
                 for name, p in pairs.items()}
 
     own, theirs = derived("own", target), derived("source", source)
-    maps = _maps(run, source, target, [p for ps in pairs.values() for p in ps], cfg, layer_pairs)
+    maps = _maps(run, source, target, list(split.train[:cfg.map_texts]), cfg, layer_pairs)
     carried = {}
     for name, vec in theirs.items():
         path = run.path / "vectors" / "carried" / f"{name.replace(':', '__')}.safetensors"
