@@ -133,6 +133,12 @@ def _tokenizer(directory, auto):
             path.unlink(missing_ok=True)
     if tokenizer is None:
         tokenizer = auto.from_pretrained(directory, add_bos_token=True, local_files_only=True)
+        # Python copies of the vocabulary and merges that some tokenizer classes (Gemma's: 262k
+        # and 515k entries) keep after building the fast backend from them; only __init__
+        # reads them, and they double the pickle
+        for name in ("_vocab", "_merges"):
+            if isinstance(getattr(tokenizer, name, None), (dict, list)):
+                setattr(tokenizer, name, None)
         try:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_bytes(pickle.dumps(tokenizer))
