@@ -220,6 +220,33 @@ def derive(acts: PairActivations, method: str = "mean_diff", *,
     return SteeringVector(units, tuple(acts.layers), z_bars, z_without, raws.norm(dim=-1), meta)
 
 
+def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, target_acts=None, *,
+                     z_from_source: bool = True, meta: dict | None = None) -> SteeringVector:
+    """`vec` carried to other layers (of this or another model): for each (t, s) in `layer_pairs`
+    the unit direction of source layer s, passed through `map_direction(s, t, d)` when given,
+    becomes the direction of layer t. z-bar: the mean projections of `target_acts` (the target's
+    PairActivations, both sides) when given, else the source's (z_from_source) or 0. `meta` is
+    merged into the source's."""
+    units = []
+    for t, s in layer_pairs:
+        d = vec.direction(s).float()
+        d = map_direction(s, t, d).float() if map_direction is not None else d
+        units.append(d / d.norm().clamp(min=1e-12))
+    units = torch.stack(units)
+    layers = tuple(t for t, _ in layer_pairs)
+    if target_acts is not None:
+        slots = [target_acts.layers.index(t) for t in layers]
+        z, z_without = (torch.einsum("nld,ld->l", acts[:, slots].float(), units) / len(acts)
+                        for acts in (target_acts.with_instruction, target_acts.without_instruction))
+    elif z_from_source:
+        z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
+        z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
+    else:
+        z = z_without = torch.zeros(len(layers))
+    meta = {**vec.meta, "d_model": units.shape[-1], **(meta or {})}
+    return SteeringVector(units, layers, z, z_without.clone(), torch.ones(len(layers)), meta)
+
+
 def _common_kwargs(acts: PairActivations) -> dict:
     kwargs = [p.kwargs for p in acts.pairs]
     return kwargs[0] if all(k == kwargs[0] for k in kwargs) else {"varied": True}

@@ -65,27 +65,17 @@ class ModelMaps:
         """The source vector's per-layer directions carried into the target's layers (one per
         fitted target layer, from its matched source layer), as a SteeringVector of the target
         width. z-bar is left at 0 unless `target` activations are given as a PairActivations of
-        the target model, whose with-instruction mean projection on each mapped direction
-        becomes z-bar (the rule of the transfer experiment)."""
-        from workbench.vectors import SteeringVector
+        the target model, whose mean projections on each mapped direction become z-bar (with
+        and without the instruction; the rule of the transfer experiment)."""
+        from workbench.vectors import carry_directions
 
-        layers = sorted({t for m, _, t in self.maps if m == method})
-        if not layers:
+        pairs = sorted((t, self.get(t, method).provenance["src_layer"]) for m, _, t in self.maps if m == method)
+        if not pairs:
             raise ValueError(f"no {method} maps fitted; methods: {sorted({m for m, _, _ in self.maps})}")
-        dirs = []
-        for t in layers:
-            lm = self.get(t, method)
-            s = lm.provenance["src_layer"]
-            d = lm.apply_direction(vector.direction(s).float())
-            dirs.append(d / d.norm())
-        units = torch.stack(dirs)
-        zb = torch.zeros(len(layers))
-        if target is not None:
-            acts = target.with_instruction.float()
-            zb = torch.stack([acts[:, target.layers.index(t)] @ units[i] for i, t in enumerate(layers)]).mean(-1)
-        meta = dict(vector.meta, model=self.provenance["target"], weight_hash=self.provenance["target_hash"],
-                    d_model=units.shape[-1], mapped_from=vector.meta.get("model"), map_method=method)
-        return SteeringVector(units, tuple(layers), zb, zb.clone(), torch.ones(len(layers)), meta)
+        return carry_directions(vector, pairs, lambda s, t, d: self.get(t, method).apply_direction(d), target,
+                                z_from_source=False,
+                                meta=dict(model=self.provenance["target"], weight_hash=self.provenance["target_hash"],
+                                          mapped_from=vector.meta.get("model"), map_method=method))
 
     def save(self, directory: str | Path, method: str = "ridge") -> Path:
         """Save the `method` maps as src{s}_tgt{t}, the layout TransferConfig(linear_map=...) reads."""

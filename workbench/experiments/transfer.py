@@ -27,8 +27,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
 import workbench as wb
 from workbench.analysis.linear_map import load_linear_map
 from workbench.analysis.model_map import fit_model_maps
@@ -41,6 +39,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_que
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.rundir import RunDir
 from workbench.models import model_info
+from workbench.vectors import carry_directions
 
 ARMS = ("own", "source")
 
@@ -103,25 +102,12 @@ def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target
     """`vec` as a vector of the target's layers [t for t, s in layer_pairs]: the direction of
     source layer s, mapped when `maps` are given, unit norm; z-bar from `target_acts` (the
     target's PairActivations of the same pairs) when given, else the source's."""
-    units = []
-    for t, s in layer_pairs:
-        d = vec.direction(s)
-        d = maps[(s, t)].apply_direction(d) if maps else d
-        units.append(d / d.norm().clamp(min=1e-12))
-    units = torch.stack(units).float()
-    layers = tuple(t for t, _ in layer_pairs)
-    if target_acts is not None:
-        slots = [target_acts.layers.index(t) for t in layers]
-        z, z_without = (torch.einsum("nld,ld->l", acts[:, slots].float(), units) / target_acts.n_pairs
-                        for acts in (target_acts.with_instruction, target_acts.without_instruction))
-    else:
-        z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
-        z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
     info = model_info(target)
-    meta = {**vec.meta, "d_model": units.shape[-1],
-            "carried_to": dict(model=info.name, weight_hash=info.weight_hash, layer_pairs=list(layer_pairs),
-                               mapped=maps is not None, z_bar_from="target" if target_acts is not None else "source")}
-    return wb.SteeringVector(units, layers, z, z_without, torch.ones(len(layers)), meta)
+    return carry_directions(
+        vec, layer_pairs, (lambda s, t, d: maps[(s, t)].apply_direction(d)) if maps else None, target_acts,
+        meta=dict(carried_to=dict(model=info.name, weight_hash=info.weight_hash, layer_pairs=list(layer_pairs),
+                                  mapped=maps is not None,
+                                  z_bar_from="target" if target_acts is not None else "source")))
 
 
 def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=None,
