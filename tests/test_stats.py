@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from workbench.stats import accuracy_ci, mcnemar_exact, mcnemar_table, two_by_two
+from workbench.stats import accuracy_ci, clustered_accuracy_ci, mcnemar_exact, mcnemar_table, two_by_two
 
 
 def test_wilson_interval_by_formula():
@@ -87,3 +87,29 @@ def test_mcnemar_table_unpaired_and_labels():
     assert list(m.n_pairs) == [7, 7] and list(m.n_unpaired) == [1, 1]
     with pytest.raises(ValueError, match="baseline"):
         mcnemar_table(df, pair_col="key", **COLS)  # baseline False is not a value here
+
+
+def test_clustered_interval_counts_clusters_not_lines():
+    """One outcome repeated five times per cluster carries the information of one outcome per
+    cluster: the interval matches Wilson's over the 60 clusters, not over the 300 lines, and is
+    wider than the naive one. Independent lines (clusters of mixed outcomes) keep Wilson's width."""
+    rng = np.random.default_rng(3)
+    clusters = np.repeat(np.arange(60), 5)
+    per_cluster = rng.random(60) < 0.4
+    copied = np.repeat(per_cluster, 5)
+    low, high = clustered_accuracy_ci(copied, clusters)
+    w_low, w_high = accuracy_ci(int(per_cluster.sum()), 60)
+    naive = accuracy_ci(int(copied.sum()), 300)
+    assert low < copied.mean() < high
+    assert (high - low) == pytest.approx(w_high - w_low, rel=0.2)
+    assert (high - low) > 1.5 * (naive[1] - naive[0])
+    independent = rng.random(300) < 0.4
+    low, high = clustered_accuracy_ci(independent, clusters)
+    n_low, n_high = accuracy_ci(int(independent.sum()), 300)
+    assert (high - low) == pytest.approx(n_high - n_low, rel=0.25)
+
+
+def test_clustered_interval_without_spread_falls_back_to_wilson_over_clusters():
+    assert clustered_accuracy_ci([True] * 10, [0] * 5 + [1] * 5) == pytest.approx(accuracy_ci(2, 2))
+    assert clustered_accuracy_ci([True, False], ["a", "a"]) == pytest.approx(accuracy_ci(0.5, 1))
+    assert accuracy_ci(0.5, 1)[0] < 0.5 < accuracy_ci(0.5, 1)[1]

@@ -63,7 +63,8 @@ def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_ti
 def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section]:
     count = _csv(run, "by_weight_at_most_n")
     choices = state["choices"]
-    table = loose[["arm", "with_instruction", "weight", "n", "accuracy", "ci_low", "ci_high",
+    table = loose[["arm", "with_instruction", "weight", "n", *(["n_clusters"] if "n_clusters" in loose else []),
+                   "accuracy", "ci_low", "ci_high",
                    "n_sentences", "n_words", "ppl_median", "degenerate"]].assign(
         count_accuracy=count["accuracy"])
     weights = pd.DataFrame(choices.get("weights", []))
@@ -77,7 +78,9 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
     text = (f"Layer {choices.get('layer')}; weights in unit `{weights['unit'].iloc[0] if len(weights) else '?'}` "
             f"(raw = what the hook adds along the unit vector):\n\n" + md_table(weights) + "\n\n"
             "Accuracy: IFEval loose (number_sentences, relation 'less than' n + 1); count_accuracy: "
-            "count_sentences(response) <= n. Means are over responses.\n\n" + md_table(table)
+            "count_sentences(response) <= n. Means are over responses. The lines of one base query are "
+            "correlated (without the instruction, one response is scored at every n), so the 95% "
+            "intervals resample base queries (n_clusters), not lines.\n\n" + md_table(table)
             + "\n\nLoose accuracy per n (rows) and weight (columns):\n\n" + md_table(wide)
             + f"\n\nThe paper (Phi-3-mini, instruction present, at most n = 1..5, c = 20 at layer 12): "
               f".675-.725 -> .795-.87. This run, instruction present, weight 0 -> c = 20 over n: {ours}.")

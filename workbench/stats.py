@@ -24,7 +24,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 
-def accuracy_ci(successes: int, n: int, alpha: float = 0.05,
+def accuracy_ci(successes: float, n: int, alpha: float = 0.05,
                 method: str = "wilson") -> tuple[float, float]:
     """Two-sided 1 - alpha confidence interval of a proportion (statsmodels `proportion_confint`).
 
@@ -37,6 +37,32 @@ def accuracy_ci(successes: int, n: int, alpha: float = 0.05,
         return (math.nan, math.nan)
     low, high = proportion_confint(successes, n, alpha=alpha, method=method)
     return (float(low), float(high))
+
+
+def clustered_accuracy_ci(correct: Sequence[bool], clusters: Sequence[Any], alpha: float = 0.05, *,
+                          n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Interval of a proportion whose outcomes come in correlated clusters (one base query scored
+    at several thresholds, say): a percentile bootstrap over clusters (scipy), resampling whole
+    clusters and taking total correct / total outcomes. With one cluster, or every cluster at the
+    same proportion (no between-cluster spread), it falls back to a Wilson interval over the
+    number of clusters, the effective sample size when clusters are fully correlated.
+
+        clustered_accuracy_ci(df.loose, df["query"])
+    """
+    from scipy.stats import bootstrap
+
+    frame = pd.DataFrame({"k": np.asarray(correct, dtype=float), "c": list(clusters)})
+    per = frame.groupby("c", sort=False)["k"].agg(["sum", "count"])
+    k, n = per["sum"].to_numpy(), per["count"].to_numpy(dtype=float)
+    if len(per) == 0:
+        return (math.nan, math.nan)
+    rate = k / n
+    if len(per) == 1 or np.ptp(rate) == 0:
+        return accuracy_ci(k.sum() / n.sum() * len(per), len(per), alpha)  # a fractional count is fine
+    res = bootstrap((k, n), lambda a, b, axis=-1: a.sum(axis) / b.sum(axis), paired=True, vectorized=True,
+                    confidence_level=1 - alpha, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed))
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:

@@ -176,17 +176,22 @@ def search(run: RunDir, scored: pd.DataFrame, name: str, *, group: Sequence[str]
 
 
 def accuracy_table(scored: pd.DataFrame, by: Sequence[str], *, metric: str = "loose",
-                   means: Sequence[str] = ()) -> pd.DataFrame:
-    """Per group: n, accuracy of `metric` with a 95% Wilson interval (ci_low, ci_high), the mean
-    of each of `means`, the median response perplexity and the share of degenerate responses."""
-    from workbench.stats import accuracy_ci
+                   means: Sequence[str] = (), cluster: str | None = None) -> pd.DataFrame:
+    """Per group: n, accuracy of `metric` with a 95% interval (ci_low, ci_high), the mean of each
+    of `means`, the median response perplexity and the share of degenerate responses. The
+    interval is Wilson's over the lines, or, when lines come in correlated clusters (the column
+    `cluster`, e.g. one base query scored at several n), a bootstrap over clusters, with
+    n_clusters beside n."""
+    from workbench.stats import accuracy_ci, clustered_accuracy_ci
 
     lines = []
     for key, g in scored.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         k, n = int(g[metric].astype(bool).sum()), len(g)
-        low, high = accuracy_ci(k, n)
-        lines.append(dict(zip(by, key), n=n, accuracy=k / n, ci_low=low, ci_high=high,
+        low, high = (clustered_accuracy_ci(g[metric].astype(bool), g[cluster]) if cluster
+                     else accuracy_ci(k, n))
+        extra = dict(n_clusters=int(g[cluster].nunique())) if cluster else {}
+        lines.append(dict(zip(by, key), n=n, **extra, accuracy=k / n, ci_low=low, ci_high=high,
                           **{m: float(g[m].mean()) for m in means},
                           ppl_median=float(g["ppl"].median()), degenerate=float(g["degenerate"].mean())))
     return pd.DataFrame(lines)

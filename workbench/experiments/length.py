@@ -157,11 +157,13 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
 
 def write_tables(run: RunDir, scored: pd.DataFrame, vectors: dict, layer: int) -> None:
     means = ("n_sentences", "n_words", "n_tokens")
-    # a weight-0 line counts once per direction (its generation is shared)
+    # a weight-0 line counts once per direction (its generation is shared). The lines of one base
+    # query are correlated (without the instruction they are one response scored at every n), so
+    # intervals resample queries
     for by, name in ((["arm", "with_instruction", "weight"], "by_weight"),
                      (["arm", "with_instruction", "weight", "max_n"], "by_n")):
         for metric in ("loose", "at_most_n"):
-            accuracy_table(scored, by, metric=metric, means=means).to_csv(
+            accuracy_table(scored, by, metric=metric, means=means, cluster="query").to_csv(
                 run.file("tables", f"{name}_{metric}.csv"), index=False)
     names = list(vectors)
     units = {c: vectors[c].direction(layer) for c in names}
