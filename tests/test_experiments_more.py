@@ -77,6 +77,8 @@ def test_length_end_to_end_on_tiny(tmp_path, tiny):
     by_weight = pd.read_csv(run.path / "tables/by_weight_loose.csv")
     assert len(by_weight) == 2 * 2 * 3 and by_weight["n"].eq(4).all() and by_weight["n_clusters"].eq(2).all()
     assert (by_weight["ci_low"] <= by_weight["accuracy"]).all() and (by_weight["accuracy"] <= by_weight["ci_high"]).all()
+    assert (by_weight["loose_not_degenerate"] <= by_weight["accuracy"]).all()
+    assert scores["loose_not_degenerate"].tolist() == (scores["loose"] & ~scores["degenerate"]).tolist()
     assert set(pd.read_csv(run.path / "tables/by_n_loose.csv")["max_n"]) == {1, 2}
     # at_most_n is the count of the verifier's own sentence tokenizer
     from workbench.scoring import count_sentences

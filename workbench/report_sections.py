@@ -65,6 +65,7 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
     choices = state["choices"]
     table = loose[["arm", "with_instruction", "weight", "n", *(["n_clusters"] if "n_clusters" in loose else []),
                    "accuracy", "ci_low", "ci_high",
+                   *(["loose_not_degenerate"] if "loose_not_degenerate" in loose else []),
                    "n_sentences", "n_words", "ppl_median", "degenerate"]].assign(
         count_accuracy=count["accuracy"])
     weights = pd.DataFrame(choices.get("weights", []))
@@ -78,7 +79,8 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
     text = (f"Layer {choices.get('layer')}; weights in unit `{weights['unit'].iloc[0] if len(weights) else '?'}` "
             f"(raw = what the hook adds along the unit vector):\n\n" + md_table(weights) + "\n\n"
             "Accuracy: IFEval loose (number_sentences, relation 'less than' n + 1); count_accuracy: "
-            "count_sentences(response) <= n. Means are over responses. The lines of one base query are "
+            "count_sentences(response) <= n; loose_not_degenerate: followed and not a loop (a loop cut at the "
+            "token limit can pass, having ended no sentence). Means are over responses. The lines of one base query are "
             "correlated (without the instruction, one response is scored at every n), so the 95% "
             "intervals resample base queries (n_clusters), not lines.\n\n" + md_table(table)
             + "\n\nLoose accuracy per n (rows) and weight (columns):\n\n" + md_table(wide)

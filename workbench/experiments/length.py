@@ -147,6 +147,8 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
     scored["n_sentences"] = [count_sentences(t) for t in scored["response"]]
     scored["at_most_n"] = (scored["n_sentences"] <= scored["max_n"]) & scored["response"].str.strip().astype(bool)
     scored["n_words"] = scored["response"].str.split().str.len()
+    # a loop cut at max_new_tokens can pass "at most n sentences" (no sentence ever ends)
+    scored["loose_not_degenerate"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     save_scores(scored, run.file("scores.csv"))
     write_tables(run, scored, vectors, layer)
     from workbench.report import write_report
@@ -156,7 +158,7 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
 
 
 def write_tables(run: RunDir, scored: pd.DataFrame, vectors: dict, layer: int) -> None:
-    means = ("n_sentences", "n_words", "n_tokens")
+    means = ("loose_not_degenerate", "n_sentences", "n_words", "n_tokens")
     # a weight-0 line counts once per direction (its generation is shared). The lines of one base
     # query are correlated (without the instruction they are one response scored at every n), so
     # intervals resample queries
