@@ -22,6 +22,9 @@ PAPER_TRANSFER = pd.DataFrame(
     columns=["model", "with_instruction", "none", "own", "source"])
 
 
+_COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
+
+
 def _csv(run: Path, name: str) -> pd.DataFrame | None:
     path = run / "tables" / f"{name}.csv"
     return pd.read_csv(path) if path.exists() else None
@@ -48,13 +51,23 @@ def _sections(name: str, table: str):
     return register
 
 
-def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_title: str) -> go.Figure:
+def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_title: str, *,
+           also: dict[str, str] | None = None) -> go.Figure:
+    """One line per `series` group; accuracy with its interval (ci_low, ci_high) as error bars;
+    `also` {column: label} adds a dashed line of that column per group."""
     fig = go.Figure()
-    for key, g in df.groupby(series, sort=True):
+    for i, (key, g) in enumerate(df.groupby(series, sort=True)):
         key = key if isinstance(key, tuple) else (key,)
-        g = g.sort_values(x)
-        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="lines+markers",
-                                 name=", ".join(f"{s}={k}" for s, k in zip(series, key))))
+        g, name = g.sort_values(x), ", ".join(f"{s}={k}" for s, k in zip(series, key))
+        color = _COLORS[i % len(_COLORS)]
+        error = (dict(type="data", array=g["ci_high"] - g[y], arrayminus=g[y] - g["ci_low"], thickness=1)
+                 if y == "accuracy" and {"ci_low", "ci_high"} <= set(g) else None)
+        fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="lines+markers", name=name, error_y=error,
+                                 line=dict(color=color)))
+        for column, label in (also or {}).items():
+            if column in g:
+                fig.add_trace(go.Scatter(x=g[x], y=g[column], mode="lines+markers", name=f"{name} ({label})",
+                                         line=dict(color=color, dash="dash")))
     fig.update_layout(title=title, xaxis_title=x, yaxis_title=y_title)
     return fig
 
@@ -87,7 +100,8 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
             + f"\n\nThe paper (Phi-3-mini, instruction present, at most n = 1..5, c = 20 at layer 12): "
               f".675-.725 -> .795-.87. This run, instruction present, weight 0 -> c = 20 over n: {ours}.")
     series = ["arm", "with_instruction"]
-    figs = [_lines(loose, "weight", "accuracy", series, "Accuracy vs weight", "loose accuracy"),
+    figs = [_lines(loose, "weight", "accuracy", series, "Accuracy vs weight",
+                   "loose accuracy", also={"loose_not_degenerate": "not a loop"}),
             _lines(loose, "weight", "n_sentences", series, "Mean sentences vs weight", "sentences")]
     sections = [("Answer using at most n sentences: accuracy and length vs weight", text, figs)]
     cos = _csv(run, "class_cosines")
