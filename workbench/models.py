@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import importlib.metadata as md
+import json
 import logging
 import os
 import shutil

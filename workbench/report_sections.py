@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from workbench.report import Section, builder, md_table
 
@@ -20,9 +21,6 @@ PAPER_TRANSFER = pd.DataFrame(
     [("Gemma-2-2B (IT vectors)", False, .117, .123, .153), ("Gemma-2-2B (IT vectors)", True, .233, .343, .423),
      ("Gemma-2-9B (IT vectors)", False, .123, .215, .202), ("Gemma-2-9B (IT vectors)", True, .540, .522, .571)],
     columns=["model", "with_instruction", "none", "own", "source"])
-
-
-_COLORS = ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3")
 
 
 def _csv(run: Path, name: str) -> pd.DataFrame | None:
@@ -59,7 +57,7 @@ def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_ti
     for i, (key, g) in enumerate(df.groupby(series, sort=True)):
         key = key if isinstance(key, tuple) else (key,)
         g, name = g.sort_values(x), ", ".join(f"{s}={k}" for s, k in zip(series, key))
-        color = _COLORS[i % len(_COLORS)]
+        color = qualitative.Plotly[i % len(qualitative.Plotly)]  # the dashed line takes its series' colour
         error = (dict(type="data", array=g["ci_high"] - g[y], arrayminus=g[y] - g["ci_low"], thickness=1)
                  if y == "accuracy" and {"ci_low", "ci_high"} <= set(g) else None)
         fig.add_trace(go.Scatter(x=g[x], y=g[y], mode="lines+markers", name=name, error_y=error,

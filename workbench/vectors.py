@@ -242,9 +242,9 @@ def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, targe
         z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
         z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
     else:
-        z = z_without = torch.zeros(len(layers))
+        z, z_without = torch.zeros(len(layers)), torch.zeros(len(layers))
     meta = {**vec.meta, "d_model": units.shape[-1], **(meta or {})}
-    return SteeringVector(units, layers, z, z_without.clone(), torch.ones(len(layers)), meta)
+    return SteeringVector(units, layers, z, z_without, torch.ones(len(layers)), meta)
 
 
 def _common_kwargs(acts: PairActivations) -> dict:
