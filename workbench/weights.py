@@ -2,14 +2,18 @@
 
 Dequantizing a GGUF file takes 15-90 s on a CPU; a reload of plain safetensors takes under a
 second. The cache directory is keyed by package version and the GGUF file's hash, written into
-a temporary directory and renamed into place (atomic), and checked on every load against a
-manifest of file sizes, so a partial or truncated cache is detected and rebuilt.
+a temporary directory and renamed into place (atomic). Its manifest records every file's size
+and sha256, taken when it was written. Every load checks the sizes (`is_valid`, instant) and
+the content hashes (`verify`, 0.3-0.7 s, run beside the load), so a partial, truncated or
+altered cache (flipped weight bits, an edited config.json) is detected and rebuilt. The model's
+`weight_hash` is `content_hash`: a digest of the files actually loaded.
 
     root = wb.weights.cache_root()           # $WORKBENCH_CACHE or ~/.cache/workbench
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import importlib
 import importlib.metadata as md
 import json
@@ -87,26 +91,64 @@ def cache_dir(spec: BundledModel) -> Path:
     return cache_root() / "models" / spec.name / f"{spec.version}-{spec.source_sha256()[:16]}"
 
 
-def is_valid(directory: Path) -> bool:
-    """True when every file the manifest lists is present with its recorded size."""
-    manifest = directory / MANIFEST
-    if not manifest.is_file():
-        return False
+class CorruptCache(ValueError):
+    """A weight cache whose files no longer match the hashes recorded when it was written."""
+
+
+def _manifest(directory: Path) -> dict | None:
     try:
-        sizes = json.loads(manifest.read_text())["sizes"]
-    except (ValueError, KeyError):
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ok = isinstance(manifest, dict) and isinstance(manifest.get("sizes"), dict) \
+        and isinstance(manifest.get("sha256"), dict) and set(manifest["sha256"]) == set(manifest["sizes"])
+    return manifest if ok else None  # a manifest without hashes predates them: rebuild
+
+
+def is_valid(directory: Path) -> bool:
+    """True when every file the manifest lists is present with its recorded size (the quick
+    check; `verify` compares contents)."""
+    manifest = _manifest(directory)
+    if manifest is None:
         return False
     return all((directory / n).is_file() and (directory / n).stat().st_size == s
-               for n, s in sizes.items())
+               for n, s in manifest["sizes"].items())
 
 
-def convert(spec: BundledModel) -> Path:
-    """Dequantize the GGUF weights into a safetensors directory; returns it. Idempotent."""
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_hash(hashes: dict[str, str]) -> str:
+    """One digest over every file's (name, sha256): the identity of the weights as loaded."""
+    return hashlib.sha256(json.dumps(sorted(hashes.items())).encode()).hexdigest()
+
+
+def verify(directory: Path) -> str:
+    """Hash every file of the cache and compare with the manifest; returns `content_hash`.
+    Raises CorruptCache naming the files that differ."""
+    manifest = _manifest(directory)
+    if manifest is None:
+        raise CorruptCache(f"weight cache {directory} has no readable manifest with hashes")
+    changed = [n for n, h in sorted(manifest["sha256"].items())
+               if not (directory / n).is_file() or file_sha256(directory / n) != h]
+    if changed:
+        raise CorruptCache(f"weight cache {directory}: {', '.join(changed)} differ from the "
+                           f"hashes recorded when the cache was written")
+    return content_hash(manifest["sha256"])
+
+
+def convert(spec: BundledModel, *, force: bool = False) -> Path:
+    """Dequantize the GGUF weights into a safetensors directory; returns it. Idempotent unless
+    `force` (rebuild even a cache that looks complete)."""
     target = cache_dir(spec)
-    if is_valid(target):
+    if is_valid(target) and not force:
         return target
     if target.exists():
-        warnings.warn(f"weight cache {target} is incomplete or corrupt; rebuilding it", stacklevel=2)
+        if not force:
+            warnings.warn(f"weight cache {target} is incomplete or corrupt; rebuilding it",
+                          stacklevel=2)
         shutil.rmtree(target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,9 +166,11 @@ def convert(spec: BundledModel) -> Path:
         model.save_pretrained(tmp / "out")
         tokenizer.save_pretrained(tmp / "out")
         out = tmp / "out"
-        sizes = {p.name: p.stat().st_size for p in out.iterdir() if p.is_file()}
+        files = [p for p in out.iterdir() if p.is_file()]
+        sizes = {p.name: p.stat().st_size for p in files}
         info = {"name": spec.name, "package": spec.package, "version": spec.version,
-                "source_sha256": spec.source_sha256(), "sizes": sizes}
+                "source_sha256": spec.source_sha256(), "sizes": sizes,
+                "sha256": {p.name: file_sha256(p) for p in files}}
         (out / MANIFEST).write_text(json.dumps(info, indent=1))
         os.replace(out, target)
     finally:
