@@ -1,6 +1,7 @@
 """Data: IFEval-style JSONL from any path, the 163 format prompts, query splits, pairs, formats."""
 from __future__ import annotations
 
+import inspect
 import json
 import random
 
@@ -8,7 +9,7 @@ import pytest
 from if_verifiable.ifeval import INSTRUCTION_DICT
 
 import workbench as wb
-from workbench.data import data_path
+from workbench.data import data_path, join_without_instruction
 from workbench.pairs import PHRASINGS
 from workbench.prompts import QA_FORMAT, PromptFormat, encode
 
@@ -82,8 +83,26 @@ def test_user_file_keys_extras_and_kwargs(tmp_path):
     ('{"prompt": 3}', r"line 2: missing field 'prompt'"),
     ('["a list"]', r"line 2: expected a JSON object"),
     ('{"prompt": "b", "instruction_id_list": ["no_such:instruction"]}', r"line 2: unknown instruction id 'no_such:instruction'"),
-    ('{"prompt": "b", "key": "1"}', r"line 2: duplicate key '1'"),
     ('{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}', r"line 2: .*equal length"),
+    ('{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [5]}',
+     r"line 2: kwargs\[0\] is 5, not an object. Fix: one object"),
+    ('{"prompt": "b", "instruction_id_list": [7], "kwargs": [{}]}', r"line 2: 'instruction_id_list' holds 7.*Fix"),
+    ('{"prompt": "b", "prompt_without_instruction": 7}', r"line 2: field 'prompt_without_instruction' is 7.*Fix"),
+    ('{"prompt": "b", "key": [1]}', r"line 2: field 'key' is \[1\]. Fix: a string or an integer"),
+    ('{"prompt": "b", "key": true}', r"line 2: field 'key' is True"),
+    ('{"prompt": "b", "instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": "3"}]}',
+     r"line 2: kwargs\[0\] \(detectable_format:number_bullet_lists\): 'num_bullets' is '3', the verifier needs an "
+     r"integer. Fix: .*\"num_bullets\": 3"),
+    ('{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": true, "relation": "less than"}]}',
+     r"line 2: .*'num_words' is True, the verifier needs an integer"),
+    ('{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 3.5}]}',
+     r"line 2: .*'num_words' is 3.5"),
+    ('{"prompt": "b", "instruction_id_list": ["language:response_language"], "kwargs": [{"language": 1}]}',
+     r"line 2: .*'language' is 1, the verifier needs a string. Fix"),
+    ('{"prompt": "b", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "cat"}]}',
+     r"line 2: .*'keywords' is 'cat', the verifier needs a list of words. Fix"),
+    ('{"prompt": "b", "instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["a", 1]}]}',
+     r"line 2: .*'forbidden_words' is \['a', 1\]"),
 ])
 def test_bad_lines_name_file_and_line(tmp_path, bad_line, pattern):
     path = tmp_path / "bad.jsonl"
@@ -91,6 +110,74 @@ def test_bad_lines_name_file_and_line(tmp_path, bad_line, pattern):
     with pytest.raises(ValueError, match=pattern) as err:
         wb.load_ifeval(path)
     assert str(path) in str(err.value)
+
+
+def test_non_utf8_bytes_name_file_line_and_fix(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"prompt": "fine"}\n\n{"prompt": "caf\xe9"}\n')
+    pattern = r"line 3: not UTF-8 text .*column 16.*Fix: save the file as UTF-8"
+    with pytest.raises(ValueError, match=pattern) as err:
+        wb.load_ifeval(path)
+    assert str(path) in str(err.value)
+
+
+def test_kwarg_types_cover_every_verifier_argument():
+    """Every keyword argument of every IFEval verifier has a checked type, so a library update
+    that adds one shows up here."""
+    from workbench.data import INT_KWARGS, STR_KWARGS, WORD_LIST_KWARGS
+
+    names = {p for cls in INSTRUCTION_DICT.values()
+             for p in inspect.signature(cls.build_description).parameters if p != "self"}
+    assert names == INT_KWARGS | STR_KWARGS | WORD_LIST_KWARGS
+    assert not (INT_KWARGS & STR_KWARGS or INT_KWARGS & WORD_LIST_KWARGS or STR_KWARGS & WORD_LIST_KWARGS)
+
+
+def _keyword_file(path, *, without=True):
+    """The shape of the paper's keyword test files: one line per word, each with the IFEval key of
+    its prompt, plus old_prompt and instruction_id_list_old."""
+    def line(key, word, iid="keywords:existence", arg="keywords"):
+        base = f"Write about topic {key}."
+        record = {"key": key, "prompt": f'{base} Include the word "{word}".', "instruction_id_list": [iid],
+                  "kwargs": [{arg: [word]}], "instruction_id_list_for_eval": [iid],
+                  "old_prompt": f"{base} Include the keywords all of them.",
+                  "instruction_id_list_old": ["keywords:existence", "length_constraints:number_words"]}
+        if without:
+            record["prompt_without_instruction"] = base
+        return record
+    return _write(path, [line(1531, "atlantis"), line(1531, "constable"), line(2602, "zelda"),
+                         line(1147, "field", "keywords:forbidden_words", "forbidden_words"),
+                         line(1147, "thanks", "keywords:forbidden_words", "forbidden_words")])
+
+
+def test_repeated_keys_get_distinct_row_ids(tmp_path):
+    rows = wb.load_ifeval(_keyword_file(tmp_path / "kw.jsonl"))
+    assert [r.key for r in rows] == ["1531", "1531", "2602", "1147", "1147"]
+    assert [r.row_id for r in rows] == ["1531#1", "1531#2", "2602", "1147#1", "1147#2"]
+    assert rows[0].extra["old_prompt"] and rows[0].extra["instruction_id_list_old"]
+    assert rows[1].kwargs == ({"keywords": ["constable"]},)
+    # rows made by hand take their key as row id; the constructor is unchanged
+    assert wb.IFEvalRow("k", "p").row_id == "k" and wb.IFEvalRow("k", "p", row_id="k#2").row_id == "k#2"
+
+
+def test_repeated_keys_join_one_request_per_key(tmp_path):
+    path = _keyword_file(tmp_path / "kw.jsonl", without=False)
+    without = _write(tmp_path / "wo.jsonl", [
+        {"key": k, "prompt": "x", "prompt_without_instruction": f"request {k}"} for k in (1531, 2602, 1147)])
+    rows = wb.format_test_rows(path, without, instructions=["keywords:existence", "keywords:forbidden_words"])
+    assert [(r.row_id, r.prompt_without_instruction) for r in rows] == [
+        ("1531#1", "request 1531"), ("1531#2", "request 1531"), ("2602", "request 2602"),
+        ("1147#1", "request 1147"), ("1147#2", "request 1147")]
+    # a without-file of the same shape is matched line by line
+    same = join_without_instruction(rows, wb.load_ifeval(_keyword_file(tmp_path / "same.jsonl")))
+    assert [r.prompt_without_instruction for r in same] == ["Write about topic 1531."] * 2 + [
+        "Write about topic 2602."] + ["Write about topic 1147."] * 2
+
+
+def test_a_key_spelt_like_a_numbered_repeat_is_refused(tmp_path):
+    path = _write(tmp_path / "x.jsonl", [{"key": 7, "prompt": "a"}, {"key": 7, "prompt": "b"},
+                                         {"key": "7#2", "prompt": "c"}])
+    with pytest.raises(ValueError, match=r"row id '7#2' is both a key and a numbered repeat.*Fix: rename"):
+        wb.load_ifeval(path)
 
 
 def test_unknown_ids_pass_when_not_checked(tmp_path):

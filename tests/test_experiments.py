@@ -76,6 +76,19 @@ def test_a_truncated_last_line_is_dropped_and_redone(tmp_path, tiny):
     assert Counter(g["job"] for g in again) == Counter(g["job"] for g in full)
 
 
+def test_job_ids_of_unique_keys_are_unchanged_so_old_runs_resume():
+    from workbench.data import IFEvalRow
+    from workbench.experiments.format import _jobs
+
+    row = IFEvalRow("1001", "Hi. No commas.", ("punctuation:no_comma",), ({},), "Hi.")
+    twice = IFEvalRow("1001", "Hi. No commas.", ("punctuation:no_comma",), ({},), "Hi.", row_id="1001#2")
+    chosen = {("punctuation:no_comma", w): -1 for w in (False, True)}
+    jobs = _jobs([row, twice], {}, [], TINY, "test", chosen=chosen)
+    assert [j.id for j in jobs] == ["test/no_instruction/-1/1001", "test/instruction/-1/1001",
+                                    "test/no_instruction/-1/1001#2", "test/instruction/-1/1001#2"]
+    assert [j.tags["row_id"] for j in jobs] == ["1001", "1001", "1001#2", "1001#2"]
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "workbench.cli", "reproduce", "format", *args]
 

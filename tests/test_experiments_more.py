@@ -142,6 +142,40 @@ def test_keywords_end_to_end_on_tiny(tmp_path, tiny):
     _resumes(run_keywords, KEYWORDS, run, model=tiny)
 
 
+def _keyword_test_file(path: Path) -> Path:
+    """The shape of the paper's keyword test files: one line per word, each carrying its IFEval
+    key (so keys repeat), plus old_prompt and instruction_id_list_old."""
+    lines = []
+    for key, iid, arg, words, base in [
+            (1531, "keywords:existence", "keywords", ["atlantis", "constable"], "Write a proposal."),
+            (1147, "keywords:forbidden_words", "forbidden_words", ["field", "thanks"], "Rewrite a note.")]:
+        lines += [dict(key=key, prompt=f'{base} Use the word "{w}".', instruction_id_list=[iid],
+                       kwargs=[{arg: [w]}], instruction_id_list_for_eval=[iid], prompt_without_instruction=base,
+                       old_prompt=f"{base} Mind the words {' and '.join(words)}.",
+                       instruction_id_list_old=[iid]) for w in words]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+def test_keywords_reads_a_test_file_with_repeated_keys(tmp_path, tiny):
+    from workbench.experiments.keywords import _test_rows
+
+    cfg = replace(KEYWORDS, data=str(_keyword_test_file(tmp_path / "kw.jsonl")), limit=2,
+                  arms=("include", "exclude_subtract"), weights=(0, 40))
+    rows = _test_rows(cfg)
+    assert [r.row_id for r in rows] == ["1531#1", "1531#2", "1147#1", "1147#2"]
+    run = run_keywords(cfg, tmp_path / "run", model=tiny, show_progress=False)
+    scores = pd.read_csv(run.path / "scores.csv")
+    assert set(scores["row_id"]) == {"1531#1", "1531#2", "1147#1", "1147#2"}
+    assert set(scores["key"]) == {1531, 1147}
+    # both words of a key count: the headline pairs lines by row id, not by the shared key
+    head = pd.read_csv(run.path / "tables/headline.csv")
+    assert len(head) == 2 * 2 * 2 and head["n"].eq(2).all()
+    gens = _lines(run.path / "generations.jsonl")
+    assert {g["row_id"] for g in gens if g["phase"] == "test"} <= {"1531#1", "1531#2", "1147#1", "1147#2"}
+    _resumes(run_keywords, cfg, run, model=tiny)
+
+
 def test_word_match_uses_word_boundaries():
     from workbench.data import IFEvalRow
 

@@ -7,12 +7,15 @@ Accepted line format (the paper's released JSONL): `prompt` (required), `key` (o
 number when absent), `instruction_id_list`, `kwargs`, `prompt_without_instruction`; other fields
 are kept in `row.extra`. Lines of `ifeval_wo_instructions.jsonl` (fields `original_prompt` and
 `model_output`) are read as prompt = original_prompt, prompt_without_instruction = model_output.
+A key may repeat (the paper's keyword test files hold one line per word, each with the IFEval
+key of its prompt); `row.row_id` tells such rows apart.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any, Iterable
@@ -32,9 +35,26 @@ def data_path(name: str = "") -> Path:
     return Path(str(files("workbench") / "datasets" / "ifeval-steer")) / name
 
 
+# The verifier arguments of IFEval's instructions by type (the keyword arguments of each
+# `build_description` in if_verifiable.ifeval), checked when a file is read: a verifier given
+# "3" for 3 fails only when a response is scored, far from the line at fault.
+INT_KWARGS = frozenset({
+    "capital_frequency", "frequency", "let_frequency", "nth_paragraph", "num_bullets",
+    "num_highlights", "num_paragraphs", "num_placeholders", "num_sections", "num_sentences",
+    "num_words"})
+STR_KWARGS = frozenset({
+    "capital_relation", "end_phrase", "first_word", "keyword", "language", "let_relation",
+    "letter", "postscript_marker", "prompt_to_repeat", "relation", "section_spliter"})
+WORD_LIST_KWARGS = frozenset({"forbidden_words", "keywords"})
+
+
 @dataclass(frozen=True)
 class IFEvalRow:
-    """One IFEval-style prompt. `kwargs[i]` holds the verifier arguments of `instruction_id_list[i]`."""
+    """One IFEval-style prompt. `kwargs[i]` holds the verifier arguments of `instruction_id_list[i]`.
+
+    `row_id` is unique within a file: the key when the key is unique, and f"{key}#{n}" for the
+    n-th line (n = 1, 2, ... in file order) of a key that repeats. Jobs and pairings use it;
+    rows built by hand get row_id = key."""
 
     key: str
     prompt: str
@@ -42,6 +62,11 @@ class IFEvalRow:
     kwargs: tuple[dict[str, Any], ...] = ()
     prompt_without_instruction: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    row_id: str = ""
+
+    def __post_init__(self):
+        if not self.row_id:
+            object.__setattr__(self, "row_id", self.key)
 
 
 def known_instruction_ids() -> frozenset[str]:
@@ -64,33 +89,48 @@ def load_ifeval(path: str | Path, *, check_ids: bool = True) -> list[IFEvalRow]:
     if not path.is_file():
         raise FileNotFoundError(f"no IFEval file at {path}. Fix: pass the path of a JSONL file "
                                 f"(the paper's files are under {data_path()})")
-    rows, seen = [], set()
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno}). "
-                                 f"Fix: one JSON object per line.") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            row = _row(record, number, where)
-            if row.key in seen:
-                raise ValueError(f"{where}: duplicate key {row.key!r}. Fix: keys must be unique.")
-            seen.add(row.key)
-            if check_ids:
-                for instruction_id in row.instruction_id_list:
-                    try:
-                        check_instruction_id(instruction_id)
-                    except ValueError as err:
-                        raise ValueError(f"{where}: {err}") from None
-            rows.append(row)
+    rows = []
+    # lines split on b"\n" and decoded one by one, so an encoding error names its line
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        where = f"{path}, line {number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{where}: not UTF-8 text (byte {raw[err.start:err.start + 1]!r} at "
+                             f"column {err.start + 1}). Fix: save the file as UTF-8.") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno}). "
+                             f"Fix: one JSON object per line.") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        row = _row(record, number, where)
+        if check_ids:
+            for instruction_id in row.instruction_id_list:
+                try:
+                    check_instruction_id(instruction_id)
+                except ValueError as err:
+                    raise ValueError(f"{where}: {err}") from None
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path} holds no rows. Fix: one JSON object per line.")
-    return rows
+    return _with_row_ids(rows, path)
+
+
+def _with_row_ids(rows: list[IFEvalRow], path: Path) -> list[IFEvalRow]:
+    counts, seen = Counter(r.key for r in rows), Counter()
+    out = []
+    for row in rows:
+        seen[row.key] += 1
+        out.append(replace(row, row_id=row.key if counts[row.key] == 1 else f"{row.key}#{seen[row.key]}"))
+    clash = [r for r, n in Counter(r.row_id for r in out).items() if n > 1]
+    if clash:  # a key written like a numbered repeat, e.g. "7#2" beside two lines keyed 7
+        raise ValueError(f"{path}: row id {clash[0]!r} is both a key and a numbered repeat of a "
+                         f"key. Fix: rename that key.")
+    return out
 
 
 def _row(record: dict, number: int, where: str) -> IFEvalRow:
@@ -110,23 +150,60 @@ def _row(record: dict, number: int, where: str) -> IFEvalRow:
     if not isinstance(ids, list) or not isinstance(kwargs, list) or len(kwargs) != len(ids):
         raise ValueError(f"{where}: 'instruction_id_list' and 'kwargs' must be lists of equal "
                          f"length (got {ids!r} and {kwargs!r})")
+    for iid in ids:
+        if not isinstance(iid, str):
+            raise ValueError(f"{where}: 'instruction_id_list' holds {iid!r}, not an instruction id. "
+                             f"Fix: a list of strings such as \"punctuation:no_comma\".")
+    for i, kw in enumerate(kwargs):
+        if kw is not None and not isinstance(kw, dict):
+            raise ValueError(f"{where}: kwargs[{i}] is {kw!r}, not an object. Fix: one object of "
+                             f"verifier arguments (or null) per instruction, e.g. "
+                             f"[{{\"num_bullets\": 3}}].")
+        for name, value in (kw or {}).items():
+            _check_kwarg(name, value, f"{where}: kwargs[{i}] ({ids[i]})")
     key = record.pop("key", number)
+    if not isinstance(key, (str, int)) or isinstance(key, bool):
+        raise ValueError(f"{where}: field 'key' is {key!r}. Fix: a string or an integer (or leave "
+                         f"it out: the line number is used).")
+    without = record.pop("prompt_without_instruction", None)
+    if without is not None and not isinstance(without, str):
+        raise ValueError(f"{where}: field 'prompt_without_instruction' is {without!r}. Fix: the "
+                         f"request without its instruction, as a string (or null).")
     return IFEvalRow(
         key=str(key), prompt=record.pop("prompt"), instruction_id_list=tuple(ids),
         kwargs=tuple({k: v for k, v in (kw or {}).items() if v is not None} for kw in kwargs),
-        prompt_without_instruction=record.pop("prompt_without_instruction", None), extra=record)
+        prompt_without_instruction=without, extra=record)
+
+
+def _check_kwarg(name: str, value: Any, where: str) -> None:
+    """A verifier argument of the type the verifier needs (None is dropped, as IFEval does)."""
+    if value is None:
+        return
+    if name in INT_KWARGS and (not isinstance(value, int) or isinstance(value, bool)):
+        example = value.strip() if isinstance(value, str) and value.strip().isdigit() else "3"
+        raise ValueError(f"{where}: {name!r} is {value!r}, the verifier needs an integer. "
+                         f"Fix: write a JSON number without quotes, e.g. \"{name}\": {example}.")
+    if name in STR_KWARGS and not isinstance(value, str):
+        raise ValueError(f"{where}: {name!r} is {value!r}, the verifier needs a string. "
+                         f"Fix: write it in quotes.")
+    if name in WORD_LIST_KWARGS and not (isinstance(value, list) and all(isinstance(w, str) for w in value)):
+        raise ValueError(f"{where}: {name!r} is {value!r}, the verifier needs a list of words. "
+                         f"Fix: e.g. {{\"{name}\": [\"cat\", \"dog\"]}}.")
 
 
 def join_without_instruction(rows: Iterable[IFEvalRow], without: Iterable[IFEvalRow]) -> list[IFEvalRow]:
-    """Fill `prompt_without_instruction` of `rows` from a file like ifeval_wo_instructions.jsonl."""
-    by_key = {w.key: w.prompt_without_instruction for w in without}
+    """Fill `prompt_without_instruction` of `rows` from a file like ifeval_wo_instructions.jsonl,
+    matched by row id, else by key: every line of a repeated key (the paper's one line per word)
+    takes the request of its key's single line in `without`."""
+    by_id = {w.row_id: w.prompt_without_instruction for w in without}
     out = []
     for row in rows:
-        if row.key not in by_key:
+        match = row.row_id if row.row_id in by_id else row.key
+        if match not in by_id:
             raise ValueError(f"row with key {row.key!r} has no match in the without-instruction "
-                             f"file. Fix: pass a file holding every key.")
-        out.append(IFEvalRow(row.key, row.prompt, row.instruction_id_list, row.kwargs,
-                             by_key[row.key], row.extra))
+                             f"file. Fix: pass a file holding every key (once, or repeated as "
+                             f"often and in the same order as in the rows' file).")
+        out.append(replace(row, prompt_without_instruction=by_id[match]))
     return out
 
 

@@ -110,9 +110,9 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
             shape = tuple(fmt_specs("format", row, layer, 1.0)) if layer != NONE else ()
             prompt = row.prompt if with_instruction else row.prompt_without_instruction
             for arm, steering in zip(ARMS, [(), shape, lengthen, shape + lengthen]):
-                tags = dict(arm=arm, with_instruction=with_instruction, steered=bool(steering),
-                            format_instruction=row.instruction_id_list[0], format_layer=layer,
-                            length_layer=length_layer, max_n=row.extra["max_n"])
+                tags = dict(row_id=row.row_id, arm=arm, with_instruction=with_instruction,
+                            steered=bool(steering), format_instruction=row.instruction_id_list[0],
+                            format_layer=layer, length_layer=length_layer, max_n=row.extra["max_n"])
                 jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
     res = run_grid(run, model, jobs, cfg, phase="test", show_progress=show_progress)
     verdicts = instruction_verdicts(jobs, res)

@@ -97,9 +97,9 @@ def _jobs(rows, vectors, layers, cfg, phase, chosen=None) -> list[Job]:
             for layer in dict.fromkeys(candidates):
                 spec = () if layer == NONE else (wb.Steering(
                     vectors[vector_name(row)], layer, cfg.mode, cfg.weight),)
-                tags = dict(instruction_id=iid, with_instruction=with_instruction, layer=layer,
-                            steered=layer != NONE)
-                jobs.append(Job(f"{phase}/{cond}/{layer}/{row.key}", prompt, row, spec, tags))
+                tags = dict(row_id=row.row_id, instruction_id=iid, with_instruction=with_instruction,
+                            layer=layer, steered=layer != NONE)
+                jobs.append(Job(f"{phase}/{cond}/{layer}/{row.row_id}", prompt, row, spec, tags))
     return jobs
 
 
@@ -165,9 +165,9 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
 
 def _fill_unsteered(scored: pd.DataFrame) -> pd.DataFrame:
     steered = scored[scored["steered"]]
-    have = set(zip(steered["key"], steered["with_instruction"]))
+    have = set(zip(steered["row_id"], steered["with_instruction"]))
     plain = scored[~scored["steered"]]
-    missing = plain[[(k, w) not in have for k, w in zip(plain["key"], plain["with_instruction"])]]
+    missing = plain[[(k, w) not in have for k, w in zip(plain["row_id"], plain["with_instruction"])]]
     return pd.concat([scored, missing.assign(steered=True)], ignore_index=True)
 
 
@@ -176,8 +176,8 @@ def write_tables(run: RunDir, scored: pd.DataFrame) -> None:
 
     for metric in ("loose", "strict"):
         kw = dict(instruction_col="with_instruction", steering_col="steered", correct_col=metric)
-        two_by_two(scored, pair_col="key", **kw).to_csv(run.file("tables", f"two_by_two_{metric}.csv"), index=False)
-        mcnemar_table(scored, pair_col="key", **kw).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
+        two_by_two(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"two_by_two_{metric}.csv"), index=False)
+        mcnemar_table(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
         two_by_two(scored, by=["instruction_id"], **kw).to_csv(
             run.file("tables", f"per_instruction_{metric}.csv"), index=False)
     if "ppl" in scored:

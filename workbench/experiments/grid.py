@@ -116,7 +116,7 @@ def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, spe
               tags: Callable[[IFEvalRow], dict] | None = None,
               conditions: Sequence[bool] = (False, True)) -> list[Job]:
     """One job per row x instruction in the prompt (or not) x candidate; `specs(arm, row, layer,
-    weight)` gives the steering of a steered candidate. Tags: arm, instruction_id,
+    weight)` gives the steering of a steered candidate. Tags: row_id, arm, instruction_id,
     with_instruction, layer, weight, steered, and `tags(row)`."""
     jobs = []
     for row in rows:
@@ -124,7 +124,7 @@ def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, spe
             prompt = row.prompt if with_instruction else row.prompt_without_instruction
             for arm, layer, weight in candidates(row, with_instruction):
                 steering = () if layer == NONE else tuple(specs(arm, row, layer, weight))
-                info = dict(arm=arm, instruction_id=row.instruction_id_list[0],
+                info = dict(row_id=row.row_id, arm=arm, instruction_id=row.instruction_id_list[0],
                             with_instruction=with_instruction, layer=int(layer), weight=float(weight),
                             steered=bool(steering), **(tags(row) if tags else {}))
                 jobs.append(Job(job_id(phase, arm, prompt, steering), prompt, row, steering, info))

@@ -112,7 +112,8 @@ def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
     out = []
     for name in ("inclusion_validation.jsonl", "exclusion_validation.jsonl"):
         rows = wb.load_ifeval(data_path(name))
-        out += [replace(r, key=f"val/{r.instruction_id_list[0]}/{r.key}")
+        out += [replace(r, key=f"val/{r.instruction_id_list[0]}/{r.key}",
+                        row_id=f"val/{r.instruction_id_list[0]}/{r.row_id}")
                 for r in random.Random(seed).sample(rows, min(n, len(rows)))]
     return out
 
@@ -204,7 +205,7 @@ def write_tables(run: RunDir, res: pd.DataFrame, layer_of: dict, weight_of: dict
     head = res[(res["weight"] == 0) | res["chosen"]]
     head = pd.concat([head[head["weight"] == 0],
                       head[head["chosen"]].assign(steered=True)]).drop_duplicates(
-        ["arm", "with_instruction", "steered", "key"])
+        ["arm", "with_instruction", "steered", "row_id"])
     table = accuracy_table(head, ["arm", "with_instruction", "steered"], means=("word_match",))
     table["layer"] = [layer_of[(a, w)] for a, w in zip(table["arm"], table["with_instruction"])]
     table["weight"] = [weight_of[(a, w)] if s else 0.0

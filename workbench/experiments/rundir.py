@@ -8,7 +8,10 @@
 Layout: run.json (configuration, provenance, choices, timings), vectors/*.safetensors,
 generations.jsonl (one line per finished generation: a kill -9 loses only the batch in
 flight), scores.csv, tables/*.csv, figures/, report.html, summary.md.
-Opening an existing directory made for another model, data or configuration is refused.
+Opening an existing directory made for another model, data or configuration is refused, and
+so is one another process holds open (run.lock): two runs appending to one generations.jsonl
+would each generate every job. Lines of generations.jsonl that cannot be read are moved to
+generations.rejected.jsonl, with a warning, and only their jobs are generated again.
 """
 from __future__ import annotations
 
@@ -17,11 +20,17 @@ import hashlib
 import json
 import os
 import subprocess
+import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from workbench.models import library_versions, model_info
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; runs are then not guarded against each other
+    fcntl = None
 
 
 def _json(value: Any) -> Any:
@@ -44,19 +53,48 @@ class RunDir:
     """Holds the state of one run on disk; every write goes straight to a file."""
 
     def __init__(self, path: Path):
+        self._lock: _Lock | None = None  # set by open()
         self.path = Path(path)
-        self.state: dict = json.loads((self.path / "run.json").read_text())
+        self.state: dict = _read_state(self.path / "run.json")
+
+    def close(self) -> None:
+        """Release the run directory for other processes (also on garbage collection)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
     @classmethod
     def open(cls, path: str | Path, experiment: str, config: Any, *, model, data_hash: str) -> RunDir:
-        """Create the run, or resume it when identity (experiment, model, data, config) matches."""
+        """Create the run, or resume it when identity (experiment, model, data, config) matches.
+        The directory stays locked against other processes while the returned RunDir lives."""
         path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        lock = _Lock.acquire(path)
+        try:
+            run = cls._open(path, experiment, config, model=model, data_hash=data_hash)
+        except BaseException:
+            lock.release()
+            raise
+        run._lock = lock
+        return run
+
+    @classmethod
+    def _open(cls, path: Path, experiment: str, config: Any, *, model, data_hash: str) -> RunDir:
         info = model_info(model)
         identity = dict(experiment=experiment, model=info.name, weight_hash=info.weight_hash,
                         data_hash=data_hash, config=_json(config))
         run_file = path / "run.json"
         if run_file.exists():
-            old = json.loads(run_file.read_text())
+            old = _read_state(run_file)
             diffs = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
             if diffs:
                 detail = "; ".join(f"{k}: {old.get('identity', {}).get(k)!r} here, {identity[k]!r} now"
@@ -72,7 +110,6 @@ class RunDir:
             run.state.setdefault("resumed", []).append(_now())
             run.save()
             return run
-        path.mkdir(parents=True, exist_ok=True)
         state = dict(identity=identity, model_info=info.to_dict(), versions=library_versions(),
                      git_commit=git_commit(), created=_now(), choices={}, timings={}, notes=[])
         _write_json(run_file, state)
@@ -100,31 +137,120 @@ class RunDir:
 
     # generations: append-only JSONL, one finished generation per line
     def generations(self) -> dict[str, dict]:
+        """The finished generations, by job id. Lines that cannot be read (the last one when a
+        kill cut it short, or any corrupt one) are moved to generations.rejected.jsonl with
+        their line numbers, so their jobs are generated again and nothing readable is lost."""
         path = self.path / "generations.jsonl"
         if not path.exists():
             return {}
-        done, good_bytes = {}, 0
-        with path.open("rb") as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:  # the line a kill cut short: drop it, keep the rest
-                    break
-                if not line.endswith(b"\n"):
-                    break
-                done[record["job"]] = record
-                good_bytes += len(line)
-        if good_bytes != path.stat().st_size:
-            with path.open("r+b") as f:
-                f.truncate(good_bytes)
+        done, good, bad = {}, [], []
+        lines = path.read_bytes().split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            record = _record(line)
+            if record is None:
+                bad.append((number, line))
+                continue
+            # records written before row_id existed: their key was unique, so it is the row id
+            if "key" in record:
+                record.setdefault("row_id", record["key"])
+            done[record["job"]] = record
+            good.append(line)
+        if bad or (lines[-1] != b""):  # set aside what was rejected; end on a newline to append
+            self._set_aside(path, good, bad)
+        cut_short = len(bad) == 1 and bad[0][0] == len(lines)  # the normal trace of a kill
+        if bad and not cut_short:
+            numbers = ", ".join(str(n) for n, _ in bad)
+            warnings.warn(f"{path}: {len(bad)} unreadable line(s) (line {numbers}) "
+                          f"moved to {path.with_suffix('.rejected.jsonl').name}; their jobs will be "
+                          f"generated again", stacklevel=2)
         return done
+
+    @staticmethod
+    def _set_aside(path: Path, good: list[bytes], bad: list[tuple[int, bytes]]) -> None:
+        # rejected lines first: a kill between the two writes leaves them in both files, never in neither
+        if bad:
+            with path.with_suffix(".rejected.jsonl").open("a", encoding="utf-8") as f:
+                for number, line in bad:  # surrogateescape keeps bytes that are not UTF-8
+                    f.write(json.dumps(dict(line=number, text=line.decode("utf-8", "surrogateescape"))) + "\n")
+                _sync(f)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(b"".join(line + b"\n" for line in good))
+            _sync(f)
+        tmp.replace(path)
 
     def append_generations(self, records: list[dict]) -> None:
         with (self.path / "generations.jsonl").open("a", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+            _sync(f)
+
+
+def _record(line: bytes) -> dict | None:
+    """One line of generations.jsonl as a record, or None when it is not one."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("job"), str) else None
+
+
+def _sync(f) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _read_state(run_file: Path) -> dict:
+    try:
+        state = json.loads(run_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{run_file} is not valid JSON (truncated?): {err}. Fix: restore it "
+                         f"(e.g. from version control), or pass a new --out directory.") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{run_file} holds no run record (a JSON object). Fix: restore it, or "
+                         f"pass a new --out directory.")
+    return state
+
+
+class _Lock:
+    """An advisory lock on a run directory (flock on run.lock, which names the holder's pid).
+    Shared within one process, so a process may open its own run again (run, then resume)."""
+
+    held: ClassVar[dict[Path, _Lock]] = {}  # by resolved path: the locks this process holds
+
+    def __init__(self, key: Path, file):
+        self.key, self.file, self.users = key, file, 0
+
+    @classmethod
+    def acquire(cls, path: Path) -> _Lock:
+        key = path.resolve()
+        lock = cls.held.get(key)
+        if lock is None:
+            file = open(key / "run.lock", "a+", encoding="utf-8")  # "a+": keep the holder's pid
+            if fcntl is not None:
+                try:
+                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    file.seek(0)
+                    pid = file.read().strip() or "unknown"
+                    file.close()
+                    raise ValueError(f"{path} is in use by another run (pid {pid}): two runs "
+                                     f"appending to one directory would each generate every job. "
+                                     f"Fix: wait for it to finish, or pass another --out.") from None
+            file.truncate(0)
+            file.write(str(os.getpid()))
+            file.flush()
+            lock = cls.held[key] = cls(key, file)
+        lock.users += 1
+        return lock
+
+    def release(self) -> None:
+        self.users -= 1
+        if self.users == 0:
+            self.held.pop(self.key, None)
+            self.file.close()  # closing the file releases the flock
 
 
 def _now() -> str:
@@ -133,7 +259,9 @@ def _now() -> str:
 
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1, default=str))
+    with tmp.open("w", encoding="utf-8") as f:  # synced: a crash leaves the old file or the new one
+        f.write(json.dumps(value, indent=1, default=str))
+        _sync(f)
     tmp.replace(path)
 
 
