@@ -296,3 +296,35 @@ def test_unsteered_equals_hf_generate_on_gemma(gemma):
     stopped = wb.generate_table(gemma, [prompt], max_new_tokens=16)
     assert "\nQ:" not in stopped["response"][0]
     assert list(stopped["token_ids"][0]) == list(table["token_ids"][0])[: stopped["n_tokens"][0]]
+
+
+def test_explicit_positions_no_row_reaches_are_refused(tiny, tiny_vec):
+    """positions=(1000,) once did nothing and was recorded as applied. Indices count the prompt
+    and the generated tokens; negative ones count back from the prompt's end."""
+    n = len(_ids(tiny, PROMPTS[2]))  # the longest prompt
+    for positions in ((1000,), (0, n + 4), (-n - 1,)):
+        spec = wb.Steering(tiny_vec, layer=1, positions=positions)
+        with pytest.raises(ValueError, match=rf"reach no token: the longest row has {n} prompt "
+                                             rf"tokens and up to 4 generated ones.*Fix"):
+            wb.generate(tiny, PROMPTS, [spec], max_new_tokens=4, batch_size=5)
+        with pytest.raises(ValueError, match="reach no token"):
+            wb.generate_reference(tiny, PROMPTS[2], [spec], max_new_tokens=4)
+    edge = wb.Steering(tiny_vec, layer=1, positions=(-n, n + 3))  # the first and last tokens
+    assert len(wb.generate(tiny, PROMPTS, [edge], max_new_tokens=4, batch_size=5)) == len(PROMPTS)
+    # per-row specs are checked against their own row: the longest prompt's index is not "Hi"'s
+    short = len(_ids(tiny, "Hi"))
+    with pytest.raises(ValueError, match=f"longest row has {short} prompt tokens"):
+        wb.generate(tiny, ["Hi", PROMPTS[2]], [[dataclasses.replace(edge, positions=(n,))], []],
+                    max_new_tokens=4)
+
+
+def test_sampling_uses_a_generator_on_the_logits_device(tiny):
+    logits = torch.randn(3, 50)
+    hot = wb.Sampling(temperature=1.0)
+    first = hot.pick(logits, torch.Generator("cpu").manual_seed(1))
+    assert torch.equal(first, hot.pick(logits, torch.Generator("cpu").manual_seed(1)))
+    assert first.device == logits.device and first.shape == (3,)
+    assert torch.equal(wb.Sampling().pick(logits, None), logits.argmax(-1))
+    from workbench.generation import _device
+
+    assert _device(tiny) == next(tiny.original_model.parameters()).device

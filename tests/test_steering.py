@@ -225,8 +225,9 @@ def test_specs_are_checked_against_the_model(tiny, tiny_vec, make_vector):
     with pytest.raises(ValueError, match="layer 9.*only 4 layers"):
         with wb.steer(tiny, wb.Steering(deep, layer=9)):
             pass
+    odd = make_vector(tiny, {1: torch.ones(64)}, hook="resid_middle")  # spec and vector agree
     with pytest.raises(ValueError, match="unknown hook point 'resid_middle'"):
-        with wb.steer(tiny, wb.Steering(tiny_vec, layer=1, hook="resid_middle")):
+        with wb.steer(tiny, wb.Steering(odd, layer=1, hook="resid_middle")):
             pass
     with pytest.raises(TypeError, match="wb.Steering"):
         with wb.steer(tiny, tiny_vec):
@@ -252,3 +253,107 @@ def test_spec_normalises_positions_and_describes_itself(tiny_vec):
     spec = wb.Steering(tiny_vec, layer=2, mode="adjust", weight=0.5, positions=[0, -1])
     assert spec.positions == (0, -1)
     assert spec.describe() == "adjust change_case:english_lowercase @L2 w=0.5 pos=[0, -1]"
+
+
+def test_weight_accepts_any_real_number(tiny_vec):
+    import fractions
+
+    import numpy as np
+
+    for weight in (np.float32(2), np.int64(2), torch.tensor(2.0), 2, fractions.Fraction(2)):
+        spec = wb.Steering(tiny_vec, layer=1, weight=weight)
+        assert spec.weight == 2.0 and type(spec.weight) is float, weight
+    for bad in (True, "2", None, torch.tensor([1.0, 2.0]), np.float32("nan"), torch.tensor(float("inf"))):
+        with pytest.raises(ValueError, match="finite number.*Fix: pass a real number"):
+            wb.Steering(tiny_vec, layer=1, weight=bad)
+
+
+def test_positions_accept_one_index(tiny_vec):
+    import numpy as np
+
+    for one in (5, np.int64(5), torch.tensor(5)):
+        assert wb.Steering(tiny_vec, layer=1, positions=one).positions == (5,)
+    assert wb.Steering(tiny_vec, layer=1, positions=torch.tensor([0, -1])).positions == (0, -1)
+    for bad in (1.5, (0, 1.5), (True,), [None]):
+        with pytest.raises(ValueError, match="token index or a tuple of token indices"):
+            wb.Steering(tiny_vec, layer=1, positions=bad)
+
+
+def test_spec_hook_must_be_the_vectors(tiny, make_vector):
+    """A vector derived at resid_pre would otherwise be steered at resid_post."""
+    pre = make_vector(tiny, {1: torch.ones(64)}, hook="resid_pre")
+    with pytest.raises(ValueError, match="derived at hook 'resid_pre' but the spec steers at "
+                                         "'resid_post'. Fix: pass hook='resid_pre'"):
+        wb.Steering(pre, layer=1)
+    for hook in ("resid_pre", "hook_resid_pre"):
+        assert wb.Steering(pre, layer=1, hook=hook).hook == hook
+    full = make_vector(tiny, {1: torch.ones(64)}, hook="blocks.1.hook_resid_pre")
+    assert wb.Steering(full, layer=1, hook="resid_pre").layer == 1
+    unknown = make_vector(tiny, {1: torch.ones(64)}, hook=None)  # no record: nothing to check
+    assert wb.Steering(unknown, layer=1, hook="attn_out").hook == "attn_out"
+    with wb.steer(tiny, wb.Steering(pre, layer=1, hook="resid_pre")):
+        assert _count(tiny, "blocks.1.hook_resid_pre") == 1
+
+
+def test_positions_out_of_reach_in_a_plain_forward(tiny, tiny_vec, tokens):
+    n = tokens.shape[1]
+    for positions in ((1000,), (0, n), (-n - 1,)):
+        spec = wb.Steering(tiny_vec, layer=1, positions=positions)
+        with pytest.raises(ValueError, match=rf"positions \[-?\d+\] reach no token.*{n} prompt tokens.*Fix"):
+            with wb.steer(tiny, spec), torch.no_grad():
+                tiny(tokens)
+    with wb.steer(tiny, wb.Steering(tiny_vec, layer=1, positions=(n - 1, -n))), torch.no_grad():
+        tiny(tokens)
+
+
+def _hook(tiny, rows, ctx):
+    from workbench.steering import build_hooks
+
+    [(_, fn)] = build_hooks(tiny, rows, ctx)
+    return fn
+
+
+def test_hook_follows_the_activations_device_and_dtype(tiny, tiny_vec):
+    """Terms are built on the CPU in float32; the hook casts them to the activation's device and
+    dtype (here the meta device and bfloat16, standing in for an accelerator), once per pair."""
+    from workbench.steering import PositionContext
+
+    specs = [wb.Steering(tiny_vec, layer=1, mode="adjust", positions=(0, -1)),
+             wb.Steering(tiny_vec, layer=1, weight=2.0)]
+    plain = _hook(tiny, [specs], PositionContext())
+    x = torch.randn(2, 5, 64)
+    for device, dtype in [("meta", torch.bfloat16), ("meta", torch.float32), ("cpu", torch.bfloat16)]:
+        out = plain(x.to(device, dtype))
+        assert (out.device.type, out.dtype, out.shape) == (device, dtype, x.shape)
+    torch.testing.assert_close(plain(x.bfloat16()).float(), plain(x), atol=0.1, rtol=0.02)
+    # generation's context: offsets and lengths on the CPU, a dropped row, activations elsewhere
+    ctx = PositionContext(torch.tensor([0, 2, 1]), torch.tensor([5, 3, 4]), 0, new_tokens=4)
+    rows = [[specs[0]], [specs[1]], []]
+    generating = _hook(tiny, rows, ctx)
+    ctx.rows = torch.tensor([0, 2])
+    ctx.start = 5
+    out = generating(torch.zeros(2, 1, 64, device="meta", dtype=torch.bfloat16))
+    assert (out.device.type, out.dtype, out.shape) == ("meta", torch.bfloat16, (2, 1, 64))
+    pos, lens = ctx.unpadded(2, 1, torch.device("meta"))
+    assert pos.device.type == lens.device.type == "meta"
+    cpu = generating(torch.ones(2, 1, 64))  # the same hook, back on the CPU: row 2 is unsteered
+    assert torch.equal(cpu[1], torch.ones(1, 64))
+
+
+def test_hook_casts_each_term_once_per_device_and_dtype(tiny, tiny_vec, monkeypatch):
+    """A decode step must not copy the vectors again."""
+    from workbench.steering import PositionContext, _Term
+
+    casts, original = [], _Term.on
+
+    def counting(self, device, dtype):
+        if (torch.device(device), dtype) not in self._cast:
+            casts.append((str(device), dtype))
+        return original(self, device, dtype)
+
+    monkeypatch.setattr(_Term, "on", counting)
+    hook = _hook(tiny, [[wb.Steering(tiny_vec, layer=1)]], PositionContext())
+    for _ in range(3):
+        hook(torch.zeros(1, 2, 64))
+        hook(torch.zeros(1, 2, 64, dtype=torch.bfloat16))
+    assert casts == [("cpu", torch.float32), ("cpu", torch.bfloat16)]

@@ -11,6 +11,7 @@ from torch.nn.functional import cosine_similarity
 
 import workbench as wb
 from workbench.prompts import PromptFormat
+from workbench.vectors import VectorFileError, carry_directions
 
 N, D, SCALE = 2000, 16, 2.0
 LAYERS = [3, 7]
@@ -179,7 +180,7 @@ def test_load_refuses_broken_files(tiny_vec, tmp_path):
                           ("garbage", b"\x00not a safetensors file" * 20)]:
         bad = tmp_path / f"{name}.safetensors"
         bad.write_bytes(content)
-        with pytest.raises(ValueError, match="not a readable workbench steering vector"):
+        with pytest.raises(VectorFileError, match="not a readable workbench steering vector"):
             wb.SteeringVector.load(bad)
     from safetensors.torch import save_file
 
@@ -215,8 +216,9 @@ def test_load_refuses_a_bundled_model_of_another_width(tiny_vec, smollm, tmp_pat
 def test_load_refuses_another_model_of_the_same_width(tiny, tiny_base, tiny_vec, tmp_path):
     path = tiny_vec.save(tmp_path / "v")
     assert tiny_base.cfg.d_model == tiny_vec.d_model
-    with pytest.raises(ValueError, match="derived on 'tiny-instruct'.*allow_cross_model=True"):
+    with pytest.raises(ValueError, match="derived on 'tiny-instruct'.*allow_cross_model=True") as err:
         wb.SteeringVector.load(path, model=tiny_base)
+    assert not isinstance(err.value, VectorFileError)  # a mismatch, not a broken file
     seed1 = wb.load_model("tiny-instruct", seed=1)
     with pytest.raises(ValueError, match="allow_cross_model=True"):
         wb.SteeringVector.load(path, model=seed1)
@@ -235,3 +237,116 @@ def test_vector_accessors(tiny_vec):
         tiny_vec.direction(7)
     replaced = dataclasses.replace(tiny_vec, vectors=tiny_vec.vectors * 3)
     torch.testing.assert_close(replaced.direction(1), tiny_vec.direction(1))
+
+
+def test_non_finite_vectors_are_refused(tiny, make_vector, tmp_path):
+    """A NaN direction would turn every steered token to NaN and every response empty."""
+    for bad in (float("nan"), float("inf")):
+        direction = torch.ones(64)
+        direction[3] = bad
+        with pytest.raises(ValueError, match=r"NaN or inf values \(layers \[1\]\).*Fix"):
+            make_vector(tiny, {1: direction})
+    vec = make_vector(tiny, {1: torch.ones(64), 2: -torch.ones(64)})
+    with pytest.raises(ValueError, match="z_bars holds inf.*Fix"):
+        dataclasses.replace(vec, z_bars=torch.tensor([1.0, float("inf")]))
+    with pytest.raises(ValueError, match="norms holds inf"):
+        dataclasses.replace(vec, norms=torch.tensor([-float("inf"), 1.0]))
+    unknown = dataclasses.replace(vec, z_bars=torch.tensor([float("nan"), 1.0]))  # NaN: unknown
+    with pytest.raises(ValueError, match="z-bar is unknown"):
+        unknown.z_bar(1)
+    assert unknown.z_bar(2) == 1.0
+
+    changed = make_vector(tiny, {1: torch.ones(64)})
+    changed.vectors[0, 0] = float("nan")  # in place, after construction: save checks again
+    with pytest.raises(ValueError, match="NaN or inf"):
+        changed.save(tmp_path / "changed")
+    assert not list(tmp_path.iterdir())
+
+    from safetensors.torch import save_file
+
+    path = tmp_path / "nan.safetensors"  # a file written by other means
+    tensors = dict(vectors=torch.full((1, 64), float("nan")), layers=torch.tensor([1]),
+                   z_bars=torch.zeros(1), z_bars_without=torch.zeros(1), norms=torch.ones(1))
+    save_file(tensors, path, metadata={"workbench": json.dumps(vec.meta)})
+    with pytest.raises(VectorFileError, match="not a readable.*NaN or inf"):
+        wb.SteeringVector.load(path)
+
+
+def test_a_sum_saves_and_loads(tiny, tiny_vec, tmp_path):
+    """The sum's three NaN tensors once were one tensor, which safetensors refused to save."""
+    total = tiny_vec + 2 * tiny_vec
+    loaded = wb.SteeringVector.load(total.save(tmp_path / "sum"), model=tiny)
+    assert loaded == total and loaded.z_bars.isnan().all() and loaded.norms.isnan().all()
+    view = dataclasses.replace(tiny_vec, z_bars_without=tiny_vec.z_bars)  # shared memory too
+    assert wb.SteeringVector.load(view.save(tmp_path / "view")) == view
+
+
+def test_dotted_names_are_saved_apart(tiny, tiny_vec, tmp_path):
+    """"x.v1" and "x.v2" once both went to x.safetensors; now ".safetensors" is appended."""
+    one, two = tiny_vec.save(tmp_path / "x.v1"), (-tiny_vec).save(tmp_path / "x.v2")
+    assert (one.name, two.name) == ("x.v1.safetensors", "x.v2.safetensors")
+    assert json.loads((tmp_path / "x.v1.json").read_text())["method"] == "mean_diff"
+    assert "operations" in json.loads((tmp_path / "x.v2.json").read_text())
+    assert wb.SteeringVector.load(one) == tiny_vec
+    assert wb.SteeringVector.load(tmp_path / "x.v2", model=tiny) == -tiny_vec  # the name saved
+    assert tiny_vec.save(tmp_path / "y.safetensors").name == "y.safetensors"  # not doubled
+    assert (tmp_path / "y.json").is_file()
+    # the layout of older saves: "x.v1" was written to x.safetensors, and loads by that name
+    tiny_vec.save(tmp_path / "x")
+    assert wb.SteeringVector.load(tmp_path / "x.safetensors") == tiny_vec
+    with pytest.raises(FileNotFoundError, match=r"x\.safetensors exists.*older workbench"):
+        wb.SteeringVector.load(tmp_path / "x.v3")
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_equality_and_hashing(tiny, tiny_vec, tmp_path):
+    same = dataclasses.replace(tiny_vec, vectors=tiny_vec.vectors.clone())
+    assert tiny_vec == tiny_vec and tiny_vec == same and hash(tiny_vec) == hash(same)
+    assert len({tiny_vec, same}) == 1
+    assert tiny_vec != -tiny_vec and tiny_vec != 2 * tiny_vec and tiny_vec != "vector"
+    assert tiny_vec != dataclasses.replace(tiny_vec, meta={**tiny_vec.meta, "model": "other"})
+    assert tiny_vec + tiny_vec == tiny_vec + tiny_vec  # NaN z-bars are equal: both unknown
+    assert wb.SteeringVector.load(tiny_vec.save(tmp_path / "v")) == tiny_vec  # meta as saved
+    spec = wb.Steering(tiny_vec, layer=2, mode="adjust", weight=0.5, positions=(0, -1))
+    again = wb.Steering(same, layer=2, mode="adjust", weight=0.5, positions=[0, -1])
+    assert spec == again and hash(spec) == hash(again) and len({spec, again}) == 1
+    assert spec != dataclasses.replace(again, weight=0.25)
+    assert spec != dataclasses.replace(again, vector=-tiny_vec)
+
+
+def test_carried_without_activations_has_an_unknown_z_bar(tiny_vec, tiny_acts):
+    """With z-bar 0, mode "adjust" would silently ablate: unknown (NaN) makes it refuse."""
+    pairs = [(1, 1), (2, 3)]
+    bare = carry_directions(tiny_vec, pairs, z_from_source=False)
+    assert bare.z_bars.isnan().all() and bare.z_bars_without.isnan().all()
+    with pytest.raises(ValueError, match="z-bar is unknown.*mode='add'"):
+        wb.Steering(bare, layer=1, mode="adjust")
+    assert wb.Steering(bare, layer=2, mode="add").vector == bare
+    torch.testing.assert_close(bare.direction(2), tiny_vec.direction(3))
+    sourced = carry_directions(tiny_vec, pairs)
+    assert sourced.z_bar(2) == pytest.approx(tiny_vec.z_bar(3))
+    targeted = carry_directions(tiny_vec, pairs, target_acts=tiny_acts, z_from_source=False)
+    assert targeted.z_bar(1) == pytest.approx(tiny_vec.z_bar(1), rel=1e-5)
+
+
+def test_resume_never_deletes_saved_vectors(tiny, tiny_pairs, tmp_path):
+    """jobs.vectors_for: another model's vector is an error; an unreadable file is moved aside."""
+    from workbench.experiments.jobs import vectors_for
+    from workbench.experiments.rundir import RunDir
+
+    run = RunDir.open(tmp_path / "run", "test", {"n": 1}, model=tiny, data_hash="0")
+    name = "change_case:english_lowercase"
+    vec = vectors_for(run, tiny, name, tiny_pairs[:2])
+    path = run.path / "vectors" / "change_case__english_lowercase.safetensors"
+    assert vectors_for(run, tiny, name, tiny_pairs[:2]) == vec  # resumed: loaded
+
+    dataclasses.replace(vec, meta={**vec.meta, "model": "another"}).save(path)
+    foreign = path.read_bytes()
+    with pytest.raises(ValueError, match=f"{path.name} holds a vector that does not fit.*another --out"):
+        vectors_for(run, tiny, name, tiny_pairs[:2])
+    assert path.read_bytes() == foreign
+
+    path.write_bytes(foreign[: len(foreign) // 2])  # cut short by a kill
+    assert vectors_for(run, tiny, name, tiny_pairs[:2]) == vec
+    assert path.with_name(path.name + ".corrupt").read_bytes() == foreign[: len(foreign) // 2]
+    assert wb.SteeringVector.load(path, model=tiny) == vec

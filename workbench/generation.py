@@ -38,7 +38,8 @@ class Generation:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings, recorded in every run. temperature 0 means greedy."""
+    """Decoding settings, recorded in every run. temperature 0 means greedy. The sampling
+    generator lives on the model's device, so a seed repeats its samples on the same device."""
 
     temperature: float = 0.0
     top_p: float = 1.0
@@ -105,7 +106,9 @@ def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, st
     formatted = fmt.apply_all(model.tokenizer, list(prompts))
     ids = encode(model.tokenizer, formatted, fmt)
     ids, cut = _fit_context(ids, model.cfg.n_ctx, max_new_tokens, truncate)
-    gen = torch.Generator().manual_seed(sampling.seed) if sampling.temperature > 0 else None
+    # on the model's device: torch.multinomial refuses a generator on another device
+    gen = torch.Generator(_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 \
+        else None
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
     out: dict[int, Generation] = {}
     for index in progress(list(batched(order, batch_size)), "generating", show_progress):
@@ -129,6 +132,10 @@ def _fit_context(ids, n_ctx, max_new_tokens, truncate):
     return [r[c:] for r, c in zip(ids, cut)], cut
 
 
+def _device(model) -> torch.device:
+    return next(model.original_model.parameters()).device
+
+
 def eos_ids(model) -> set[int]:
     ids = {model.tokenizer.eos_token_id}
     configured = getattr(model.original_model.generation_config, "eos_token_id", None)
@@ -141,14 +148,15 @@ def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
     from transformers import DynamicCache
 
     hf = model.original_model
-    device = next(hf.parameters()).device
+    device = _device(model)
     width = max(len(r) for r in ids)
     pad = model.tokenizer.pad_token_id or 0
-    offsets = torch.tensor([width - len(r) for r in ids])
+    offsets = torch.tensor([width - len(r) for r in ids], device=device)
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=device)
-    mask = (torch.arange(width)[None, :] >= offsets[:, None]).long().to(device)
+    mask = (torch.arange(width, device=device)[None, :] >= offsets[:, None]).long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    ctx = PositionContext(offsets, torch.tensor([len(r) for r in ids]), 0)
+    ctx = PositionContext(offsets, torch.tensor([len(r) for r in ids], device=device), 0,
+                          new_tokens=max_new_tokens)
     stops, eos = stop, eos_ids(model)
     tokens = [[] for _ in ids]
     reasons: list[str | None] = [None] * len(ids)
@@ -180,7 +188,7 @@ def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
                 cache.batch_select_indices(index)
                 mask, position_ids, nxt = mask[index], position_ids[index], nxt[index]
                 live = [live[i] for i in keep]
-                ctx.rows = torch.tensor(live)
+                ctx.rows = torch.tensor(live, device=device)
             # the next forward sees one new token per row, at padded index width + step
             ctx.start = width + step
             step_ids = nxt[:, None].to(device)
@@ -204,11 +212,12 @@ def generate_reference(model, prompt: str, steering: Sequence[Steering] = (), *,
     fmt = fmt or default_format(model)
     ids = encode(model.tokenizer, [fmt.apply(model.tokenizer, prompt)], fmt)[0]
     n_prompt, eos = len(ids), eos_ids(model)
-    ctx = PositionContext(torch.zeros(1, dtype=torch.long), torch.tensor([n_prompt]), 0)
-    hf = model.original_model
+    hf, device = model.original_model, _device(model)
+    ctx = PositionContext(torch.zeros(1, dtype=torch.long, device=device),
+                          torch.tensor([n_prompt], device=device), 0, new_tokens=max_new_tokens)
     with model.hooks(fwd_hooks=build_hooks(model, [list(steering)], ctx)):
         for _ in range(max_new_tokens):
-            logits = hf(input_ids=torch.tensor([ids]), use_cache=False).logits[0, -1]
+            logits = hf(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]
             t = int(logits.argmax())
             if t in eos:
                 break

@@ -7,6 +7,10 @@
 
 Sign convention of every method: the direction points from without- to with-instruction
 activations (positive dot product with the mean difference).
+
+Two vectors are equal (`==`) when their layers, tensors and provenance (as saved) are equal; a NaN
+z-bar (unknown) equals a NaN z-bar. Vectors are hashable, by layers and width only, so equal
+vectors hash alike.
 """
 from __future__ import annotations
 
@@ -62,17 +66,52 @@ def probe(with_i: Tensor, without_i: Tensor) -> Tensor:
     return torch.from_numpy(clf.coef_[0] / scale).to(with_i.dtype)
 
 
-@dataclass(frozen=True)
+class VectorFileError(ValueError):
+    """A file that does not hold a readable steering vector (truncated, corrupt, not a vector).
+    A vector that reads fine but belongs to another model raises a plain ValueError instead."""
+
+
+@dataclass(frozen=True, eq=False)
 class SteeringVector:
     """Per-layer steering vectors. `vectors[i]` belongs to model layer `layers[i]`; it is the unit
-    direction as derived, times any scalar applied since (2 * v)."""
+    direction as derived, times any scalar applied since (2 * v). Vectors must be finite; a
+    z-bar or norm may be NaN (unknown, as for a sum) but never infinite."""
 
     vectors: Float[Tensor, "n_layers d_model"]
     layers: tuple[int, ...]
     z_bars: Float[Tensor, "n_layers"]  # mean projection of with-instruction activations on u
     z_bars_without: Float[Tensor, "n_layers"]
     norms: Float[Tensor, "n_layers"]  # norm of the raw (unnormalised) derived vector
-    meta: dict = field(default_factory=dict, compare=False)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.check_finite()
+
+    def check_finite(self) -> None:
+        """Refuse NaN or inf directions (every steered token would turn to NaN and every response
+        come out empty), and infinite z-bars or norms; NaN there means unknown."""
+        if not torch.isfinite(self.vectors).all():
+            bad = [l for l, row in zip(self.layers, self.vectors) if not torch.isfinite(row).all()]
+            raise ValueError(f"this steering vector holds NaN or inf values (layers {bad}). Fix: "
+                             f"derive it again from activations that are finite (a model run in "
+                             f"float16 can overflow: load it in float32 or bfloat16)")
+        for name in ("z_bars", "z_bars_without", "norms"):
+            if torch.isinf(getattr(self, name)).any():
+                raise ValueError(f"this steering vector's {name} holds inf (NaN marks unknown, "
+                                 f"inf is never right). Fix: derive it again, or pass NaN for "
+                                 f"an unknown value")
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
+        return (self.layers == other.layers
+                and all(_equal(getattr(self, n), getattr(other, n))
+                        for n in ("vectors", "z_bars", "z_bars_without", "norms"))
+                and _as_saved(self.meta) == _as_saved(other.meta))
+
+    def __hash__(self) -> int:
+        # tensors cannot be hashed by value; layers and width are a part of what __eq__ compares
+        return hash((self.layers, self.d_model))
 
     def _slot(self, layer: int) -> int:
         if layer not in self.layers:
@@ -90,8 +129,10 @@ class SteeringVector:
     def z_bar(self, layer: int) -> float:
         value = float(self.z_bars[self._slot(layer)])
         if math.isnan(value):
-            raise ValueError("z-bar is unknown for this vector (a sum of vectors has none). Fix: "
-                             "derive the vector from activations, or steer with mode='add'")
+            raise ValueError("z-bar is unknown for this vector (a sum of vectors has none, nor a "
+                             "vector carried to other layers or models without their activations). "
+                             "Fix: derive the vector from activations (or pass the target's "
+                             "activations when carrying it), or steer with mode='add'")
         return value
 
     def z_bar_without(self, layer: int) -> float:
@@ -125,10 +166,11 @@ class SteeringVector:
         if self.layers != other.layers:
             raise ValueError(f"cannot add vectors over different layers ({list(self.layers)} vs "
                              f"{list(other.layers)}). Fix: derive both over the same layers.")
-        nan = torch.full_like(self.z_bars, float("nan"))
         meta = _op(self.meta, f"v + [{other.meta.get('instruction_id')}]")
-        return replace(self, vectors=self.vectors + other.vectors, z_bars=nan,
-                       z_bars_without=nan, norms=nan, meta=meta)
+        # three tensors, not one: safetensors refuses to save tensors that share memory
+        nan = [torch.full_like(self.z_bars, float("nan")) for _ in range(3)]
+        return replace(self, vectors=self.vectors + other.vectors, z_bars=nan[0],
+                       z_bars_without=nan[1], norms=nan[2], meta=meta)
 
     def check_model(self, model, *, allow_cross_model: bool = False) -> None:
         """Refuse a model of another width, or another model unless asked for explicitly."""
@@ -152,27 +194,30 @@ class SteeringVector:
                              f"{model.cfg.n_layers} layers")
 
     def save(self, path: str | Path) -> Path:
-        """Write `path` (safetensors, metadata embedded) and a JSON sidecar beside it."""
+        """Write `path` (safetensors, metadata embedded; ".safetensors" appended unless the name
+        ends with it, so "x.v1" and "x.v2" stay two files) and a JSON sidecar beside it
+        ("x.v1.json"). Returns the safetensors path."""
         from safetensors.torch import save_file
 
-        path = Path(path).with_suffix(".safetensors")
+        self.check_finite()  # again: the tensors may have been changed in place since
+        path = _with_suffix(Path(path))
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = dict(vectors=self.vectors, layers=torch.tensor(self.layers), z_bars=self.z_bars,
                        z_bars_without=self.z_bars_without, norms=self.norms)
         meta = json.dumps(self.meta, sort_keys=True, default=str)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"workbench": meta})
+        tmp = path.with_name(path.name + ".tmp")
+        # clones: safetensors refuses tensors that share memory (views of one another)
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={"workbench": meta})
         tmp.replace(path)
-        path.with_suffix(".json").write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
+        _sidecar(path).write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
         return path
 
     @classmethod
     def load(cls, path: str | Path, *, model=None, allow_cross_model: bool = False) -> SteeringVector:
         from safetensors import safe_open
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no steering vector at {path}")
+        path = _existing(Path(path))
         try:
             with safe_open(path, "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
@@ -180,11 +225,45 @@ class SteeringVector:
             vec = cls(tensors["vectors"], tuple(int(l) for l in tensors["layers"]),
                       tensors["z_bars"], tensors["z_bars_without"], tensors["norms"], meta)
         except Exception as err:
-            raise ValueError(f"{path} is not a readable workbench steering vector ({err}). Fix: "
-                             f"re-derive and save it; the file may be truncated or corrupt") from None
+            raise VectorFileError(f"{path} is not a readable workbench steering vector ({err}). "
+                                  f"Fix: re-derive and save it; the file may be truncated or "
+                                  f"corrupt") from None
         if model is not None:
             vec.check_model(model, allow_cross_model=allow_cross_model)
         return vec
+
+
+_SUFFIX = ".safetensors"
+
+
+def _with_suffix(path: Path) -> Path:
+    return path if path.name.endswith(_SUFFIX) else path.with_name(path.name + _SUFFIX)
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name.removesuffix(_SUFFIX) + ".json")
+
+
+def _existing(path: Path) -> Path:
+    """The file `save(path)` wrote: `path` itself, or with ".safetensors" appended."""
+    for candidate in (path, _with_suffix(path)):
+        if candidate.is_file():
+            return candidate
+    old = path.with_suffix(_SUFFIX)  # older saves replaced the suffix: "x.v1" went to x.safetensors
+    hint = (f"; {old} exists, where an older workbench saved {path.name!r} (and every other "
+            f"'{path.stem}.*' name). Fix: load {old} if it is the vector you meant"
+            if old.is_file() else "")
+    raise FileNotFoundError(f"no steering vector at {path}{hint}")
+
+
+def _equal(a: Tensor, b: Tensor) -> bool:
+    """torch.equal with NaN equal to NaN (an unknown z-bar equals an unknown z-bar)."""
+    return a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and \
+        torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+def _as_saved(meta: dict):
+    return json.loads(json.dumps(meta, sort_keys=True, default=str))
 
 
 def _op(meta: dict, op: str) -> dict:
@@ -225,8 +304,9 @@ def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, targe
     """`vec` carried to other layers (of this or another model): for each (t, s) in `layer_pairs`
     the unit direction of source layer s, passed through `map_direction(s, t, d)` when given,
     becomes the direction of layer t. z-bar: the mean projections of `target_acts` (the target's
-    PairActivations, both sides) when given, else the source's (z_from_source) or 0. `meta` is
-    merged into the source's."""
+    PairActivations, both sides) when given, else the source's (z_from_source) or unknown (NaN,
+    so that mode "adjust" is refused rather than setting the projection to 0). `meta` is merged
+    into the source's."""
     units = []
     for t, s in layer_pairs:
         d = vec.direction(s).float()
@@ -242,7 +322,7 @@ def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, targe
         z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
         z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
     else:
-        z, z_without = torch.zeros(len(layers)), torch.zeros(len(layers))
+        z, z_without = torch.full((len(layers),), float("nan")), torch.full((len(layers),), float("nan"))
     meta = {**vec.meta, "d_model": units.shape[-1], **(meta or {})}
     return SteeringVector(units, layers, z, z_without, torch.ones(len(layers)), meta)
 

@@ -64,9 +64,10 @@ class ModelMaps:
     def map_vector(self, vector, method: str = "ridge", target=None):
         """The source vector's per-layer directions carried into the target's layers (one per
         fitted target layer, from its matched source layer), as a SteeringVector of the target
-        width. z-bar is left at 0 unless `target` activations are given as a PairActivations of
-        the target model, whose mean projections on each mapped direction become z-bar (with
-        and without the instruction; the rule of the transfer experiment)."""
+        width. z-bar is unknown (NaN: mode "adjust" refuses it) unless `target` activations are
+        given as a PairActivations of the target model, whose mean projections on each mapped
+        direction become z-bar (with and without the instruction; the rule of the transfer
+        experiment)."""
         from workbench.vectors import carry_directions
 
         pairs = sorted((t, self.get(t, method).provenance["src_layer"]) for m, _, t in self.maps if m == method)

@@ -19,6 +19,7 @@ from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
 from workbench.runs import batched, progress
 from workbench.steering import Steering
+from workbench.vectors import VectorFileError
 
 
 @dataclass(frozen=True)
@@ -34,13 +35,19 @@ class Job:
 
 def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
                 batch_size: int = 16) -> wb.SteeringVector:
-    """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers."""
+    """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers.
+    A saved vector is never deleted: one of another model is an error, and an unreadable file
+    (cut short by a kill) is moved aside to `<file>.corrupt` and derived again."""
     path = run.path / "vectors" / f"{name.replace(':', '__')}.safetensors"
     if path.exists():
         try:
             return wb.SteeringVector.load(path, model=model)
-        except ValueError:
-            path.unlink()  # a file cut short by a kill: derive it again
+        except VectorFileError:
+            path.replace(path.with_name(path.name + ".corrupt"))
+        except ValueError as err:
+            raise ValueError(f"{path} holds a vector that does not fit this model: {err}. A resume "
+                             f"never replaces saved vectors. Fix: pass another --out for this "
+                             f"model (or move {run.path} away)") from err
     start = time.perf_counter()
     acts = wb.cache_pairs(model, pairs, batch_size=batch_size, show_progress=False)
     vec = wb.derive(acts, instruction_id=name)
