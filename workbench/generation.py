@@ -19,6 +19,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from workbench.kvcheck import check_kv_cache
 from workbench.prompts import PromptFormat, default_format, encode
 from workbench.runs import batched, progress
 from workbench.steering import PositionContext, Steering, build_hooks
@@ -106,6 +107,7 @@ def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, st
     formatted = fmt.apply_all(model.tokenizer, list(prompts))
     ids = encode(model.tokenizer, formatted, fmt)
     ids, cut = _fit_context(ids, model.cfg.n_ctx, max_new_tokens, truncate)
+    check_kv_cache(model)  # once per model and process: never write text from a broken cache
     # on the model's device: torch.multinomial refuses a generator on another device
     gen = torch.Generator(_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 \
         else None

@@ -58,8 +58,9 @@ def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
 
 def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
              batch_size: int, sampling: wb.Sampling = wb.Sampling(), stop=None,
-             show_progress: bool | None = None) -> pd.DataFrame:
-    """Generate every job not yet in the run; returns all of `jobs`' generations as a table."""
+             truncate: bool = False, show_progress: bool | None = None) -> pd.DataFrame:
+    """Generate every job not yet in the run; returns all of `jobs`' generations as a table.
+    `truncate`: cut the start of prompts too long for the context (the count is recorded)."""
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("job ids must be unique within a run")
@@ -71,10 +72,12 @@ def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tok
                           show_progress if len(todo) > batch_size else False):
         table = wb.generate_table(model, [j.prompt for j in chunk], [list(j.steering) for j in chunk],
                                   max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  sampling=sampling, stop=stop, show_progress=False)
+                                  sampling=sampling, stop=stop, truncate=truncate,
+                                  show_progress=False)
         records = [dict(job=j.id, phase=phase, key=j.row.key, **j.tags, prompt=j.prompt,
                         response=g.response, n_tokens=int(g.n_tokens), finish_reason=g.finish_reason,
-                        steering=g.steering)
+                        steering=g.steering,
+                        **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}))
                    for j, g in zip(chunk, table.itertuples())]
         run.append_generations(records)
         done.update((r["job"], r) for r in records)
