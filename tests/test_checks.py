@@ -12,8 +12,8 @@ from workbench.experiments.checks import check_config, check_out, check_prompts_
 from workbench.experiments.format import FormatConfig, run_format
 from workbench.experiments.length import LengthConfig
 
-TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6,
-                          layers=(1, 3), batch_size=4)
+TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6, n_validation=2,
+                          layers=(1, 3), batch_size=4, search_prompts=(1, 2), search_keep=(1,))
 
 
 def test_check_config_names_each_bad_field():
@@ -24,7 +24,7 @@ def test_check_config_names_each_bad_field():
     message = str(err.value)
     assert "max_new_tokens='abc'" in message and "layers=(1, 'x')" in message
     assert "batch_size=0 must be at least 1" in message and "Fix:" in message
-    check_config(replace(FormatConfig(), weight=2, limit=None))  # an int where a float is declared
+    check_config(replace(FormatConfig(), adjust=(1, 1.5), limit=None))  # an int where a float is declared
 
 
 def test_check_out(tmp_path):
@@ -78,7 +78,8 @@ def test_format_with_truncate_runs_prompts_longer_than_the_context(tmp_path, tin
     """With truncate the long prompts are cut at their start and the cut is recorded."""
     import json
 
-    cfg = replace(TINY, limit=2, layers=(1,), n_pairs=4, n_validation=1, max_new_tokens=500,
+    cfg = replace(TINY, limit=2, layers=(1,), n_pairs=4, n_validation=1, search_prompts=(1,),
+                  search_keep=(), max_new_tokens=500,
                   truncate=True)
     run = run_format(cfg, tmp_path / "run", model=tiny, show_progress=False)
     gens = [json.loads(l) for l in (run.path / "generations.jsonl").read_text().splitlines()]

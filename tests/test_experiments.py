@@ -19,7 +19,8 @@ from workbench.experiments.format import FormatConfig, run_format
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6,
-                          layers=(1, 3), batch_size=4)
+                          layers=(1, 3), batch_size=4, n_validation=3, search_prompts=(2, 3),
+                          search_keep=(2,))
 
 
 def _lines(path: Path) -> list[dict]:
@@ -34,20 +35,29 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
     assert state["choices"]["candidate_layers"] == [1, 3]
     assert {"vectors", "validation", "test"} <= set(state["timings"])
     for name in ["report.html", "summary.md", "scores.csv", "tables/two_by_two_loose.csv",
-                 "tables/mcnemar_loose.csv", "tables/layer_choices.csv"]:
+                 "tables/mcnemar_loose.csv", "tables/two_by_two_good.csv", "tables/mcnemar_good.csv",
+                 "tables/search_rounds.csv", "tables/search_choices.csv", "validation_scores.csv"]:
         assert (run.path / name).is_file(), name
     gens = _lines(run.path / "generations.jsonl")
-    # validation: 4 instructions x 2 prompts x 2 conditions x (2 layers + none); test: 4 x 2 x <=2
+    # the search: 4 instructions x 2 conditions; round 0 runs every candidate (none + 2 layers x
+    # (adjust, add)) on 2 prompts, round 1 none + the 2 best steered on 1 more prompt
+    rounds = pd.read_csv(run.path / "tables" / "search_rounds.csv")
+    assert len(rounds) == 4 * 2 * (5 + 3)
+    assert (rounds.groupby("round")["n_prompts"].max() == [2, 3]).all()
     n_val = sum(g["phase"] == "validation" for g in gens)
-    assert n_val == 4 * 2 * 2 * 3
+    assert n_val == 4 * 2 * (5 * 2 + 3 * 1)  # a candidate's earlier prompts are not redone
     assert len({g["job"] for g in gens}) == len(gens)
     scores = pd.read_csv(run.path / "scores.csv")
     # every test prompt is scored in all four conditions
     assert scores.groupby("key").size().eq(4).all()
+    assert (scores["good"] == (scores["loose"] & ~scores["degenerate"])).all()
     table = pd.read_csv(run.path / "tables/two_by_two_loose.csv")
     assert len(table) == 4 and table["n"].eq(4).all()
-    choices = state["choices"]["layers"]
-    assert all(c["layer"] in (-1, 1, 3) and c["reason"] for c in choices)
+    chosen = state["choices"]["chosen"]
+    assert len(chosen) == 8 and all(c["layer"] in (-1, 1, 3) for c in chosen)
+    per = pd.read_csv(run.path / "tables/per_instruction_loose.csv")
+    assert {"layer", "mode", "strength"} <= set(per.columns)
+    assert len(state["choices"]["search_rounds"]) == len(rounds)
     assert "<script" in (run.path / "report.html").read_text()
 
     # a second call finds everything done: nothing is generated again
@@ -58,7 +68,7 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
 
 def test_resume_refuses_another_configuration(tmp_path, tiny):
     small = replace(TINY, limit=1, layers=(1,))
-    run_format(small, tmp_path / "run", model=tiny, show_progress=False)
+    run_format(small, tmp_path / "run", model=tiny, show_progress=False).close()
     with pytest.raises(ValueError, match="max_new_tokens"):
         run_format(replace(small, max_new_tokens=9), tmp_path / "run", model=tiny)
 
@@ -76,16 +86,17 @@ def test_a_truncated_last_line_is_dropped_and_redone(tmp_path, tiny):
     assert Counter(g["job"] for g in again) == Counter(g["job"] for g in full)
 
 
-def test_job_ids_of_unique_keys_are_unchanged_so_old_runs_resume():
+def test_job_ids_name_condition_candidate_and_row():
     from workbench.data import IFEvalRow
-    from workbench.experiments.format import _jobs
+    from workbench.experiments.format import _test_jobs
+    from workbench.experiments.search import Candidate
 
     row = IFEvalRow("1001", "Hi. No commas.", ("punctuation:no_comma",), ({},), "Hi.")
     twice = IFEvalRow("1001", "Hi. No commas.", ("punctuation:no_comma",), ({},), "Hi.", row_id="1001#2")
-    chosen = {("punctuation:no_comma", w): -1 for w in (False, True)}
-    jobs = _jobs([row, twice], {}, [], TINY, "test", chosen=chosen)
-    assert [j.id for j in jobs] == ["test/no_instruction/-1/1001", "test/instruction/-1/1001",
-                                    "test/no_instruction/-1/1001#2", "test/instruction/-1/1001#2"]
+    chosen = {("punctuation:no_comma", w): Candidate() for w in (False, True)}
+    jobs = _test_jobs([row, twice], {"punctuation:no_comma": None}, chosen)
+    assert [j.id for j in jobs] == ["test/no_instruction/none/1001", "test/instruction/none/1001",
+                                    "test/no_instruction/none/1001#2", "test/instruction/none/1001#2"]
     assert [j.tags["row_id"] for j in jobs] == ["1001", "1001", "1001#2", "1001#2"]
 
 

@@ -5,11 +5,15 @@
 
 1. A vector per format instruction (per language for language:response_language) from training
    pairs on base queries that exclude every evaluation prompt's base query.
-2. Layer search on validation prompts, separately with and without the instruction in the
-   prompt: layers n_layers//5 .. last in steps of 2, plus no steering, loose accuracy, layers
-   with degenerate outputs dropped.
-3. The test prompts in four conditions: no instruction, + steering, instruction, + steering
-   (`adjust` mode, weight 1: every position's projection set to z-bar).
+2. One search over layer x mode x strength on validation prompts (24 per instruction, on base
+   queries disjoint from the test set, varied phrasings), separately with and without the
+   instruction in the prompt: successive halving (experiments/search.py), selecting on
+   "followed (IFEval loose) and not degenerate". Candidates: no steering, and at layers
+   n_layers//5 .. last in steps of `layer_step`, `adjust` at the weights `adjust` (1.0: every
+   position's projection set to z-bar, the paper's) and `add` at multiples `add` of the
+   vector's raw norm.
+3. The test prompts in four conditions: no instruction, + steering, instruction, + steering,
+   each steered condition with the setting its search chose.
 """
 from __future__ import annotations
 
@@ -21,12 +25,13 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
-from workbench.experiments.jobs import Job, add_fluency, choose_layer, run_jobs, score_jobs, vectors_for
+from workbench.experiments.checks import check_config, check_out, check_prompts_fit
+from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for
 from workbench.experiments.rundir import RunDir
+from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
 from workbench.pairs import PromptPair
 
 LANGUAGE = "language:response_language"
-NONE = -1  # the "no steering" candidate
 
 
 @dataclass(frozen=True)
@@ -36,20 +41,23 @@ class FormatConfig:
     without_data: str | None = None  # file with the requests without instructions, joined by key
     limit: int | None = None  # first N test prompts, taken round-robin over instructions
     n_pairs: int = 32  # training pairs per vector
-    n_validation: int = 6  # validation prompts per instruction (the paper: 6-10)
-    layer_step: int = 2
+    n_validation: int = 24  # validation prompts per instruction (the last search round's)
+    layer_step: int = 3
     layers: tuple[int, ...] | None = None  # candidate layers; None: n_layers//5 .. last, step
-    mode: str = "adjust"
-    weight: float = 1.0
+    adjust: tuple[float, ...] = (1.0,)  # adjust weights searched
+    add: tuple[float, ...] = (1.0,)  # add strengths searched, in units of the raw vector norm
+    search_prompts: tuple[int, ...] = (4, 10, 24)  # validation prompts per round (cumulative)
+    search_keep: tuple[int, ...] = (4, 2)  # steered candidates kept after each round but the last
     max_new_tokens: int = 96
     batch_size: int = 64  # larger batches amortise the bridge's per-step Python overhead
     seed: int = 0
+    truncate: bool = False  # cut the start of prompts too long for the context (recorded)
 
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:
         """A smoke-sized run: few pairs, few prompts, few layers, short answers."""
-        return replace(cls(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32,
-                           limit=13), **overrides)
+        return replace(cls(n_pairs=8, n_validation=4, layer_step=8, max_new_tokens=32,
+                           search_prompts=(2, 4), search_keep=(2,), limit=13), **overrides)
 
 
 def _stratified(rows: list[IFEvalRow], limit: int | None) -> list[IFEvalRow]:
@@ -85,37 +93,57 @@ def _as_row(pair: PromptPair, key: str) -> IFEvalRow:
                      pair.without_instruction)
 
 
-def _jobs(rows, vectors, layers, cfg, phase, chosen=None) -> list[Job]:
-    """Jobs for each row x condition x candidate layer (or the chosen layer per condition)."""
+def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, vectors) -> Job:
+    """One prompt of `row` (with or without its instruction) under candidate `cand`."""
+    iid = row.instruction_id_list[0]
+    cond = "instruction" if with_instruction else "no_instruction"
+    prompt = row.prompt if with_instruction else row.prompt_without_instruction
+    vec = vectors[vector_name(row)]
+    spec = (wb.Steering(vec, cand.layer, cand.mode, cand.weight(vec)),) if cand.steered else ()
+    tags = dict(row_id=row.row_id, instruction_id=iid, with_instruction=with_instruction,
+                layer=cand.layer, mode=cand.mode, strength=cand.strength, steered=cand.steered)
+    return Job(f"{phase}/{cond}/{cand.label}/{row.row_id}", prompt, row, spec, tags)
+
+
+def _test_jobs(rows, vectors, chosen) -> list[Job]:
+    """Each test row in both conditions, unsteered and (unless none was chosen) steered."""
     jobs = []
     for row in rows:
-        iid = row.instruction_id_list[0]
         for with_instruction in (False, True):
-            cond = "instruction" if with_instruction else "no_instruction"
-            prompt = row.prompt if with_instruction else row.prompt_without_instruction
-            candidates = [NONE, *layers] if chosen is None else [NONE, chosen[(iid, with_instruction)]]
-            for layer in dict.fromkeys(candidates):
-                spec = () if layer == NONE else (wb.Steering(
-                    vectors[vector_name(row)], layer, cfg.mode, cfg.weight),)
-                tags = dict(row_id=row.row_id, instruction_id=iid, with_instruction=with_instruction,
-                            layer=layer, steered=layer != NONE)
-                jobs.append(Job(f"{phase}/{cond}/{layer}/{row.row_id}", prompt, row, spec, tags))
+            best = chosen[(row.instruction_id_list[0], with_instruction)]
+            jobs += [_job("test", row, with_instruction, c, vectors)
+                     for c in dict.fromkeys([Candidate(), best])]
     return jobs
 
 
 def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress: bool | None = None) -> RunDir:
     """Run (or resume) the format experiment into `out`; returns the run directory."""
+    check_config(cfg)
+    check_out(out)
     model = model or wb.load_model(cfg.model)
     test = _stratified(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
-    run = RunDir.open(out, "format", cfg, model=model, data_hash=rows_hash(test))
+    if cfg.search_prompts[-1] > cfg.n_validation:
+        raise ValueError(f"the search's last round needs {cfg.search_prompts[-1]} validation "
+                         f"prompts per instruction but n_validation is {cfg.n_validation}. Fix: "
+                         f"--set n_validation={cfg.search_prompts[-1]} or smaller search_prompts")
     n_layers = model.cfg.n_layers
     layers = list(cfg.layers) if cfg.layers else list(range(n_layers // 5, n_layers, cfg.layer_step))
+    if not all(0 <= layer < n_layers for layer in layers):
+        raise ValueError(f"candidate layers {layers} are not all layers of {cfg.model} (0 to "
+                         f"{n_layers - 1}). Fix: --set layers=... within that range")
     split = wb.split_queries(wb.base_queries(), exclude=test, seed=cfg.seed,
                              validation=cfg.n_validation * 3)
     instructions = [i for i in FORMAT_INSTRUCTIONS if any(r.instruction_id_list[0] == i for r in test)]
     languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
+    val_rows = [r for iid in instructions
+                for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
+    # the data against the model, before any compute: every prompt must fit the context
+    check_prompts_fit(model, [(f"{tag} {r.key}", p) for tag, rows in (("test", test), ("validation", val_rows))
+                              for r in rows for p in (r.prompt, r.prompt_without_instruction)],
+                      max_new_tokens=cfg.max_new_tokens, truncate=cfg.truncate)
+    run = RunDir.open(out, "format", cfg, model=model, data_hash=rows_hash(test))
     run.record("split", dict(n_train=len(split.train), n_validation=len(split.validation),
                              excluded_eval_queries=split.excluded, seed=split.seed))
     run.record("format", wb.default_format(model).to_dict())
@@ -130,29 +158,44 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
                                          kwargs={"language": lang} if lang else None)
             vectors[name] = vectors_for(run, model, name, pairs, batch_size=cfg.batch_size)
 
-    # 2. layer search on validation prompts, with and without the instruction
-    val_rows = [r for iid in instructions
-                for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
-    val_jobs = _jobs(val_rows, vectors, layers, cfg, "validation")
-    val = run_jobs(run, model, val_jobs, phase="validation", max_new_tokens=cfg.max_new_tokens,
-                   batch_size=cfg.batch_size, show_progress=show_progress)
-    # Degeneration in the search is judged by repetition (distinct-2, compression), which needs
-    # no model: the paper's GPT-2 perplexity floor does not transfer to a model scoring its own
-    # greedy output, and perplexity of ~2000 responses costs as much as a third of the search.
-    val = add_fluency(model, score_jobs(val_jobs, val), with_perplexity=False)
+    # 2. the search on validation prompts, with and without the instruction
+    candidates = candidate_grid(layers, adjust=cfg.adjust, add=cfg.add)
+    groups = {(iid, w): [r for r in val_rows if r.instruction_id_list[0] == iid]
+              for iid in instructions for w in (False, True)}
+    validation: dict[str, pd.DataFrame] = {}
+
+    def jobs_for(group, rows, cand):
+        return [_job("validation", r, group[1], cand, vectors) for r in rows]
+
+    def evaluate(jobs, round_):
+        todo = [j for j in jobs if j.id not in validation]
+        if todo:
+            gens = run_jobs(run, model, todo, phase="validation", max_new_tokens=cfg.max_new_tokens,
+                            batch_size=cfg.batch_size, truncate=cfg.truncate,
+                            show_progress=show_progress)
+            # degeneration in the search is judged by repetition, which needs no model
+            scored = add_fluency(model, score_jobs(todo, gens), with_perplexity=False)
+            validation.update((r["job"], r) for r in scored.to_dict("records"))
+        return pd.DataFrame([validation[j.id] for j in jobs])
+
+    plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
+    chosen = successive_halving(run, groups, candidates, jobs_for, evaluate, plan=plan,
+                                name="search", group_names=("instruction_id", "with_instruction"))
+    val = pd.DataFrame(list(validation.values()))
     # every field quoted: a bare carriage return inside a response would split the row
     val.to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
-    sweep, choices = choose_layer(val, group=["instruction_id", "with_instruction"], none_value=NONE)
-    sweep.to_csv(run.file("tables", "layer_sweep.csv"), index=False)
-    choices.to_csv(run.file("tables", "layer_choices.csv"), index=False)
-    run.record("layers", choices.to_dict("records"))
-    chosen = {(c.instruction_id, bool(c.with_instruction)): int(c.layer) for c in choices.itertuples()}
+    choices = pd.DataFrame([dict(instruction_id=g[0], with_instruction=g[1], layer=c.layer,
+                                 mode=c.mode, strength=c.strength, label=c.label)
+                            for g, c in chosen.items()])
+    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
+    run.record("chosen", choices.to_dict("records"))
 
     # 3. the test set in four conditions
-    test_jobs = _jobs(test, vectors, layers, cfg, "test", chosen=chosen)
+    test_jobs = _test_jobs(test, vectors, chosen)
     res = run_jobs(run, model, test_jobs, phase="test", max_new_tokens=cfg.max_new_tokens,
-                   batch_size=cfg.batch_size, show_progress=show_progress)
+                   batch_size=cfg.batch_size, truncate=cfg.truncate, show_progress=show_progress)
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
+    scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one
     scored = _fill_unsteered(scored)
     scored.to_csv(run.file("scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
@@ -172,16 +215,24 @@ def _fill_unsteered(scored: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_tables(run: RunDir, scored: pd.DataFrame) -> None:
+    """The four-condition tables for loose, good (followed and not degenerate) and strict
+    accuracy (Wilson intervals, exact McNemar), per instruction with the chosen settings, and
+    fluency (perplexity, degenerate rate) per condition."""
     from workbench.stats import mcnemar_table, two_by_two
 
-    for metric in ("loose", "strict"):
+    chosen = pd.DataFrame(run.state["choices"].get("chosen", []))
+    for metric in ("loose", "good", "strict"):
         kw = dict(instruction_col="with_instruction", steering_col="steered", correct_col=metric)
         two_by_two(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"two_by_two_{metric}.csv"), index=False)
         mcnemar_table(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
-        two_by_two(scored, by=["instruction_id"], **kw).to_csv(
-            run.file("tables", f"per_instruction_{metric}.csv"), index=False)
+        per = two_by_two(scored, by=["instruction_id"], **kw)
+        if len(chosen):
+            per = per.merge(chosen[["instruction_id", "with_instruction", "layer", "mode", "strength"]],
+                            on=["instruction_id", "with_instruction"], how="left")
+        per.to_csv(run.file("tables", f"per_instruction_{metric}.csv"), index=False)
     if "ppl" in scored:
         (scored.groupby(["with_instruction", "steered"])
          .agg(n=("job", "size"), median_ppl=("ppl", "median"), mean_distinct_2=("distinct_2", "mean"),
-              degenerate_rate=("degenerate", "mean"), mean_tokens=("n_tokens", "mean"))
+              degenerate_rate=("degenerate", "mean"), mean_tokens=("n_tokens", "mean"),
+              cut_at_limit=("finish_reason", lambda s: float((s == "length").mean())))
          .reset_index().to_csv(run.file("tables", "fluency.csv"), index=False))

@@ -9,6 +9,7 @@ from workbench.plots.curves import cosine_baselines, layer_sweep, projection_cur
 from workbench.plots.output import ChromiumNotFoundError, export, find_chromium
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix
 from workbench.plots.scatter import embedding_scatter, two_by_two_bars
+from workbench.plots.search import search_rounds
 
 __all__ = [
     "ChromiumNotFoundError",
@@ -20,6 +21,7 @@ __all__ = [
     "find_chromium",
     "layer_sweep",
     "projection_curves",
+    "search_rounds",
     "separation_curves",
     "transfer_matrix",
     "two_by_two_bars",

@@ -1,0 +1,145 @@
+"""One search over steering candidates (layer x mode x strength), shared by the experiments:
+successive halving on validation prompts, selecting on "followed and not degenerate".
+
+    cands = candidate_grid(layers=[6, 9, 12], adjust=(1.0,), add=(1.0,))
+    choices = successive_halving(run, groups, cands, jobs_for, evaluate, name="search")
+    choices[("detectable_format:title", False)]          # -> Candidate(layer=24, mode="adjust", ...)
+
+Per output the search asks what a researcher wants: the instruction followed (IFEval loose) and
+the text not degenerate (`good`). A degenerate output counts as not followed; it does not veto
+its candidate, so one loop among a few prompts cannot decide. Every candidate runs on the first
+few prompts of each group; the better part goes on to more prompts, and the finalists run on all
+of them. No steering runs in every round (it is the bar to beat); a steered finalist is chosen
+only when its `good` rate on all prompts is strictly above no steering's. Every round is
+recorded in run.json (`<name>_rounds`) and in tables/<name>_rounds.csv.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Hashable, Sequence
+
+import pandas as pd
+
+from workbench.data import IFEvalRow
+from workbench.experiments.jobs import Job
+from workbench.experiments.rundir import RunDir
+
+NONE = -1  # the layer of "no steering"
+MODES = ("adjust", "add", "ablate")
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One steering setting. `strength` is adjust's / ablate's weight, or for `add` a multiple
+    of the vector's raw norm at that layer (`add` at 1.0 adds the mean difference itself)."""
+
+    layer: int = NONE
+    mode: str = "none"
+    strength: float = 0.0
+
+    @property
+    def steered(self) -> bool:
+        return self.layer != NONE
+
+    @property
+    def label(self) -> str:
+        return f"{self.mode}@L{self.layer}x{self.strength:g}" if self.steered else "none"
+
+    def weight(self, vector) -> float:
+        """The Steering weight of this candidate for `vector` (a SteeringVector)."""
+        if self.mode == "add":
+            return float(self.strength * vector.norms[vector.layers.index(self.layer)])
+        return float(self.strength)
+
+
+def candidate_grid(layers: Sequence[int], *, adjust: Sequence[float] = (1.0,),
+                   add: Sequence[float] = (), ablate: Sequence[float] = ()) -> list[Candidate]:
+    """No steering, then every layer x (mode, strength)."""
+    out = [Candidate()]
+    for layer in layers:
+        for mode, strengths in (("adjust", adjust), ("add", add), ("ablate", ablate)):
+            out += [Candidate(int(layer), mode, float(s)) for s in strengths]
+    return out
+
+
+@dataclass(frozen=True)
+class Halving:
+    """The rounds: prompts per group at each round (cumulative), and how many steered candidates
+    go on after each round but the last."""
+
+    prompts: tuple[int, ...] = (4, 10, 24)
+    keep: tuple[int, ...] = (4, 2)
+
+    def __post_init__(self):
+        if len(self.keep) != len(self.prompts) - 1 or list(self.prompts) != sorted(self.prompts):
+            raise ValueError(f"Halving needs increasing prompts and one keep per round but the "
+                             f"last, got prompts={self.prompts}, keep={self.keep}")
+
+
+Group = Hashable
+JobsFor = Callable[[Group, Sequence[IFEvalRow], Candidate], list[Job]]
+Evaluate = Callable[[list[Job], int], pd.DataFrame]  # -> lines with job, loose, degenerate
+
+
+def summarize(lines: pd.DataFrame) -> dict:
+    """n, good (followed and not degenerate), loose and degenerate rates of some scored lines."""
+    good = lines["loose"].astype(bool) & ~lines["degenerate"].astype(bool)
+    return dict(n=len(lines), good=float(good.mean()), loose=float(lines["loose"].mean()),
+                degenerate=float(lines["degenerate"].mean()))
+
+
+def _rank(stats: dict[Candidate, dict]) -> list[Candidate]:
+    """Steered candidates best first: more good, then fewer degenerate, then grid order."""
+    steered = [c for c in stats if c.steered]
+    return sorted(steered, key=lambda c: (-stats[c]["good"], stats[c]["degenerate"],
+                                          steered.index(c)))
+
+
+def successive_halving(run: RunDir, groups: dict[Group, Sequence[IFEvalRow]],
+                       candidates: Sequence[Candidate], jobs_for: JobsFor, evaluate: Evaluate, *,
+                       plan: Halving = Halving(), name: str = "search",
+                       group_names: Sequence[str] = ("group",)) -> dict[Group, Candidate]:
+    """Choose a candidate per group; `jobs_for(group, rows, candidate)` makes the jobs of one
+    candidate on some rows of a group, and `evaluate(jobs, round)` generates and scores them
+    (all groups of a round at once, so they share batches). Groups that are tuples are recorded
+    as the columns `group_names`. Returns {group: chosen candidate}."""
+    if not candidates or candidates[0].steered:
+        raise ValueError("the candidates must start with no steering (Candidate()), the baseline")
+    short = {g: len(rows) for g, rows in groups.items() if len(rows) < plan.prompts[-1]}
+    if short:
+        raise ValueError(f"the search needs {plan.prompts[-1]} validation prompts per group; "
+                         f"these have fewer: {short}. Fix: more validation prompts, or a plan "
+                         f"with fewer")
+    alive = {g: list(candidates) for g in groups}
+    records, choices = [], {}
+    for round_, n in enumerate(plan.prompts):
+        jobs_of = {(g, c): jobs_for(g, groups[g][:n], c) for g in groups for c in alive[g]}
+        lines = evaluate([j for js in jobs_of.values() for j in js], round_).set_index("job")
+        for g in groups:
+            stats = {c: summarize(lines.loc[[j.id for j in jobs_of[(g, c)]]]) for c in alive[g]}
+            last = round_ == len(plan.prompts) - 1
+            ranked = _rank(stats)
+            kept = ranked if last else ranked[:plan.keep[round_]]
+            for c in alive[g]:
+                records.append(dict(round=round_, n_prompts=n, **_named(g, group_names), **asdict(c),
+                                    label=c.label, **stats[c],
+                                    kept=(not c.steered) or c in kept))
+            if last:
+                none, best = stats[candidates[0]], (ranked[0] if ranked else None)
+                choices[g] = best if best is not None and stats[best]["good"] > none["good"] \
+                    else candidates[0]
+            else:
+                alive[g] = [candidates[0], *kept]
+    table = pd.DataFrame(records)
+    table.to_csv(run.file("tables", f"{name}_rounds.csv"), index=False)
+    run.record(f"{name}_plan", dict(prompts=list(plan.prompts), keep=list(plan.keep),
+                                    candidates=[c.label for c in candidates]))
+    run.record(f"{name}_rounds", records)
+    return choices
+
+
+def _named(group: Group, names: Sequence[str]) -> dict:
+    values = group if isinstance(group, tuple) else (group,)
+    if len(values) != len(names):
+        raise ValueError(f"group {group!r} does not match group_names {list(names)}")
+    return dict(zip(names, values))
