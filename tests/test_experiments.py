@@ -32,6 +32,9 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
     state = json.loads((run.path / "run.json").read_text())
     assert state["identity"]["config"]["limit"] == 4
     assert state["model_info"]["weight_hash"] == tiny.wb_info.weight_hash
+    from workbench.models import lock_hash
+
+    assert state["lock_hash"] == state["model_info"]["lock_hash"] == lock_hash() != "no lock file"
     assert state["choices"]["candidate_layers"] == [1, 3]
     assert {"vectors", "validation", "test"} <= set(state["timings"])
     for name in ["report.html", "summary.md", "scores.csv", "tables/two_by_two_loose.csv",

@@ -52,7 +52,8 @@ def run_header(state: dict) -> str:
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("timings", {}).items())
     return (f"- experiment: **{ident['experiment']}**, model **{info['name']}** "
             f"(weights `{info['weight_hash'][:16]}`, {info['dtype']})\n"
-            f"- data hash `{ident['data_hash'][:16]}`, git commit `{state.get('git_commit')}`, "
+            f"- data hash `{ident['data_hash'][:16]}`, requirements.lock "
+            f"`{str(state.get('lock_hash', 'not recorded'))[:16]}`, git commit `{state.get('git_commit')}`, "
             f"created {state.get('created')}\n- timings: {timings or 'n/a'}\n"
             f"- configuration: `{json.dumps(ident['config'])}`")
 

@@ -103,3 +103,10 @@ def check_prompts_fit(model, prompts: Iterable[tuple[str, str]], *, max_new_toke
             f"truncate=true) to cut each prompt's start, recorded per generation; a lower "
             f"max_new_tokens; shorter prompts in the data; or a model with a longer context. "
             f"Nothing was computed.")
+
+
+def row_prompts(rows) -> list[tuple[str, str]]:
+    """(label, prompt) of every row with and, where it has one, without its instruction."""
+    return [(f"{r.row_id}{tag}", text) for r in rows
+            for tag, text in (("", r.prompt), (" (without)", r.prompt_without_instruction))
+            if text is not None]

@@ -28,6 +28,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_que
                                         vector_specs)
 from workbench.experiments.jobs import Job, vectors_for
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 
 ARMS = ("none", "format", "length", "both")
@@ -77,6 +78,8 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
                              validation=cfg.n_validation + (cfg.limit or 40))
     val_q, test_q = split.validation[:cfg.n_validation], split.validation[cfg.n_validation:]
     test = composed_rows(test_q, cfg.format_instructions, cfg.max_sentences, cfg.seed)
+    check_out(out)
+    check_prompts_fit(model, row_prompts(test), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "composition", cfg, model=model, data_hash=rows_hash(test))
     n_layers = model.cfg.n_layers
     layers = search_layers(n_layers, cfg.layer_step, cfg.layers)

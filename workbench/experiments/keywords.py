@@ -38,6 +38,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_que
                                         raw_weight, residual_norms, run_grid, save_scores, search,
                                         search_layers, short_rows)
 from workbench.experiments.jobs import vectors_for
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
 
@@ -128,6 +129,8 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
     test, val = _test_rows(cfg), _validation_rows(cfg.n_validation, cfg.seed)
     if not test:
         raise ValueError("no single-instruction keyword prompts in the test data")
+    check_out(out)
+    check_prompts_fit(model, row_prompts(test + val), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "keywords", cfg, model=model, data_hash=rows_hash(test + val))
     run.record("format", wb.default_format(model).to_dict())
     layers = search_layers(model.cfg.n_layers, cfg.layer_step, cfg.layers)

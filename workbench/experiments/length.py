@@ -33,6 +33,7 @@ from workbench.data import IFEvalRow, rows_hash
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, depth_layer,
                                         grid_jobs, raw_weight, residual_norms, run_grid, save_scores)
 from workbench.experiments.jobs import vectors_for
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
 
@@ -123,6 +124,8 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
     model = model or wb.load_model(cfg.model)
     split = wb.split_queries(base_queries(cfg.max_query_chars), seed=cfg.seed, validation=cfg.limit or 50)
     rows = length_rows(split.validation, cfg.max_sentences)
+    check_out(out)
+    check_prompts_fit(model, row_prompts(rows), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "length", cfg, model=model, data_hash=rows_hash(rows))
     layer = cfg.layer if cfg.layer is not None else depth_layer(model.cfg.n_layers, cfg.depth)
     run.record("format", wb.default_format(model).to_dict())

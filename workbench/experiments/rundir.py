@@ -25,7 +25,7 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from workbench.models import library_versions, model_info
+from workbench.models import library_versions, lock_hash, model_info
 
 try:
     import fcntl
@@ -111,7 +111,8 @@ class RunDir:
             run.save()
             return run
         state = dict(identity=identity, model_info=info.to_dict(), versions=library_versions(),
-                     git_commit=git_commit(), created=_now(), choices={}, timings={}, notes=[])
+                     lock_hash=lock_hash(), git_commit=git_commit(), created=_now(), choices={},
+                     timings={}, notes=[])
         _write_json(run_file, state)
         return cls(path)
 

@@ -37,6 +37,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_que
                                         layer_search, run_grid, save_scores, search_layers,
                                         short_rows, vector_specs)
 from workbench.experiments.jobs import vectors_for
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import model_info
 from workbench.vectors import carry_directions
@@ -123,6 +124,8 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
         raise ValueError("no single-instruction format prompts in the test data")
     src = model_info(source)
     data_hash = hashlib.sha256((rows_hash(test) + src.name + src.weight_hash).encode()).hexdigest()
+    check_out(out)
+    check_prompts_fit(target, row_prompts(test), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "transfer", cfg, model=target, data_hash=data_hash)
     run.record("source", src.to_dict())
     run.record("formats", {name: wb.default_format(m).to_dict()
