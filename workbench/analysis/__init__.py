@@ -14,6 +14,13 @@ from workbench.analysis.geometry import (
     split_half_stability,
 )
 from workbench.analysis.linear_map import LinearMap, fit_linear_map, load_linear_map, save_linear_map
+from workbench.analysis.logit_lens import (
+    difference_logit_lens,
+    direction_logits,
+    lens_agreement,
+    lens_logits,
+    logit_lens,
+)
 from workbench.analysis.model_map import ModelMaps, aligned_positions, fit_model_maps, paired_residuals
 from workbench.analysis.projection import projection_separation, separation
 from workbench.analysis.transfer import (
@@ -34,8 +41,13 @@ __all__ = [
     "cross_application_matrix",
     "cross_model_cosine",
     "difference_embedding",
+    "difference_logit_lens",
+    "direction_logits",
     "fit_linear_map",
+    "lens_agreement",
+    "lens_logits",
     "load_linear_map",
+    "logit_lens",
     "matched_layers",
     "pairwise_cosine_cases",
     "projection_separation",

@@ -1,4 +1,9 @@
-"""Shape checks and small tensor helpers shared by the analysis modules."""
+"""Shape checks and small tensor helpers shared by the analysis modules.
+
+The analyses take the workbench's own objects (a `SteeringVector`, a `PairActivations`) as well
+as raw tensors: `per_layer_rows` and `pair_tensors` turn either into plain float tensors and the
+layer list they belong to, refusing layers that do not match.
+"""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,6 +11,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from workbench.cache import PairActivations
+from workbench.vectors import SteeringVector
 
 
 def as_float(x: Tensor) -> Tensor:
@@ -34,6 +42,69 @@ def check_pairs(with_acts: Tensor, without_acts: Tensor, layers: Sequence[int]) 
             f"expected (n_pairs, n_layers={len(layers)}, d_model) activations, got {tuple(with_acts.shape)}"
         )
     return as_float(with_acts), as_float(without_acts)
+
+
+def _slots(have: Sequence[int], want: Sequence[int], name: str) -> list[int]:
+    missing = [l for l in want if l not in have]
+    if missing:
+        raise ValueError(f"{name} has no layer {missing} (it has layers {list(have)}). Fix: derive or "
+                         f"cache it over those layers, or pass layers= within {list(have)}")
+    return [list(have).index(l) for l in want]
+
+
+def per_layer_rows(x, layers: Sequence[int] | None, name: str) -> tuple[Tensor, list[int]]:
+    """(n_layers, d) float rows and their layers, from a SteeringVector or a tensor.
+
+    A SteeringVector gives its own layers when `layers` is None, else the rows of `layers` (each
+    must be one of its layers). A tensor needs `layers`, one per row. Rows are the vector's
+    `vectors` (unit directions times any scalar applied).
+    """
+    if isinstance(x, SteeringVector):
+        want = list(x.layers) if layers is None else [int(l) for l in layers]
+        return as_float(x.vectors[_slots(x.layers, want, name)]), want
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: expected a SteeringVector or a (n_layers, d) tensor, got {type(x).__name__}")
+    if layers is None:
+        raise ValueError(f"{name} is a plain tensor: pass layers= (the model layer of each row)")
+    return check_per_layer(x, layers, name), [int(l) for l in layers]
+
+
+def common_layers(items: Sequence, layers: Sequence[int] | None, names: Sequence[str]) -> list[int]:
+    """The layers an analysis of several vectors runs over: `layers` when given, else the layers
+    every SteeringVector has in common (refused when they differ, so nothing is silently dropped)."""
+    if layers is not None:
+        return [int(l) for l in layers]
+    own = [(n, tuple(x.layers)) for n, x in zip(names, items) if isinstance(x, SteeringVector)]
+    if not own:
+        raise ValueError("plain tensors need layers= (the model layer of each row)")
+    if len({l for _, l in own}) > 1:
+        detail = "; ".join(f"{n}: {list(l)}" for n, l in own)
+        raise ValueError(f"the vectors cover different layers ({detail}). Fix: pass layers= with "
+                         f"layers all of them have")
+    return list(own[0][1])
+
+
+def pair_tensors(with_acts, without_acts=None, layers: Sequence[int] | None = None,
+                 name: str = "activations") -> tuple[Tensor, Tensor, list[int]]:
+    """(n_pairs, n_layers, d) float tensors of both sides and their layers.
+
+    From a PairActivations (one activation per prompt; `layers` selects among its layers, default
+    all) or from two tensors and `layers`.
+    """
+    if isinstance(with_acts, PairActivations):
+        if without_acts is not None:
+            raise ValueError(f"{name}: a PairActivations already holds both sides; pass it alone")
+        acts = with_acts
+        if not isinstance(acts.with_instruction, Tensor) or acts.with_instruction.ndim != 3:
+            raise ValueError(f"{name}: needs one activation per prompt (position 'last', 'mean' or an "
+                             f"int), not position {acts.position!r}. Fix: cache with position='last'")
+        want = list(acts.layers) if layers is None else [int(l) for l in layers]
+        slots = _slots(acts.layers, want, name)
+        return as_float(acts.with_instruction[:, slots]), as_float(acts.without_instruction[:, slots]), want
+    if without_acts is None or layers is None:
+        raise ValueError(f"{name}: pass a PairActivations, or both sides' tensors and layers=")
+    w, wo = check_pairs(with_acts, without_acts, layers)
+    return w, wo, [int(l) for l in layers]
 
 
 def offdiag_cosines(x: Tensor) -> Tensor:

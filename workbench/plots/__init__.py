@@ -6,6 +6,7 @@ showing or saving it. `export` is the one function that writes files.
     P.export(fig, "layer_sweep", out_dir="figures")
 """
 from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
+from workbench.plots.lens import logit_lens
 from workbench.plots.output import ChromiumNotFoundError, export, find_chromium
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix
 from workbench.plots.scatter import embedding_scatter, two_by_two_bars
@@ -20,6 +21,7 @@ __all__ = [
     "export",
     "find_chromium",
     "layer_sweep",
+    "logit_lens",
     "projection_curves",
     "search_rounds",
     "separation_curves",
