@@ -100,12 +100,16 @@ def score_jobs(jobs: Sequence[Job], generations: pd.DataFrame) -> pd.DataFrame:
 
 def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) -> pd.DataFrame:
     """Perplexity of each response alone under the unsteered model (when `with_perplexity`),
-    repetition measures, and the degeneration verdict (workbench.fluency.is_degenerate)."""
+    repetition measures, and the degeneration verdict (workbench.fluency.is_degenerate).
+    The verdict is judged by repetition alone, in searches and test sets alike: the paper's
+    perplexity floor (2.5) is calibrated for GPT-2 reading another model's text, and flags
+    fluent lists and code when the model scores its own greedy output. Perplexity is reported
+    beside it."""
     from workbench.fluency import fluency_table, perplexity
 
     texts = scored["response"].tolist()
     ppl = perplexity(model, texts) if with_perplexity else None
-    table = fluency_table(texts, ppl)
+    table = fluency_table(texts, ppl, min_ppl=0.0)
     return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
 
 
