@@ -43,12 +43,16 @@ def _positions(tiny):
     return ["all", "prompt", "generated", (-1,), (0, 5, -1, generated_index)]
 
 
+@pytest.mark.parametrize("unbridged", [None, False], ids=["twin", "bridge"])
 @pytest.mark.parametrize("mode, weight", [("add", 40.0), ("adjust", 1.0), ("ablate", 1.0)], ids=["add", "adjust", "ablate"])
 @pytest.mark.parametrize("pos_index", range(5), ids=["all", "prompt", "generated", "minus1", "explicit"])
-def test_batched_equals_reference_on_tiny(tiny, tiny_vec, unsteered, mode, weight, pos_index):
+def test_batched_equals_reference_on_tiny(tiny, tiny_vec, unsteered, mode, weight, pos_index, unbridged):
+    """Both decode paths (the unbridged twin, chosen by default, and the bridge) against the
+    bridge's batch-1 full-recompute loop."""
     positions = _positions(tiny)[pos_index]
     specs = [wb.Steering(tiny_vec, layer=1, mode=mode, weight=weight, positions=positions)]
-    table = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=N_TINY, batch_size=3)
+    table = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=N_TINY, batch_size=3,
+                              unbridged=unbridged)
     got = _tokens(table)
     for prompt, tokens in zip(PROMPTS, got):
         assert tokens == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY), prompt
@@ -271,6 +275,9 @@ def test_batched_equals_reference_on_smollm(smollm, smollm_vec):
     prompts = [p for _, p, _ in rows] + [SHORT, LONG]
     steering = [specs for _, _, specs in rows] + [[], []]
     got = _tokens(wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts)))
+    bridged = _tokens(wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL,
+                                        batch_size=len(prompts), unbridged=False))
+    assert got == bridged  # the unbridged twin (default) and the bridge agree token for token
     plain = {SHORT: got[-2], LONG: got[-1]}
     for (name, prompt, specs), tokens in zip(rows, got):
         assert tokens != plain[prompt], f"{name} changed nothing, so agreement would mean little"

@@ -45,9 +45,9 @@ def test_generate_refuses_before_writing_text(tiny, monkeypatch):
 def test_the_check_runs_once_per_model(tiny, monkeypatch):
     monkeypatch.setattr(kvcheck, "_CHECKED", kvcheck.weakref.WeakSet())
     wb.check_kv_cache(tiny)
-    assert tiny in kvcheck._CHECKED
+    assert tiny.original_model in kvcheck._CHECKED
     _simulate_unfilled_cache(monkeypatch)
-    kvcheck._CHECKED.add(tiny)
+    kvcheck._CHECKED.add(tiny.original_model)
     wb.check_kv_cache(tiny)  # already checked in this process: not run again
     with pytest.raises(wb.StackError):
         wb.check_kv_cache(tiny, force=True)

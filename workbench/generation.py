@@ -23,6 +23,7 @@ from workbench.kvcheck import check_kv_cache
 from workbench.prompts import PromptFormat, default_format, encode
 from workbench.runs import batched, progress
 from workbench.steering import PositionContext, Steering, build_hooks
+from workbench.twin import twin, twin_hooks
 
 
 @dataclass(frozen=True)
@@ -78,11 +79,15 @@ def default_stops(fmt: PromptFormat) -> tuple[str, ...]:
 def generate_table(model, prompts: Sequence[str], steering=None, *, max_new_tokens: int = 64,
                    batch_size: int = 32, sampling: Sampling = Sampling(), stop: Sequence[str] | None = None,
                    fmt: PromptFormat | None = None, truncate: bool = False,
-                   show_progress: bool | None = None) -> pd.DataFrame:
+                   unbridged: bool | None = None, show_progress: bool | None = None) -> pd.DataFrame:
     """One row per prompt: prompt, formatted, response, n_tokens, finish_reason, steering,
-    truncated_tokens, token_ids (the generated ids, up to and without the EOS)."""
+    truncated_tokens, token_ids (the generated ids, up to and without the EOS).
+
+    The decode loop runs on the bridge's unbridged twin (same weights, same steering at the
+    same residual streams, the speed of plain transformers) unless the bridge carries hooks of
+    the user's or a spec steers another hook point; `unbridged=False` forces the bridge."""
     rows = _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt,
-                     truncate, show_progress)
+                     truncate, unbridged, show_progress)
     return pd.DataFrame([r.__dict__ for r in rows])
 
 
@@ -92,7 +97,7 @@ def generate(model, prompts: Sequence[str], steering=None, **kwargs) -> list[str
 
 
 def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt, truncate,
-              show_progress) -> list[Generation]:
+              unbridged, show_progress) -> list[Generation]:
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string. Fix: wrap it in [...]")
     if not prompts:
@@ -107,14 +112,15 @@ def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, st
     formatted = fmt.apply_all(model.tokenizer, list(prompts))
     ids = encode(model.tokenizer, formatted, fmt)
     ids, cut = _fit_context(ids, model.cfg.n_ctx, max_new_tokens, truncate)
-    check_kv_cache(model)  # once per model and process: never write text from a broken cache
+    forward = _forward_module(model, per_row, unbridged)
+    check_kv_cache(model, forward)  # once per module and process: never write text from a broken cache
     # on the model's device: torch.multinomial refuses a generator on another device
     gen = torch.Generator(_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 \
         else None
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
     out: dict[int, Generation] = {}
     for index in progress(list(batched(order, batch_size)), "generating", show_progress):
-        new = _generate_batch(model, [ids[i] for i in index], [per_row[i] for i in index],
+        new = _generate_batch(model, forward, [ids[i] for i in index], [per_row[i] for i in index],
                               max_new_tokens, sampling, stop, gen)
         for i, (tokens, reason, text) in zip(index, new):
             out[i] = Generation(prompts[i], formatted[i], text, len(tokens), reason,
@@ -134,6 +140,24 @@ def _fit_context(ids, n_ctx, max_new_tokens, truncate):
     return [r[c:] for r, c in zip(ids, cut)], cut
 
 
+def _forward_module(model, per_row, unbridged: bool | None):
+    """What the decode loop calls: the unbridged twin (transformers' own model class sharing the
+    bridge's weights, twin.py) when every steering hook sits on a residual stream and the bridge
+    carries no hooks of the user's (those would not fire on the twin); else the bridged model.
+    `unbridged`: None chooses so; False forces the bridge; True requires the twin."""
+    specs = {id(s): s for specs in per_row for s in specs}.values()
+    reachable = all(s.hook.removeprefix("hook_") in ("resid_post", "resid_pre") for s in specs)
+    user_hooks = bool(model.list_hooks())
+    tw = twin(model) if unbridged is not False and reachable and not user_hooks else None
+    if unbridged and tw is None:
+        why = ("the bridge carries hooks of its own" if user_hooks else
+               "a steering hook is not on the residual stream" if not reachable else
+               "this architecture cannot be twinned")
+        raise ValueError(f"unbridged=True but generation must use the bridge: {why}. Fix: "
+                         f"leave unbridged=None to choose automatically")
+    return tw if tw is not None else model.original_model
+
+
 def _device(model) -> torch.device:
     return next(model.original_model.parameters()).device
 
@@ -146,10 +170,9 @@ def eos_ids(model) -> set[int]:
 
 
 @torch.no_grad()
-def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
+def _generate_batch(model, hf, ids, rows, max_new_tokens, sampling, stop, gen):
     from transformers import DynamicCache
 
-    hf = model.original_model
     device = _device(model)
     width = max(len(r) for r in ids)
     pad = model.tokenizer.pad_token_id or 0
@@ -165,7 +188,9 @@ def _generate_batch(model, ids, rows, max_new_tokens, sampling, stop, gen):
     texts = [""] * len(ids)
     cache = DynamicCache()
     live = list(range(len(ids)))  # the rows still in the batch, in batch order
-    with model.hooks(fwd_hooks=build_hooks(model, rows, ctx)):
+    hooks = build_hooks(model, rows, ctx)
+    on_bridge = hf is model.original_model
+    with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
         step_ids = input_ids
         for step in range(max_new_tokens):
             logits = hf(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,

@@ -25,15 +25,17 @@ class StackError(RuntimeError):
 
 
 @torch.no_grad()
-def check_kv_cache(model, *, force: bool = False) -> None:
+def check_kv_cache(model, forward=None, *, force: bool = False) -> None:
     """Prefill PREFIX tokens into a DynamicCache, decode STEPS tokens one at a time, and compare
     every step's logits and the cache length with one uncached forward pass over the same
-    tokens. Raises StackError when they differ. Runs once per model unless `force`."""
-    if model in _CHECKED and not force:
+    tokens. Raises StackError when they differ. `forward` is the module generation will call
+    (the bridge's `original_model` by default, or its unbridged twin). Runs once per module and
+    process unless `force`."""
+    hf = model.original_model if forward is None else forward
+    if hf in _CHECKED and not force:
         return
     from transformers import DynamicCache
 
-    hf = model.original_model
     param = next(hf.parameters())
     vocab = min(int(model.cfg.d_vocab), 1000)
     ids = torch.arange(PREFIX + STEPS, device=param.device)[None, :] * 37 % (vocab - 10) + 10
@@ -61,4 +63,4 @@ def check_kv_cache(model, *, force: bool = False) -> None:
             f"bridge this way. Fix: install the locked versions (bash scripts/setup.sh, or "
             f"pip install --no-deps --require-hashes -r requirements.lock; at least "
             f"pip install 'transformers<5.24'). Nothing was generated.")
-    _CHECKED.add(model)
+    _CHECKED.add(hf)

@@ -1,0 +1,119 @@
+"""An unbridged twin of a bridged model: the plain transformers model class, built on the meta
+device and given the bridge's own weight tensors (shared, not copied), for generation at the
+speed of unbridged transformers.
+
+TransformerBridge wraps every submodule of the transformers model in a bridge component with
+its hook points; a forward pass then makes ~1,760 extra Python module calls on SmolLM2, 25% of a
+CPU decode step and more on a GPU. Generation needs only the residual stream after (or before) a
+decoder layer, which is exactly what `blocks.{l}.hook_resid_post` (`_pre`) names: the twin
+applies the same steering hooks there as plain torch forward hooks.
+
+    tw = twin(model)                         # None when the architecture cannot be twinned
+    with twin_hooks(tw, hooks): tw(...)      # hooks: [(hook name, fn(x, hook=None) -> x)]
+
+The twin is built once per model and process (milliseconds: no weights are allocated). It holds
+no hooks of its own, so hooks a user added to the bridge would not fire on it: generation uses it
+only when the bridge carries no hooks (generation.py).
+"""
+from __future__ import annotations
+
+import copy
+import re
+import weakref
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(post|pre)")
+ATTENTION = "sdpa"  # the unbridged baseline's attention; the bridge itself runs eager
+
+
+def _plain(name: str) -> str:
+    return name.replace("._original_component", "")
+
+
+def twin(model, *, attention: str = ATTENTION):
+    """The plain transformers model sharing `model.original_model`'s tensors, or None when its
+    parameters and buffers cannot all be matched by name."""
+    key = (attention,)
+    cached = _TWINS.get(model)
+    if cached is not None and key in cached:
+        return cached[key]
+    hf = model.original_model
+    config = copy.deepcopy(hf.config)
+    config._attn_implementation = attention
+    try:
+        with torch.device("meta"):
+            tw = type(hf)(config)
+    except Exception:  # an architecture whose constructor needs more than its config
+        return _remember(model, key, None)
+    ours = {_plain(k): v for k, v in hf.state_dict(keep_vars=True).items()}
+    wanted = tw.state_dict(keep_vars=True)
+    if any(k not in ours or ours[k].shape != v.shape for k, v in wanted.items()):
+        return _remember(model, key, None)
+    tw.load_state_dict({k: ours[k] for k in wanted}, assign=True, strict=True)
+    buffers = {_plain(n): b for n, b in hf.named_buffers()}
+    for name, buffer in list(tw.named_buffers()):
+        if buffer.is_meta:  # non-persistent buffers (rotary frequencies) are not in state_dict
+            if name not in buffers:
+                return _remember(model, key, None)
+            owner, _, leaf = name.rpartition(".")
+            tw.get_submodule(owner)._buffers[leaf] = buffers[name]
+    if any(t.is_meta for t in [*tw.parameters(), *tw.buffers()]):
+        return _remember(model, key, None)
+    tw.generation_config = hf.generation_config
+    tw.eval()
+    return _remember(model, key, tw)
+
+
+def _remember(model, key, tw):
+    _TWINS.setdefault(model, {})[key] = tw
+    return tw
+
+
+def supports(hooks: Sequence[tuple[str, Callable]]) -> bool:
+    """True when every hook sits on a residual stream the twin can reach."""
+    return all(_HOOK.fullmatch(name) for name, _ in hooks)
+
+
+def _layers(tw) -> torch.nn.ModuleList:
+    return tw.model.layers
+
+
+@contextmanager
+def twin_hooks(tw, hooks: Sequence[tuple[str, Callable]]) -> Iterator:
+    """Apply bridge-named residual hooks to the twin's decoder layers while the block runs;
+    every handle is removed on exit, also when the body raises."""
+    handles = []
+    try:
+        for name, fn in hooks:
+            match = _HOOK.fullmatch(name)
+            if match is None:
+                raise ValueError(f"the unbridged twin cannot reach hook {name!r}")
+            layer = _layers(tw)[int(match.group(1))]
+            if match.group(2) == "post":
+                handles.append(layer.register_forward_hook(_post(fn)))
+            else:
+                handles.append(layer.register_forward_pre_hook(_pre(fn), with_kwargs=True))
+        yield tw
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _post(fn):
+    def hook(module, args, output):
+        if isinstance(output, tuple):  # older decoder layers return (hidden_states, ...)
+            return (fn(output[0]), *output[1:])
+        return fn(output)
+    return hook
+
+
+def _pre(fn):
+    def hook(module, args, kwargs):
+        if args:
+            return (fn(args[0]), *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+    return hook
