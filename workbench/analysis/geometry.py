@@ -1,9 +1,12 @@
 """Cosine geometry of instruction vectors and of the activations they come from.
 
-    cosine_matrix({"lower": v1, "json": v2}, layers)        # layer, instruction_a, instruction_b, cosine
+    cosine_matrix({"lower": vec1, "json": vec2})             # layer, instruction_a, instruction_b, cosine
     random_cosine_band(d_model=2304)                         # what |cosine| chance alone gives
-    split_half_stability(with_acts, without_acts, layers)    # is the mean difference reproducible?
-    pairwise_cosine_cases(with_acts, without_acts, layers)   # the paper's three per-layer cases
+    split_half_stability(acts)                               # is the mean difference reproducible?
+    pairwise_cosine_cases(acts)                              # the paper's three per-layer cases
+
+Each takes the workbench's objects (SteeringVector, PairActivations; their layers are used and
+checked) or plain tensors with `layers=`.
 """
 from __future__ import annotations
 
@@ -18,15 +21,22 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analysis._tensors import check_pairs, check_per_layer, offdiag_cosines, unit
+from workbench.analysis._tensors import common_layers, offdiag_cosines, pair_tensors, per_layer_rows, unit
 
 CASES = ("same_instruction_across_queries", "with_vs_without_same_query", "across_queries")
 
 
 def cosine_matrix(
-    vectors: Mapping[str, Float[Tensor, "n_layers d_model"]], layers: Sequence[int]
+    vectors: Mapping[str, Float[Tensor, "n_layers d_model"]], layers: Sequence[int] | None = None, *,
+    project_out=None,
 ) -> pd.DataFrame:
     """Cosine between every ordered pair of instruction vectors (diagonal included), per layer.
+
+    `vectors`: name -> SteeringVector (or (n_layers, d) tensor). `layers`: default the layers
+    the SteeringVectors share (refused if they differ); needed for plain tensors. A control
+    vector (`A.control_vector`) can sit beside the instruction vectors like any other.
+    `project_out`: a SteeringVector (or tensor) whose direction is removed from every vector
+    first (`A.project_out`), e.g. the control, to compare what is left.
 
     Returns columns `layer, instruction_a, instruction_b, cosine`; the full square per layer
     so a heatmap is a plain pivot.
@@ -34,7 +44,13 @@ def cosine_matrix(
     names = list(vectors)
     if not names:
         raise ValueError("cosine_matrix needs at least one vector")
-    u = unit(torch.stack([check_per_layer(vectors[n], layers, n) for n in names]))  # (k, L, d)
+    layers = common_layers([vectors[n] for n in names], layers, names)
+    rows = torch.stack([per_layer_rows(vectors[n], layers, n)[0] for n in names])  # (k, L, d)
+    if project_out is not None:
+        from workbench.analysis.controls import remove_direction
+
+        rows = remove_direction(rows, per_layer_rows(project_out, layers, "project_out")[0])
+    u = unit(rows)
     cos = torch.einsum("ald,bld->lab", u, u).numpy()
     k, n_layers = len(names), len(layers)
     return pd.DataFrame(
@@ -84,18 +100,19 @@ def random_cosine_band(
 
 def split_half_stability(
     with_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    without_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    layers: Sequence[int],
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | None = None,
+    layers: Sequence[int] | None = None,
     n_splits: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Cosine between mean-difference vectors of two disjoint random halves of the pairs.
 
+    `split_half_stability(acts)` with a PairActivations, or both sides' tensors and `layers`.
     Near 1: the instruction vector at that layer does not depend on which queries were used.
     With an odd pair count one pair sits out of each split. Returns one row per layer:
     `layer, cosine_mean, cosine_std, cosine_min, cosine_max, n_splits, half_size`.
     """
-    w, wo = check_pairs(with_acts, without_acts, layers)
+    w, wo, layers = pair_tensors(with_acts, without_acts, layers)
     diffs = w - wo
     half = diffs.shape[0] // 2
     if half < 1 or n_splits < 1:
@@ -123,11 +140,14 @@ def split_half_stability(
 
 def pairwise_cosine_cases(
     with_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    without_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    layers: Sequence[int],
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | None = None,
+    layers: Sequence[int] | None = None,
     instruction: str | None = None,
 ) -> pd.DataFrame:
     """The paper's three per-layer cosine cases, summarised as mean and std over pairs.
+
+    `pairwise_cosine_cases(acts, instruction="title")` with a PairActivations, or both sides'
+    tensors and `layers`.
 
     `case` is one of
     - `same_instruction_across_queries`: per-example differences (with - without) of
@@ -138,7 +158,7 @@ def pairwise_cosine_cases(
     Columns `instruction, layer, case, mean, std, n` (`instruction` is just a label, so several
     instructions can be concatenated).
     """
-    w, wo = check_pairs(with_acts, without_acts, layers)
+    w, wo, layers = pair_tensors(with_acts, without_acts, layers)
     if w.shape[0] < 2:
         raise ValueError("need at least 2 pairs to compare across queries")
     per_case = {

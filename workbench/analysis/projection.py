@@ -1,6 +1,6 @@
 """How well a direction separates with- from without-instruction activations.
 
-    proj = projection_separation(with_acts, without_acts, directions, layers)
+    proj = projection_separation(held_out_acts, vec)        # or (with_acts, without_acts, directions, layers)
     separation(proj)        # layer, auroc, cohens_d, ...
 """
 from __future__ import annotations
@@ -14,24 +14,41 @@ from jaxtyping import Float
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from workbench.analysis._tensors import check_pairs, check_per_layer, unit
+from workbench.analysis._tensors import pair_tensors, per_layer_rows, unit
+from workbench.cache import PairActivations
 
 SIDES = ("with", "without")
 
 
 def projection_separation(
     with_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    without_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    directions: Float[Tensor, "n_layers d_model"],
-    layers: Sequence[int],
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | None = None,
+    directions: Float[Tensor, "n_layers d_model"] | None = None,
+    layers: Sequence[int] | None = None,
+    *,
+    project_out=None,
 ) -> pd.DataFrame:
     """Projection of every activation on the unit direction of its layer.
+
+    `projection_separation(acts, vec)`: a PairActivations and a SteeringVector (or tensor);
+    the layers are the activations' (or `layers`), and the vector must have each of them.
+    `projection_separation(with_acts, without_acts, directions, layers)`: plain tensors.
+    `project_out`: a direction (e.g. the control vector) removed from `directions` first.
 
     Returns one row per (layer, example, side): columns `layer, example, side, projection`,
     `side` in {"with", "without"}. The mean of the "with" rows at a layer is the paper's z̄.
     """
-    w, wo = check_pairs(with_acts, without_acts, layers)
-    d = check_per_layer(directions, layers, "directions")
+    if isinstance(with_acts, PairActivations) and directions is None and without_acts is not None:
+        directions, without_acts = without_acts, None  # projection_separation(acts, vec)
+    if directions is None:
+        raise ValueError("projection_separation needs directions: pass (acts, vec) or "
+                         "(with_acts, without_acts, directions, layers)")
+    w, wo, layers = pair_tensors(with_acts, without_acts, layers)
+    d, _ = per_layer_rows(directions, layers, "directions")
+    if project_out is not None:
+        from workbench.analysis.controls import remove_direction
+
+        d = remove_direction(d, per_layer_rows(project_out, layers, "project_out")[0])
     if w.shape[-1] != d.shape[-1]:
         raise ValueError(f"directions have width {d.shape[-1]}, activations {w.shape[-1]}")
     if (d.norm(dim=-1) == 0).any():

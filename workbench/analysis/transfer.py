@@ -14,11 +14,12 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analysis._tensors import check_per_layer
+from workbench.analysis._tensors import common_layers, per_layer_rows
 
 
-def _per_layer_cosine(a: Tensor, b: Tensor, layers: Sequence[int]) -> pd.DataFrame:
-    a, b = check_per_layer(a, layers, "first"), check_per_layer(b, layers, "second")
+def _per_layer_cosine(a, b, layers: Sequence[int] | None) -> pd.DataFrame:
+    layers = common_layers([a, b], layers, ["first", "second"])
+    (a, _), (b, _) = per_layer_rows(a, layers, "first"), per_layer_rows(b, layers, "second")
     if a.shape != b.shape:
         raise ValueError(f"widths differ ({a.shape[-1]} vs {b.shape[-1]}); map one side first")
     return pd.DataFrame(
@@ -31,9 +32,11 @@ def _per_layer_cosine(a: Tensor, b: Tensor, layers: Sequence[int]) -> pd.DataFra
 
 
 def cross_model_cosine(
-    vecs_a: Float[Tensor, "n_layers d_model"], vecs_b: Float[Tensor, "n_layers d_model"], layers: Sequence[int]
+    vecs_a: Float[Tensor, "n_layers d_model"], vecs_b: Float[Tensor, "n_layers d_model"],
+    layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Per-layer cosine between two models' vectors of equal width (e.g. IT vs base).
+    """Per-layer cosine between two models' vectors of equal width (e.g. IT vs base):
+    SteeringVectors (over the same layers, or `layers` both have) or tensors with `layers`.
 
     Columns `layer, cosine, norm_ratio` (|a| / |b|; matters for `add` steering weights).
     """
@@ -41,7 +44,8 @@ def cross_model_cosine(
 
 
 def compare_mapped(
-    mapped: Float[Tensor, "n_layers d_model"], own: Float[Tensor, "n_layers d_model"], layers: Sequence[int]
+    mapped: Float[Tensor, "n_layers d_model"], own: Float[Tensor, "n_layers d_model"],
+    layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Per-layer cosine between vectors mapped in from another model and the target's own.
 
