@@ -7,12 +7,25 @@
 Instruction sentences come from the IFEval instruction registry (if-verifiable's
 `build_description`), which draws kwargs at random (seeded here), plus a few alternative
 phrasings of the kwarg-free instructions, so a vector is not the direction of one sentence.
+
+How many phrasings an instruction has: `phrasing_table()`. The registry has one sentence per
+instruction (its kwargs vary where it has any); PHRASINGS adds one or two for six kwarg-free
+format instructions, so those have 2-3 phrasings and every other instruction 1.
+`split_phrasings` holds some out, so that "held-out" can mean unseen phrasings too:
+
+    ph = wb.pairs.split_phrasings("detectable_format:title", held_out=1, seed=0)
+    train = wb.instruction_pairs(split.train, "detectable_format:title", phrasings=ph.train)
+    test = wb.instruction_pairs(split.validation, "detectable_format:title", phrasings=ph.held_out)
+
+Control pairs append a neutral sentence (no instruction) instead: `control_pairs(queries, n=32)`.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Sequence
+
+import pandas as pd
 
 from workbench.data import IFEvalRow, check_instruction_id, data_path, load_ifeval
 
@@ -31,6 +44,24 @@ PHRASINGS = {
     "punctuation:no_comma": ["Do not use any commas in your answer."],
     "startend:quotation": ["Put your whole response inside double quotation marks."],
 }
+
+# Neutral sentences for control pairs: appended like an instruction, but asking for nothing a
+# verifier could check (no format, length, language or wording constraint).
+NEUTRAL_SENTENCES = (
+    "Thank you in advance.",
+    "I appreciate your help with this.",
+    "I have been wondering about this for a while.",
+    "This came up in a conversation with a friend.",
+    "I am asking out of curiosity.",
+    "Any help is welcome.",
+    "I look forward to your answer.",
+    "It is for a project I am working on.",
+    "I hope this question makes sense.",
+    "Thanks for taking the time.",
+    "A friend of mine asked me about this.",
+    "I would be glad to hear your thoughts.",
+)
+CONTROL_ID = "control:neutral"
 
 
 @dataclass(frozen=True)
@@ -101,11 +132,16 @@ def split_queries(queries: Sequence[str], *, exclude: Iterable[IFEvalRow | str] 
 
 def instruction_pairs(queries: Sequence[str], instruction_id: str, *,
                       kwargs: dict[str, Any] | None = None, n: int | None = None,
-                      seed: int = 0, phrasings: bool = True) -> list[PromptPair]:
+                      seed: int = 0, phrasings: bool | Sequence[str] = True) -> list[PromptPair]:
     """Each base query with an instruction sentence appended, and without it.
 
     kwargs: fixed verifier arguments (e.g. {"language": "de"}); by default drawn by the registry.
+    phrasings: True draws each sentence from the registry's and PHRASINGS' (kwarg-free
+    instructions), False uses the registry's alone; a list of sentences (e.g.
+    `split_phrasings(...).train`) draws from those only (kwarg-free instructions only).
     """
+    if not isinstance(phrasings, bool):
+        return _phrased_pairs(queries, instruction_id, list(phrasings), n=n, seed=seed)
     from if_verifiable.ifeval import INSTRUCTION_DICT
 
     check_instruction_id(instruction_id)
@@ -128,6 +164,109 @@ def instruction_pairs(queries: Sequence[str], instruction_id: str, *,
     finally:
         random.setstate(state)
     return pairs
+
+
+def _phrased_pairs(queries, instruction_id, sentences, *, n, seed) -> list[PromptPair]:
+    check_instruction_id(instruction_id)
+    if _has_kwargs(instruction_id):
+        raise ValueError(f"{instruction_id!r} takes verifier arguments, so its sentence is built from "
+                         f"them and cannot be chosen from a list. Fix: pass phrasings=True")
+    if not sentences or not queries:
+        raise ValueError("no phrasings or no base queries given. Fix: pass at least one of each")
+    rng = random.Random(seed)
+    chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
+    return [PromptPair(f"{instruction_id}/{i}", f"{q.rstrip()} {rng.choice(sentences)}", q, instruction_id, {})
+            for i, q in enumerate(chosen)]
+
+
+@dataclass(frozen=True)
+class PhrasingSplit:
+    """An instruction's phrasings split in two: derive on `train`, evaluate on `held_out`."""
+
+    instruction_id: str
+    train: tuple[str, ...]
+    held_out: tuple[str, ...]
+    seed: int
+
+
+def phrasings(instruction_id: str) -> list[str]:
+    """Every phrasing `instruction_pairs` can draw for a kwarg-free instruction: the registry's
+    sentence first, then PHRASINGS'. An instruction with verifier arguments has one template
+    (its sentence varies with the arguments): its registry sentence with drawn arguments."""
+    from if_verifiable.ifeval import INSTRUCTION_DICT
+
+    check_instruction_id(instruction_id)
+    state = random.getstate()
+    try:
+        random.seed(0)
+        checker = INSTRUCTION_DICT[instruction_id](instruction_id)
+        try:
+            first = checker.build_description()
+        except ValueError:  # a sentence built around the request itself (combination:repeat_prompt)
+            keys = checker.get_instruction_args_keys()
+            first = checker.build_description(**{k: "{" + k + "}" for k in keys})
+    finally:
+        random.setstate(state)
+    return [first] if _has_kwargs(instruction_id) else [first, *PHRASINGS.get(instruction_id, [])]
+
+
+def phrasing_table(instruction_ids: Iterable[str] | None = None) -> pd.DataFrame:
+    """How many phrasings each instruction has: columns `instruction_id, n_phrasings, has_kwargs,
+    phrasings` (default: every IFEval instruction id)."""
+    from workbench.data import known_instruction_ids
+
+    ids = sorted(known_instruction_ids()) if instruction_ids is None else list(instruction_ids)
+    rows = []
+    for iid in ids:
+        texts = phrasings(iid)
+        rows.append(dict(instruction_id=iid, n_phrasings=len(texts), has_kwargs=_has_kwargs(iid), phrasings=texts))
+    return pd.DataFrame(rows)
+
+
+def split_phrasings(instruction_id: str, held_out: int | Sequence[str] = 1, seed: int = 0) -> PhrasingSplit:
+    """Hold phrasings out: `held_out` of them (a count, drawn by `seed`, or the sentences
+    themselves) go to `held_out`, the rest to `train`. Needs at least two phrasings."""
+    texts = phrasings(instruction_id)
+    if len(texts) < 2:
+        raise ValueError(f"{instruction_id!r} has {len(texts)} phrasing, so none can be held out "
+                         f"(phrasing_table() lists the counts). Fix: hold out queries instead, or "
+                         f"add phrasings to workbench.pairs.PHRASINGS")
+    if isinstance(held_out, int):
+        if not 1 <= held_out < len(texts):
+            raise ValueError(f"held_out must be in 1..{len(texts) - 1} for {instruction_id!r}, got {held_out}")
+        order = list(texts)
+        random.Random(seed).shuffle(order)
+        out = order[:held_out]
+    else:
+        out = list(held_out)
+        unknown = [t for t in out if t not in texts]
+        if unknown or not out or len(out) == len(texts):
+            raise ValueError(f"held_out must be some but not all of phrasings({instruction_id!r}); "
+                             f"unknown: {unknown}")
+    return PhrasingSplit(instruction_id, tuple(t for t in texts if t not in out),
+                         tuple(t for t in texts if t in out), seed)
+
+
+def control_pairs(queries: Sequence[str], n: int | None = None, seed: int = 0,
+                  sentences: Sequence[str] = NEUTRAL_SENTENCES) -> list[PromptPair]:
+    """Control pairs: each base query with a neutral sentence appended (drawn by `seed` from
+    `sentences`; none asks for anything), and without it. Their vector is what appending a
+    sentence does by itself; an instruction vector's part beyond it is the instruction's.
+    `instruction_id` is "control:neutral" (no verifier: do not score these)."""
+    if not queries:
+        raise ValueError("no base queries given. Fix: pass at least one query.")
+    if not sentences:
+        raise ValueError("no neutral sentences given")
+    rng = random.Random(seed)
+    chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
+    return [PromptPair(f"{CONTROL_ID}/{i}", f"{q.rstrip()} {rng.choice(list(sentences))}", q, CONTROL_ID, {})
+            for i, q in enumerate(chosen)]
+
+
+def _has_kwargs(instruction_id: str) -> bool:
+    from if_verifiable.ifeval import INSTRUCTION_DICT
+
+    return bool(INSTRUCTION_DICT[instruction_id](instruction_id).get_instruction_args_keys())
 
 
 def _norm(text: str) -> str:

@@ -1,11 +1,16 @@
-"""Analyses of instruction vectors and their activations. Inputs are plain tensors; every
-function returns a tidy pandas DataFrame (except `fit_linear_map`, which returns a map,
-and `cross_application_matrix`, a display pivot).
+"""Analyses of instruction vectors and their activations. Inputs are the workbench's own
+objects (SteeringVector, PairActivations; layers taken from them and checked) or plain tensors
+with `layers=`; every function returns a tidy pandas DataFrame (except `fit_linear_map`, which
+returns a map, `project_out` and `control_vector`, which return vectors, and
+`cross_application_matrix`, a display pivot).
 
     from workbench import analysis as A
-    A.cosine_matrix({"lower": v1, "json": v2}, layers)
-    A.separation(A.projection_separation(with_acts, without_acts, v1, layers))
+    A.cosine_matrix({"lower": vec1, "json": vec2, "control": A.control_vector(model, queries)})
+    A.separation(A.projection_separation(held_out_acts, vec1))
+    A.separation_intervals(A.projection_separation(held_out_acts, vec1), n_boot=1000)
+    A.logit_lens(model, vec1)                       # what the vector promotes, per layer
 """
+from workbench.analysis.controls import control_vector, project_out
 from workbench.analysis.embedding import difference_embedding
 from workbench.analysis.geometry import (
     cosine_matrix,
@@ -13,6 +18,7 @@ from workbench.analysis.geometry import (
     random_cosine_band,
     split_half_stability,
 )
+from workbench.analysis.intervals import bootstrap_cosines, separation_intervals
 from workbench.analysis.linear_map import LinearMap, fit_linear_map, load_linear_map, save_linear_map
 from workbench.analysis.logit_lens import (
     difference_logit_lens,
@@ -36,7 +42,9 @@ __all__ = [
     "aligned_positions",
     "fit_model_maps",
     "paired_residuals",
+    "bootstrap_cosines",
     "compare_mapped",
+    "control_vector",
     "cosine_matrix",
     "cross_application_matrix",
     "cross_model_cosine",
@@ -50,9 +58,11 @@ __all__ = [
     "logit_lens",
     "matched_layers",
     "pairwise_cosine_cases",
+    "project_out",
     "projection_separation",
     "random_cosine_band",
     "save_linear_map",
     "separation",
+    "separation_intervals",
     "split_half_stability",
 ]
