@@ -48,7 +48,14 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
     assert len(rounds) == 4 * 2 * (5 + 3)
     assert (rounds.groupby("round")["n_prompts"].max() == [2, 3]).all()
     n_val = sum(g["phase"] == "validation" for g in gens)
-    assert n_val == 4 * 2 * (5 * 2 + 3 * 1)  # a candidate's earlier prompts are not redone
+    # a candidate's earlier prompts are not redone, and the unsteered request without its
+    # instruction (the same 3 queries for all 4 instructions) is generated once, not 4 times
+    assert n_val == 4 * 2 * (5 * 2 + 3 * 1) - 3 * 3
+    val = pd.read_csv(run.path / "validation_scores.csv")
+    assert len(val) == 4 * 2 * (5 * 2 + 3 * 1)  # yet every job is scored against its own row
+    shared = val[(val["label"] == "none") & ~val["with_instruction"]] if "label" in val else \
+        val[(val["layer"] == -1) & ~val["with_instruction"]]
+    assert shared.groupby("prompt")["instruction_id"].nunique().eq(4).all()
     assert len({g["job"] for g in gens}) == len(gens)
     scores = pd.read_csv(run.path / "scores.csv")
     # every test prompt is scored in all four conditions

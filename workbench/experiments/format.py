@@ -105,6 +105,11 @@ def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, ve
     return Job(f"{phase}/{cond}/{cand.label}/{row.row_id}", prompt, row, spec, tags)
 
 
+def _same_text(job: Job) -> tuple:
+    """Jobs with equal keys generate the same text."""
+    return (job.prompt, *(s.describe() for s in job.steering))
+
+
 def _test_jobs(rows, vectors, chosen) -> list[Job]:
     """Each test row in both conditions, unsteered and (unless none was chosen) steered."""
     jobs = []
@@ -170,9 +175,16 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
     def evaluate(jobs, round_):
         todo = [j for j in jobs if j.id not in validation]
         if todo:
-            gens = run_jobs(run, model, todo, phase="validation", max_new_tokens=cfg.max_new_tokens,
+            # jobs with the same prompt and steering share one generation (the request without
+            # its instruction, unsteered, is the same for every instruction), scored per job
+            first = {_same_text(j): j for j in reversed(todo)}
+            unique = [j for j in todo if first[_same_text(j)] is j]
+            gens = run_jobs(run, model, unique, phase="validation", max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, truncate=cfg.truncate,
                             show_progress=show_progress)
+            made = {_same_text(j): g for j, g in zip(unique, gens.to_dict("records"))}
+            gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags}
+                                 for j in todo])
             # degeneration in the search is judged by repetition, which needs no model
             scored = add_fluency(model, score_jobs(todo, gens), with_perplexity=False)
             validation.update((r["job"], r) for r in scored.to_dict("records"))
