@@ -46,8 +46,8 @@ class FormatConfig:
     layers: tuple[int, ...] | None = None  # candidate layers; None: n_layers//5 .. last, step
     adjust: tuple[float, ...] = (1.0,)  # adjust weights searched
     add: tuple[float, ...] = (1.0,)  # add strengths searched, in units of the raw vector norm
-    search_prompts: tuple[int, ...] = (4, 10, 24)  # validation prompts per round (cumulative)
-    search_keep: tuple[int, ...] = (4, 2)  # steered candidates kept after each round but the last
+    search_prompts: tuple[int, ...] = (3, 8, 24)  # validation prompts per round (cumulative)
+    search_keep: tuple[int, ...] = (3, 2)  # steered candidates kept after each round but the last
     max_new_tokens: int = 96
     batch_size: int = 64  # larger batches amortise the bridge's per-step Python overhead
     seed: int = 0
@@ -56,8 +56,8 @@ class FormatConfig:
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:
         """A smoke-sized run: few pairs, few prompts, few layers, short answers."""
-        return replace(cls(n_pairs=8, n_validation=4, layer_step=8, max_new_tokens=32,
-                           search_prompts=(2, 4), search_keep=(2,), limit=13), **overrides)
+        return replace(cls(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32,
+                           search_prompts=(1, 2), search_keep=(1,), limit=13), **overrides)
 
 
 def _stratified(rows: list[IFEvalRow], limit: int | None) -> list[IFEvalRow]:
