@@ -21,14 +21,21 @@ __all__ = [
     "cache_pairs", "check_kv_cache",
     "default_format", "derive", "format_test_rows", "generate", "generate_reference",
     "generate_table", "instruction_pairs", "list_models", "load_model", "load_ifeval",
-    "make_pairs", "model_info", "score_ifeval", "split_queries", "steer",
+    "make_pairs", "model_info", "prompt_level", "score_ifeval", "split_queries", "steer",
 ]
 
 
-def __getattr__(name):
-    # the IFEval verifiers import NLTK and `datasets` (seconds): load them on first use
-    if name == "score_ifeval":
-        from workbench.scoring import score_ifeval
+# submodules reachable as wb.<name> without importing them at `import workbench` (plotly, NLTK
+# and the IFEval verifiers cost seconds); the docs and error messages name them this way
+_LAZY_MODULES = ("analysis", "fluency", "plots", "report", "scoring", "stats", "weights")
+_LAZY_NAMES = {"score_ifeval": "scoring", "prompt_level": "scoring"}
 
-        return score_ifeval
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"workbench.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f"workbench.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")

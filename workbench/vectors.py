@@ -178,8 +178,10 @@ class SteeringVector:
         if d != self.d_model:
             raise ValueError(
                 f"this vector has width {self.d_model} (from {self.meta.get('model')!r}) but "
-                f"{name!r} has d_model {d}. Fix: map it with a fitted linear map "
-                f"(wb.analysis.fit_linear_map) or use a vector derived on this model")
+                f"{name!r} has d_model {d}. Fix: map it into this model with "
+                f"wb.analysis.fit_model_maps(source, target, texts).map_vector(vec, target=<the "
+                f"target's PairActivations>), which pairs positions across tokenizers, or use a "
+                f"vector derived on this model")
         ours = getattr(getattr(model, "wb_info", None), "weight_hash", None)
         # the name too: tiny-instruct and tiny-base share their random weights (same seed) but
         # not their tokenizer, EOS or prompt format
