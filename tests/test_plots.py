@@ -67,7 +67,7 @@ def test_cosine_baselines_band_range_and_split_halves():
     stab = pd.concat([A.split_half_stability(with_, without, LAYERS, n_splits=3).assign(instruction=k)
                       for k in ("lower", "json")])
     band = A.random_cosine_band(16, n=50)
-    fig = P.cosine_baselines(cos, stab, band)
+    fig = P.cosine_baselines(cos, stab, band, by_pair=False)
     assert [n.split(",")[0].split(":")[0] for n in _names(fig)] == [
         "random directions", "across instructions", "across instructions", "split-half", "split-half"]
     exact = band.set_index("method").loc["exact"]

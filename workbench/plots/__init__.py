@@ -3,11 +3,11 @@ showing or saving it. `export` is the one function that writes files.
 
     from workbench import plots as P
     fig = P.layer_sweep(results)
-    P.export(fig, "layer_sweep", out_dir="figures")
+    P.export(fig, "layer_sweep", out_dir="figures")          # PNG; formats=("png", "html") for HTML too
 """
 from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
 from workbench.plots.lens import logit_lens
-from workbench.plots.output import ChromiumNotFoundError, export, find_chromium
+from workbench.plots.output import ChromiumNotFoundError, export, find_chromium, write_plotlyjs
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix
 from workbench.plots.scatter import embedding_scatter, two_by_two_bars
 from workbench.plots.search import search_rounds
@@ -28,4 +28,5 @@ __all__ = [
     "transfer_matrix",
     "two_by_two_bars",
     "weight_sweep",
+    "write_plotlyjs",
 ]

@@ -1,9 +1,10 @@
 """Line figures over layers or steering weight.
 
     layer_sweep(results)                     # accuracy vs layer, with a no-steering reference
-    projection_curves(projection_separation(...))
-    separation_curves(separation(...))
-    cosine_baselines(cosine_matrix(...), split_half_stability(...), random_cosine_band(d))
+    layer_sweep(results, facet="instruction", series="condition", fluency="degenerate")
+    projection_curves(projection_separation(...), standardize=True)
+    separation_curves(separation_intervals(...))
+    cosine_baselines(bootstrap_cosines(...), split_half_stability(...), random_cosine_band(d))
     weight_sweep(weights_df)                 # accuracy and fluency vs weight
 """
 from __future__ import annotations
@@ -21,48 +22,155 @@ def _error_y(g: pd.DataFrame, value: str) -> dict | None:
     return dict(type="data", array=g["ci_high"] - g[value], arrayminus=g[value] - g["ci_low"], thickness=1)
 
 
-def layer_sweep(df: pd.DataFrame, series: str = "instruction", value: str = "accuracy") -> go.Figure:
-    """Accuracy vs steering layer, one line per `series` value.
+_REFERENCE_DASH = ("dot", "dashdot", "longdash")
 
-    Input: columns `layer, <series>, <value>` (optional `ci_low, ci_high` give error bars).
-    Rows with a missing `layer` are that series' "no steering" result, drawn as a dashed
-    horizontal line in the series' colour. Traces: per series "<name>" and, if it has a
-    baseline row, "<name>: no steering".
+
+def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str = "accuracy", *,
+                facet: str | None = None, fluency: str | None = None, references: pd.DataFrame | None = None,
+                max_lines: int = 4, cols: int = 3, title: str | None = None) -> go.Figure:
+    """Accuracy vs steering layer: one line per `series` value, one panel per `facet` value.
+
+    Input: columns `layer, <value>` plus `<series>` / `<facet>` when named (optional
+    `ci_low, ci_high` give error bars, drawn side by side rather than on top of each other).
+    Rows with a missing `layer` are that line's "no steering" result, drawn as a dashed
+    horizontal line in its colour. More than `max_lines` series in one panel become small
+    multiples: one panel per series value (`facet=series`), `cols` panels a row.
+
+    `fluency`: a column (e.g. "degenerate", the share of degenerate answers) drawn in a smaller
+    panel under each accuracy panel, same colours. `references`: further horizontal lines shared
+    by every panel, e.g. "instruction in prompt": columns `reference, <value>` (and `<facet>` for
+    a value per panel), drawn dotted in grey, one legend entry each.
+
+    Traces: per panel and series "<name>" then, with a baseline row, "<name>: no steering"
+    (legend entries once per series); then the fluency traces; then the references.
     """
-    require_columns(df, ["layer", series, value], "layer_sweep")
-    fig = go.Figure()
+    need = ["layer", value] + [c for c in (series, facet, fluency) if c]
+    require_columns(df, need, "layer_sweep")
+    if facet is None and series is not None and df[series].nunique() > max_lines:
+        facet, series = series, None
+    if references is not None:
+        require_columns(references, ["reference", value], "layer_sweep references")
+    panels = in_order(df[facet]) if facet else [None]
+    names = in_order(df[series]) if series else [None]
     steered = df[df["layer"].notna()]
+    if steered.empty:
+        raise ValueError("layer_sweep: no row has a layer (only no-steering rows)")
     x_range = [steered["layer"].min(), steered["layer"].max()]
-    for i, name in enumerate(in_order(df[series])):
-        rows = df[df[series] == name]
-        line = rows[rows["layer"].notna()].sort_values("layer")
-        fig.add_trace(
-            go.Scatter(
-                x=line["layer"], y=line[value], mode="lines+markers", name=str(name), legendgroup=str(name),
-                line=dict(color=color(i)), error_y=_error_y(line, value),
-            )
-        )
-        base = rows[rows["layer"].isna()]
-        if len(base) > 1:
-            raise ValueError(f"layer_sweep: {len(base)} no-steering rows for {series}={name!r}")
-        if len(base) == 1:
-            fig.add_trace(
-                go.Scatter(
-                    x=x_range, y=[base[value].item()] * 2, mode="lines", name=f"{name}: no steering",
-                    legendgroup=str(name), line=dict(color=color(i), dash="dash"),
-                )
-            )
-    fig.update_xaxes(tickvals=sorted(steered["layer"].unique()))  # the swept layers, not 4.5
-    fig.update_layout(template=TEMPLATE, xaxis_title="steering layer", yaxis_title=value, title="Accuracy vs layer")
+    n_cols = min(cols, len(panels))
+    n_rows = -(-len(panels) // n_cols)
+    # with a fluency panel each grid row is accuracy, fluency and (between grid rows) an empty
+    # spacer row, so a panel title never sits on the tick labels of the fluency panel above it
+    rows_per = 3 if fluency else 1
+    n_sub = n_rows * rows_per - (1 if fluency else 0)
+    kinds = (["acc", "flu", "gap"] * n_rows)[:n_sub] if fluency else ["acc"] * n_rows
+    specs = [[None] * n_cols if k == "gap" else [{}] * n_cols for k in kinds]
+    titles = []
+    for r, kind in enumerate(kinds):
+        if kind == "acc":
+            cells = panels[(r // rows_per) * n_cols:(r // rows_per + 1) * n_cols]
+            titles += [str(c) for c in cells] + [""] * (n_cols - len(cells))
+        elif kind == "flu":
+            titles += [""] * n_cols
+    fig = make_subplots(rows=n_sub, cols=n_cols, specs=specs, subplot_titles=titles if facet else None,
+                        row_heights=[dict(acc=0.6, flu=0.25, gap=0.15)[k] for k in kinds] if fluency else None,
+                        vertical_spacing=0.025 / max(1, n_rows) ** 0.5 if fluency else 0.12 / max(1, n_rows) ** 0.5,
+                        horizontal_spacing=0.06 if n_cols > 1 else 0.02)
+    shown: set[str] = set()
+
+    def legend(key: str) -> bool:
+        first = key not in shown
+        shown.add(key)
+        return first
+
+    for p, panel in enumerate(panels):
+        row, col = (p // n_cols) * rows_per + 1, p % n_cols + 1
+        part = df[df[facet] == panel] if facet else df
+        for i, name in enumerate(names):
+            rows = part[part[series] == name] if series else part
+            label = str(name) if series else value
+            style = dict(color=color(i if series else 0))
+            line = rows[rows["layer"].notna()].sort_values("layer")
+            fig.add_trace(go.Scatter(
+                x=line["layer"], y=line[value], mode="lines+markers", name=label, legendgroup=label,
+                showlegend=legend(label), line=style, error_y=_error_y(line, value), offsetgroup=str(i),
+            ), row=row, col=col)
+            base = rows[rows["layer"].isna()]
+            if len(base) > 1:
+                raise ValueError(f"layer_sweep: {len(base)} no-steering rows for {series}={name!r}"
+                                 + (f" in panel {panel!r}" if facet else ""))
+            if len(base) == 1:
+                base_label = f"{label}: no steering" if series else "no steering"
+                fig.add_trace(go.Scatter(
+                    x=x_range, y=[base[value].item()] * 2, mode="lines", name=base_label, legendgroup=label,
+                    showlegend=legend(base_label), line=dict(style, dash="dash"),
+                ), row=row, col=col)
+            if fluency:
+                flu = rows.sort_values("layer")
+                fig.add_trace(go.Scatter(
+                    x=flu.loc[flu["layer"].notna(), "layer"], y=flu.loc[flu["layer"].notna(), fluency],
+                    mode="lines+markers", name=f"{label}: {fluency}", legendgroup=label, showlegend=False,
+                    line=dict(style, width=1.5), marker=dict(size=5), offsetgroup=str(i),
+                ), row=row + 1, col=col)
+                if flu["layer"].isna().any():
+                    fig.add_trace(go.Scatter(
+                        x=x_range, y=[flu.loc[flu["layer"].isna(), fluency].iloc[0]] * 2, mode="lines",
+                        name=f"{label}: {fluency}, no steering", legendgroup=label, showlegend=False,
+                        line=dict(style, dash="dash", width=1.5),
+                    ), row=row + 1, col=col)
+        if references is not None:
+            refs = references
+            if facet and facet in references.columns:
+                refs = references[references[facet] == panel]
+            for j, ref in enumerate(in_order(references["reference"])):
+                level = refs.loc[refs["reference"] == ref, value]
+                if level.empty:
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=x_range, y=[level.iloc[0]] * 2, mode="lines", name=str(ref), legendgroup=f"ref:{ref}",
+                    showlegend=legend(f"ref:{ref}"),
+                    line=dict(color="rgb(90,90,90)", dash=_REFERENCE_DASH[j % len(_REFERENCE_DASH)], width=2),
+                ), row=row, col=col)
+    ticks = sorted(steered["layer"].unique())
+    fig.update_xaxes(tickvals=ticks, range=[x_range[0] - 1, x_range[1] + 1])  # the swept layers, not 4.5
+    bounded = df[value].between(0, 1).all()
+    for p in range(len(panels)):
+        row, col = (p // n_cols) * rows_per + 1, p % n_cols + 1
+        if bounded:
+            fig.update_yaxes(range=[-0.05, 1.05], row=row, col=col)
+        if fluency:
+            fig.update_xaxes(showticklabels=False, row=row, col=col)  # the fluency panel below has them
+            fig.update_yaxes(range=[-0.05, 1.05] if df[fluency].between(0, 1).all() else None,
+                             nticks=3, row=row + 1, col=col)
+            if col == 1:
+                fig.update_yaxes(title_text=fluency, row=row + 1, col=col)
+        if p + n_cols >= len(panels):  # no panel below this one
+            fig.update_xaxes(title_text="steering layer", row=row + (1 if fluency else 0), col=col)
+        if col == 1:
+            fig.update_yaxes(title_text=value, row=row, col=col)
+    many = facet is not None
+    fig.update_layout(
+        template=TEMPLATE, scattermode="group", scattergap=0.75,
+        title=title or ("Accuracy vs layer" if value == "accuracy" else f"{value} vs steering layer"),
+        height=(300 + (170 if fluency else 0)) * n_rows + 160 if many else (560 if fluency else None),
+        width=max(700, 360 * n_cols + 140) if many else None,
+        legend=dict(orientation="h", yref="container", y=0.0, yanchor="bottom", x=0, xanchor="left") if many else None,
+        margin=dict(b=90) if many else None,
+    )
     return fig
 
 
-def projection_curves(df: pd.DataFrame) -> go.Figure:
+def projection_curves(df: pd.DataFrame, standardize: bool = False) -> go.Figure:
     """Mean ± sd of the with / without projections per layer (input: `projection_separation`).
 
+    `standardize=True`: per layer, projections minus the without-side mean, divided by the
+    pooled within-side sd. The residual stream's norm grows with depth, so raw projections
+    flatten the early layers; standardized, "without" sits at 0 ± 1 and the "with" mean is
+    Cohen's d, comparable across layers.
     Traces: "<side> ± sd" (band, no legend entry) then "<side>", for side in with, without.
     """
     require_columns(df, ["layer", "side", "projection"], "projection_curves")
+    if standardize:
+        df = _standardized(df)
     stats = df.groupby(["side", "layer"])["projection"].agg(["mean", "std"]).reset_index()
     fig = go.Figure()
     for i, side in enumerate(["with", "without"]):
@@ -80,14 +188,30 @@ def projection_curves(df: pd.DataFrame) -> go.Figure:
                        line=dict(color=color(i)))
         )
     fig.update_layout(
-        template=TEMPLATE, xaxis_title="layer", yaxis_title="projection on instruction direction",
-        title="Projection with vs without the instruction",
+        template=TEMPLATE, xaxis_title="layer",
+        yaxis_title=("projection, standardized (without: mean 0, pooled sd 1)" if standardize
+                     else "projection on instruction direction"),
+        title="Projection with vs without the instruction" + (" (standardized per layer)" if standardize else ""),
     )
     return fig
 
 
+def _standardized(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby(["layer", "side"])["projection"]
+    parts = pd.DataFrame({"mean": g.mean(), "var": g.var(ddof=1), "n": g.size()}).reset_index()
+    without = parts[parts["side"] == "without"].set_index("layer")["mean"]
+    ss = ((parts["n"] - 1) * parts["var"]).groupby(parts["layer"]).sum()
+    dof = (parts["n"] - 1).groupby(parts["layer"]).sum()
+    pooled = (ss / dof).pow(0.5)
+    out = df.copy()
+    out["projection"] = (df["projection"] - df["layer"].map(without)) / df["layer"].map(pooled)
+    return out
+
+
 def separation_curves(df: pd.DataFrame, series: str | None = None) -> go.Figure:
-    """AUROC (top) and Cohen's d (bottom) vs layer (input: `separation`).
+    """AUROC (top) and Cohen's d (bottom) vs layer (input: `separation`, or
+    `separation_intervals`, whose `auroc_low/high` and `cohens_d_low/high` become error bars,
+    side by side between series).
 
     One line per `series` value in each panel (named by the value, legend shown once), or
     a single "AUROC" and "Cohen's d" line when `series` is None.
@@ -98,10 +222,15 @@ def separation_curves(df: pd.DataFrame, series: str | None = None) -> go.Figure:
     for i, (name, g) in enumerate(groups):
         g = g.sort_values("layer")
         for row, col, label in ((1, "auroc", "AUROC"), (2, "cohens_d", "Cohen's d")):
+            bars = None
+            if {f"{col}_low", f"{col}_high"} <= set(g.columns):
+                bars = dict(type="data", array=g[f"{col}_high"] - g[col], arrayminus=g[col] - g[f"{col}_low"],
+                            thickness=1)
             fig.add_trace(
                 go.Scatter(
                     x=g["layer"], y=g[col], mode="lines+markers", name=label if name is None else str(name),
                     legendgroup=str(name), showlegend=name is not None and row == 1, line=dict(color=color(i)),
+                    error_y=bars, offsetgroup=str(i),
                 ),
                 row=row, col=1,
             )
@@ -109,26 +238,33 @@ def separation_curves(df: pd.DataFrame, series: str | None = None) -> go.Figure:
     fig.update_yaxes(title_text="AUROC", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="Cohen's d", row=2, col=1)
     fig.update_xaxes(title_text="layer", row=2, col=1)
-    fig.update_layout(template=TEMPLATE, title="Separation of with / without along the direction")
+    fig.update_layout(template=TEMPLATE, title="Separation of with / without along the direction",
+                      scattermode="group", scattergap=0.7)
     return fig
 
 
 def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.DataFrame,
-                     method: str = "exact") -> go.Figure:
+                     method: str = "exact", by_pair: bool | None = None) -> go.Figure:
     """Cosines between different instructions' vectors per layer, against two baselines.
 
-    Inputs: `cosine_matrix` (each unordered pair of distinct instructions counted once),
-    `split_half_stability` rows with an `instruction` column, and `random_cosine_band` (its
-    `method` row). Traces: the random-direction band, the min-max range and the median of the
-    cross-instruction cosines, then "split-half: <instruction>" per instruction.
+    Inputs: `cosine_matrix` or `bootstrap_cosines` (each unordered pair of distinct
+    instructions counted once; `ci_low, ci_high` become a band per pair), `split_half_stability`
+    rows with an `instruction` column, and `random_cosine_band` (its `method` row).
+    `by_pair`: one line per pair of instructions ("a · b"); default when there are at most 3
+    pairs. Otherwise the min-max range and the median over pairs.
+    Traces: the random-direction band; then either the range and the median of the
+    cross-instruction cosines, or per pair an optional "a · b interval" band and the "a · b"
+    line; then "split-half: <instruction>" per instruction.
     """
     require_columns(cosines, ["layer", "instruction_a", "instruction_b", "cosine"], "cosine_baselines")
     require_columns(stability, ["layer", "instruction", "cosine_mean"], "cosine_baselines")
-    names = in_order(cosines["instruction_a"])
+    names = in_order(pd.concat([cosines["instruction_a"], cosines["instruction_b"]]))
     rank = {n: i for i, n in enumerate(names)}
     off = cosines[cosines["instruction_a"].map(rank) < cosines["instruction_b"].map(rank)]
     if off.empty:
         raise ValueError("cosine_baselines needs vectors of at least two instructions")
+    pairs = list(dict.fromkeys(zip(off["instruction_a"], off["instruction_b"])))
+    by_pair = len(pairs) <= 3 if by_pair is None else by_pair
     across = off.groupby("layer")["cosine"].agg(["min", "median", "max"]).reset_index()
     b = band.set_index("method").loc[method]
     x = list(across["layer"])
@@ -140,15 +276,29 @@ def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.Da
             name=f"random directions, {b['q_high'] - b['q_low']:.0%} band (d={int(b['d_model'])})",
         )
     )
-    fig.add_trace(
-        go.Scatter(
-            x=x + x[::-1], y=list(across["max"]) + list(across["min"])[::-1], fill="toself", mode="lines",
-            line=dict(width=0), fillcolor="rgba(0,0,0,0.15)", hoverinfo="skip",
-            name=f"across instructions: min-max of {len(off) // len(across)} pairs",
+    if by_pair:
+        for k, (a, c) in enumerate(pairs):
+            g = off[(off["instruction_a"] == a) & (off["instruction_b"] == c)].sort_values("layer")
+            label = f"{a} · {c}"
+            if {"ci_low", "ci_high"} <= set(g.columns):
+                fig.add_trace(go.Scatter(
+                    x=list(g["layer"]) + list(g["layer"])[::-1], y=list(g["ci_high"]) + list(g["ci_low"])[::-1],
+                    fill="toself", mode="lines", line=dict(width=0), fillcolor=_PAIR_FILL[k % len(_PAIR_FILL)],
+                    hoverinfo="skip", name=f"{label} interval", legendgroup=label, showlegend=False,
+                ))
+            fig.add_trace(go.Scatter(x=g["layer"], y=g["cosine"], mode="lines+markers", name=label,
+                                     legendgroup=label, line=dict(color="black", dash=_PAIR_DASH[k % len(_PAIR_DASH)],
+                                                                   width=2.5)))
+    else:
+        fig.add_trace(
+            go.Scatter(
+                x=x + x[::-1], y=list(across["max"]) + list(across["min"])[::-1], fill="toself", mode="lines",
+                line=dict(width=0), fillcolor="rgba(0,0,0,0.15)", hoverinfo="skip",
+                name=f"across instructions: min-max of {len(off) // len(across)} pairs",
+            )
         )
-    )
-    fig.add_trace(go.Scatter(x=x, y=across["median"], mode="lines+markers", name="across instructions: median",
-                             line=dict(color="black", width=3)))
+        fig.add_trace(go.Scatter(x=x, y=across["median"], mode="lines+markers", name="across instructions: median",
+                                 line=dict(color="black", width=3)))
     for i, name in enumerate(in_order(stability["instruction"])):
         s = stability[stability["instruction"] == name].sort_values("layer")
         fig.add_trace(go.Scatter(x=s["layer"], y=s["cosine_mean"], mode="lines", name=f"split-half: {name}",
@@ -156,6 +306,10 @@ def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.Da
     fig.update_layout(template=TEMPLATE, xaxis_title="layer", yaxis_title="cosine",
                       title="Instruction vectors: across instructions vs split halves vs random")
     return fig
+
+
+_PAIR_DASH = ("solid", "dash", "longdash")
+_PAIR_FILL = ("rgba(0,0,0,0.12)", "rgba(0,0,0,0.08)", "rgba(0,0,0,0.05)")
 
 
 def weight_sweep(df: pd.DataFrame, quality: str = "fluency") -> go.Figure:

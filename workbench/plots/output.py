@@ -1,6 +1,8 @@
-"""Writing figures to disk: self-contained HTML and static images via kaleido + a local Chromium.
+"""Writing figures to disk: static images via kaleido + a local Chromium, and HTML on request.
 
-    export(fig, "layer_sweep_phi3", out_dir="figures")   # figures/layer_sweep_phi3.{html,png}
+    export(fig, "layer_sweep_phi3", out_dir="figures")                       # figures/layer_sweep_phi3.png
+    export(fig, "sweep", formats=("png", "html"))                            # + self-contained HTML (~4 MB)
+    export(fig, "sweep", formats=("png", "html"), include_plotlyjs="directory")  # + HTML sharing one plotly.min.js
 
 Kaleido 1.x drives a headless Chrome/Chromium. We look the browser up ourselves and hand
 kaleido its path, so kaleido never searches or offers to download one; we never call
@@ -62,27 +64,52 @@ def _static_image(fig: go.Figure, fmt: str, scale: float) -> bytes:
         raise ChromiumNotFoundError(f"{fmt} export through {browser} failed ({err!r}). {FIX}") from err
 
 
+PLOTLY_BUNDLE = "plotly.min.js"
+
+
 def export(
     fig: go.Figure,
     name: str,
     out_dir: str | Path = "figures",
-    formats: Sequence[str] = ("html", "png"),
+    formats: Sequence[str] = ("png",),
     scale: float = 2.0,
+    include_plotlyjs: bool | str = True,
 ) -> list[Path]:
     """Write `<out_dir>/<name>.<fmt>` for each format and return the paths.
 
-    HTML embeds plotly.js (renders offline, ~4 MB); static formats go through kaleido.
+    PNG by default; static formats go through kaleido. HTML only when asked for
+    (`formats=("png", "html")`): with `include_plotlyjs=True` each page embeds plotly.js (renders
+    offline anywhere, ~4 MB a page); with "directory" the pages load one shared plotly.min.js
+    written beside them (`write_plotlyjs`; its path is returned once, after the pages), so a
+    folder of figures carries the bundle once. Pages and bundle must then be moved together.
     """
+    if include_plotlyjs not in (True, "directory"):
+        raise ValueError(f"include_plotlyjs must be True (embedded) or 'directory' (shared), got "
+                         f"{include_plotlyjs!r}; a CDN link would not render offline")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for fmt in formats:
         path = out / f"{name}.{fmt}"
         if fmt == "html":
-            fig.write_html(path, include_plotlyjs=True, full_html=True)
+            fig.write_html(path, include_plotlyjs=include_plotlyjs, full_html=True)
         elif fmt in _STATIC:
             path.write_bytes(_static_image(fig, fmt, scale))
         else:
             raise ValueError(f"unknown format {fmt!r}; use html or one of {_STATIC}")
         paths.append(path)
+    if "html" in formats and include_plotlyjs == "directory":
+        paths.append(write_plotlyjs(out))
     return paths
+
+
+def write_plotlyjs(out_dir: str | Path) -> Path:
+    """Write the installed plotly's plotly.min.js into `out_dir` (replacing another version's,
+    which plotly itself would leave in place) and return its path."""
+    from plotly.offline import get_plotlyjs
+
+    path = Path(out_dir) / PLOTLY_BUNDLE
+    bundle = get_plotlyjs()
+    if not path.is_file() or path.read_text(encoding="utf-8") != bundle:
+        path.write_text(bundle, encoding="utf-8")
+    return path
