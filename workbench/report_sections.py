@@ -1,6 +1,6 @@
-"""Report sections of the length, keywords, composition and transfer experiments, registered with
-workbench.report.builder (imported by write_report). Each reads the tables its run wrote and sets
-the paper's numbers (PAPER.md) beside ours.
+"""Report sections of every experiment, in one plain registry (BUILDERS, at the end) that
+workbench.report imports. Each reads the tables its run wrote and sets the paper's numbers
+(PAPER.md) beside ours.
 """
 from __future__ import annotations
 
@@ -11,7 +11,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from workbench.report import Section, builder, md_table
+from workbench.report_tables import Section, condition_label, md_table, table
+
+# The paper's Table 1 (IFEval single-instruction format prompts, loose accuracy).
+PAPER_FORMAT = pd.DataFrame(
+    [("Phi-3-mini", .110, .307, .699, .785), ("Gemma-2-2B-IT", .129, .307, .693, .761),
+     ("Mistral-7B-Instruct", .067, .141, .626, .638), ("Gemma-2-9B-IT", .123, .288, .865, .865)],
+    columns=["model", "no_instr", "no_instr_steered", "instr", "instr_steered"])
+
 
 PAPER_KEYWORDS = pd.DataFrame(
     [("include", False, .291, .407), ("include", True, .895, .953),
@@ -23,9 +30,7 @@ PAPER_TRANSFER = pd.DataFrame(
     columns=["model", "with_instruction", "none", "own", "source"])
 
 
-def _csv(run: Path, name: str) -> pd.DataFrame | None:
-    path = run / "tables" / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
+_csv = table
 
 
 def _choices(run: Path, name: str, keys: list[str], value: str = "layer") -> Section | None:
@@ -37,16 +42,13 @@ def _choices(run: Path, name: str, keys: list[str], value: str = "layer") -> Sec
     return (f"{name.replace('_', ' ').capitalize()} on validation prompts", text, [])
 
 
-def _sections(name: str, table: str):
-    """Register a section builder for experiment `name` that runs once tables/{table}.csv exists
-    (an interrupted run has no sections yet) and is given that table."""
-    def register(fn):
-        @builder(name)
-        def build(state: dict, run: Path) -> list[Section]:
-            df = _csv(run, table)
-            return [] if df is None else fn(state, run, df)
-        return fn
-    return register
+def _when(name: str, fn):
+    """The builder of `fn`, run once tables/{name}.csv exists (an interrupted run has no
+    sections yet) and given that table."""
+    def build(state: dict, run: Path) -> list[Section]:
+        df = _csv(run, name)
+        return [] if df is None else fn(state, run, df)
+    return build
 
 
 def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_title: str, *,
@@ -70,7 +72,6 @@ def _lines(df: pd.DataFrame, x: str, y: str, series: list[str], title: str, y_ti
     return fig
 
 
-@_sections("length", "by_weight_loose")
 def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section]:
     count = _csv(run, "by_weight_at_most_n")
     choices = state["choices"]
@@ -109,7 +110,6 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
     return sections
 
 
-@_sections("keywords", "headline")
 def keywords_sections(state: dict, run: Path, head: pd.DataFrame) -> list[Section]:
     from workbench import plots
 
@@ -140,7 +140,6 @@ def keywords_sections(state: dict, run: Path, head: pd.DataFrame) -> list[Sectio
     return sections
 
 
-@_sections("composition", "conditions")
 def composition_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Section]:
     fig = go.Figure()
     for with_instruction, g in cond.groupby("with_instruction"):
@@ -169,7 +168,6 @@ def composition_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Sec
     return sections + ([choice] if choice else [])
 
 
-@_sections("transfer", "conditions_loose")
 def transfer_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Section]:
     source = state["choices"].get("source", {}).get("name", "source")
     wide = cond.pivot(index="with_instruction", columns="arm", values="accuracy").reset_index()
@@ -199,3 +197,77 @@ def transfer_sections(state: dict, run: Path, cond: pd.DataFrame) -> list[Sectio
     if choice:
         sections.append((choice[0], choice[1] + f"\n\nTarget layer <- source layer: {pairs}", []))
     return sections
+
+
+def format_sections(state: dict, run: Path) -> list[Section]:
+    from workbench import plots
+
+    tables = run / "tables"
+    sections = []
+    if (tables / "two_by_two_loose.csv").exists():
+        tbl = pd.read_csv(tables / "two_by_two_loose.csv")
+        ours = {condition_label(r.with_instruction, r.steered): r.accuracy for r in tbl.itertuples()}
+        beside = pd.concat([PAPER_FORMAT, pd.DataFrame([{"model": f"{state['model_info']['name']} (this run)", **ours}])])
+        fig = plots.two_by_two_bars(tbl.rename(columns={"with_instruction": "instruction_in_prompt"}))
+        text = ""
+        for metric, what in (("loose", "loose accuracy"), ("good", "followed and not degenerate")):
+            if not (tables / f"two_by_two_{metric}.csv").exists():
+                continue
+            t = pd.read_csv(tables / f"two_by_two_{metric}.csv")
+            mc = pd.read_csv(tables / f"mcnemar_{metric}.csv")
+            text += (f"**{what}** (95% Wilson intervals):\n\n"
+                     + md_table(t[["with_instruction", "steered", "n", "accuracy", "ci_low", "ci_high"]])
+                     + "\n\nExact McNemar, steered vs unsteered, paired by prompt:\n\n"
+                     + md_table(mc[["with_instruction", "n_pairs", "acc_unsteered", "acc_steered", "b01", "b10", "pvalue"]])
+                     + "\n\n")
+        text += ("Beside the paper's Table 1 (loose accuracy; the paper's models are 20-50x larger):\n\n"
+                 + md_table(beside))
+        sections.append(("Test set: the four conditions", text, [fig]))
+        per = pd.read_csv(tables / "per_instruction_loose.csv")
+        per["condition"] = [condition_label(a, b) for a, b in zip(per.with_instruction, per.steered)]
+        wide = per.pivot(index="instruction_id", columns="condition", values="accuracy").reset_index()
+        counts = per.groupby("instruction_id")["n"].max().rename("n").reset_index()
+        wide = wide.merge(counts, on="instruction_id")
+        if "layer" in per:  # the setting each condition's search chose
+            for w, name in ((False, "chosen_no_instr"), (True, "chosen_instr")):
+                c = per[per.with_instruction == w].drop_duplicates("instruction_id")
+                label = [("none" if l < 0 else f"{m} L{l:.0f} x{s:g}")
+                         for l, m, s in zip(c["layer"], c["mode"], c["strength"])]
+                wide = wide.merge(pd.DataFrame({"instruction_id": c["instruction_id"], name: label}),
+                                  on="instruction_id", how="left")
+        bars = go.Figure([go.Bar(x=wide["instruction_id"], y=wide[c], name=c)
+                          for c in ["no_instr", "no_instr_steered", "instr", "instr_steered"] if c in wide])
+        bars.update_layout(barmode="group", title="Loose accuracy per instruction", yaxis_range=[0, 1])
+        sections.append(("Per instruction (loose accuracy) and the chosen settings", md_table(wide), [bars]))
+    if (tables / "fluency.csv").exists():
+        flu = pd.read_csv(tables / "fluency.csv")
+        sections.append(("Fluency of the test responses",
+                         "Perplexity of each response alone under the unsteered model; degenerate = "
+                         "empty or looping (workbench.fluency.is_degenerate); cut_at_limit = share "
+                         "stopped by max_new_tokens.\n\n" + md_table(flu), []))
+    if (tables / "search_rounds.csv").exists():
+        rounds = pd.read_csv(tables / "search_rounds.csv")
+        choices = pd.read_csv(tables / "search_choices.csv")
+        plan = state["choices"].get("search_plan", {})
+        figs = [plots.search_rounds(g, title=f"Search: {iid}")
+                for iid, g in rounds.groupby("instruction_id", sort=False)]
+        last = rounds[rounds["round"] == rounds["round"].max()]
+        final = last.merge(choices[["instruction_id", "with_instruction", "label"]]
+                           .rename(columns={"label": "chosen"}), on=["instruction_id", "with_instruction"])
+        final = final[(final["label"] == final["chosen"]) | (final["label"] == "none")]
+        text = (f"Successive halving over {len(plan.get('candidates', []))} candidates, prompts per "
+                f"round {plan.get('prompts')}, steered candidates kept {plan.get('keep')}; selected on "
+                f"followed (loose) and not degenerate; steering must beat no steering strictly.\n\n"
+                + md_table(final[["instruction_id", "with_instruction", "label", "n", "good", "loose",
+                                  "degenerate"]]))
+        sections.append(("The search on validation prompts", text, figs))
+    return sections
+
+
+BUILDERS = {
+    "format": format_sections,
+    "length": _when("by_weight_loose", length_sections),
+    "keywords": _when("headline", keywords_sections),
+    "composition": _when("conditions", composition_sections),
+    "transfer": _when("conditions_loose", transfer_sections),
+}
