@@ -15,7 +15,7 @@ import pytest
 
 from workbench.experiments.composition import CompositionConfig, run_composition
 from workbench.experiments.grid import NONE, raw_weight
-from workbench.experiments.jobs import choose_layer
+from workbench.experiments.jobs import choose_candidate
 from workbench.experiments.keywords import KeywordsConfig, run_keywords, word_match
 from workbench.experiments.length import LengthConfig, at_most, run_length
 from workbench.experiments.transfer import TransferConfig, run_transfer
@@ -189,11 +189,11 @@ def test_choose_layer_over_weights_and_steered_only():
     scored = pd.DataFrame(dict(
         g=["a"] * 6, layer=[NONE, NONE, 1, 1, 3, 3], weight=[0.0, 0.0, 5.0, 5.0, 10.0, 10.0],
         loose=[True, True, False, True, True, True], degenerate=[False, False, False, False, True, False]))
-    _, by_layer = choose_layer(scored, group=["g"])
+    _, by_layer = choose_candidate(scored, group=["g"])
     assert by_layer["layer"].item() == NONE  # layer 3 is degenerate, layer 1 worse than none
-    _, steered = choose_layer(scored, group=["g"], steered_only=True)
+    _, steered = choose_candidate(scored, group=["g"], steered_only=True)
     assert steered["layer"].item() == 1 and steered["dropped_degenerate"].item() == [3]
-    _, by_weight = choose_layer(scored, group=["g"], candidate="weight", none_value=0.0, steered_only=True)
+    _, by_weight = choose_candidate(scored, group=["g"], candidate="weight", none_value=0.0, steered_only=True)
     assert by_weight["weight"].item() == 5.0 and "weights [10.0] dropped" in by_weight["reason"].item()
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
 from workbench.experiments.format import LANGUAGE, _as_row
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, depth_layer,
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, depth_layer,
                                         instruction_verdicts, job_id, layer_search, raw_weight,
                                         residual_norms, run_grid, save_scores, search_layers,
                                         vector_specs)
@@ -74,7 +74,7 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
     if LANGUAGE in cfg.format_instructions:
         raise ValueError(f"{LANGUAGE} needs one vector per language; compose another format instruction")
     model = model or wb.load_model(cfg.model)
-    split = wb.split_queries(base_queries(cfg.max_query_chars), seed=cfg.seed,
+    split = wb.split_queries(short_base_queries(cfg.max_query_chars), seed=cfg.seed,
                              validation=cfg.n_validation + (cfg.limit or 40))
     val_q, test_q = split.validation[:cfg.n_validation], split.validation[cfg.n_validation:]
     test = composed_rows(test_q, cfg.format_instructions, cfg.max_sentences, cfg.seed)

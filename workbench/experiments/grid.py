@@ -25,7 +25,7 @@ import torch
 
 import workbench as wb
 from workbench.data import IFEvalRow
-from workbench.experiments.jobs import Job, add_fluency, choose_layer, run_jobs
+from workbench.experiments.jobs import Job, add_fluency, choose_candidate, run_jobs
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
 from workbench.steering import Steering
@@ -55,7 +55,7 @@ Candidates = Callable[[IFEvalRow, bool], Iterable[tuple[str, int, float]]]
 Specs = Callable[[str, IFEvalRow, int, float], Sequence[Steering]]
 
 
-def base_queries(max_chars: int | None = None) -> list[str]:
+def short_base_queries(max_chars: int | None = None) -> list[str]:
     """wb.base_queries(), without those longer than `max_chars` (quick runs, small contexts)."""
     return [q for q in wb.base_queries() if max_chars is None or len(q) <= max_chars]
 
@@ -164,9 +164,9 @@ def instruction_verdicts(jobs: Sequence[Job], scored: pd.DataFrame, metric: str 
 
 def search(run: RunDir, scored: pd.DataFrame, name: str, *, group: Sequence[str],
            candidate: str = "layer", none_value: float = NONE, steered_only: bool = False) -> dict:
-    """Choose a layer (or weight) per group with jobs.choose_layer; writes tables/{name}_sweep.csv
+    """Choose a layer (or weight) per group with jobs.choose_candidate; writes tables/{name}_sweep.csv
     and tables/{name}_choices.csv, records the choices; returns {group key tuple: value}."""
-    sweep, choices = choose_layer(scored, group=group, candidate=candidate, none_value=none_value,
+    sweep, choices = choose_candidate(scored, group=group, candidate=candidate, none_value=none_value,
                                   steered_only=steered_only)
     sweep.to_csv(run.file("tables", f"{name}_sweep.csv"), index=False)
     choices.to_csv(run.file("tables", f"{name}_choices.csv"), index=False)

@@ -113,7 +113,7 @@ def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) ->
     return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
 
 
-def choose_layer(scored: pd.DataFrame, *, group: Sequence[str], metric: str = "loose",
+def choose_candidate(scored: pd.DataFrame, *, group: Sequence[str], metric: str = "loose",
                  none_value: int | float = -1, candidate: str = "layer",
                  steered_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per group, the candidate layer (`none_value` = no steering) with the best mean `metric`.

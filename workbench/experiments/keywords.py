@@ -34,7 +34,7 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, grid_jobs,
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
                                         raw_weight, residual_norms, run_grid, save_scores, search,
                                         search_layers, short_rows)
 from workbench.experiments.jobs import vectors_for
@@ -135,7 +135,7 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
     run.record("format", wb.default_format(model).to_dict())
     layers = search_layers(model.cfg.n_layers, cfg.layer_step, cfg.layers)
     run.record("candidate_layers", layers)
-    split = wb.split_queries(base_queries(cfg.max_query_chars), exclude=test + val, seed=cfg.seed,
+    split = wb.split_queries(short_base_queries(cfg.max_query_chars), exclude=test + val, seed=cfg.seed,
                              validation=0)
 
     # 1. a vector per word and kind, for the words of the arms' rows

@@ -30,7 +30,7 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, depth_layer,
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, depth_layer,
                                         grid_jobs, raw_weight, residual_norms, run_grid, save_scores)
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
@@ -122,7 +122,7 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
     if unknown:
         raise ValueError(f"unknown length directions {sorted(unknown)}: use {sorted(DIRECTIONS)}")
     model = model or wb.load_model(cfg.model)
-    split = wb.split_queries(base_queries(cfg.max_query_chars), seed=cfg.seed, validation=cfg.limit or 50)
+    split = wb.split_queries(short_base_queries(cfg.max_query_chars), seed=cfg.seed, validation=cfg.limit or 50)
     rows = length_rows(split.validation, cfg.max_sentences)
     check_out(out)
     check_prompts_fit(model, row_prompts(rows), max_new_tokens=cfg.max_new_tokens)

@@ -33,7 +33,7 @@ from workbench.analysis.model_map import fit_model_maps
 from workbench.analysis.transfer import matched_layers
 from workbench.data import rows_hash
 from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, base_queries, grid_jobs,
+from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
                                         layer_search, run_grid, save_scores, search_layers,
                                         short_rows, vector_specs)
 from workbench.experiments.jobs import vectors_for
@@ -134,7 +134,7 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
     layer_pairs = [(t, s) for t, s in matched_layers(target.cfg.n_layers, source.cfg.n_layers) if t in layers]
     run.record("candidate_layers", layers)
     run.record("layer_pairs", [dict(target_layer=t, source_layer=s) for t, s in layer_pairs])
-    split = wb.split_queries(base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed,
+    split = wb.split_queries(short_base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed,
                              validation=cfg.n_validation * 3)
     languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
     instructions = list(dict.fromkeys(r.instruction_id_list[0] for r in test))
