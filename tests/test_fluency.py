@@ -178,7 +178,7 @@ def test_fluency_table():
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def llama2():
     """A random 2-layer Llama with a byte-level tokenizer built in memory."""
     byte_vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
     raw = Tokenizer(models.BPE(vocab=byte_vocab, merges=[]))
@@ -193,9 +193,9 @@ def tiny():
     return SimpleNamespace(original_model=hf, tokenizer=tok)
 
 
-def _oracle(tiny, text, prompt=None, add_bos=True):
+def _oracle(llama2, text, prompt=None, add_bos=True):
     """exp(mean NLL) of one text, unpadded, via the model's own loss."""
-    tok = tiny.tokenizer
+    tok = llama2.tokenizer
     ctx = tok(prompt, add_special_tokens=False)["input_ids"] if prompt else []
     ctx = ([tok.bos_token_id] if add_bos else []) + ctx
     resp = tok(text, add_special_tokens=False)["input_ids"]
@@ -203,37 +203,37 @@ def _oracle(tiny, text, prompt=None, add_bos=True):
     labels = ids.clone()
     labels[0, :len(ctx)] = -100
     with torch.no_grad():
-        return math.exp(tiny.original_model(input_ids=ids, labels=labels).loss.item())
+        return math.exp(llama2.original_model(input_ids=ids, labels=labels).loss.item())
 
 
-def test_perplexity_matches_unpadded_oracle(tiny):
+def test_perplexity_matches_unpadded_oracle(llama2):
     texts = ["Hello there.", "A much longer response, so the batch needs padding.", "", "x"]
-    got = perplexity(tiny, texts, batch_size=3)
+    got = perplexity(llama2, texts, batch_size=3)
     for text, p in zip(texts, got):
         if text:
-            assert p == pytest.approx(_oracle(tiny, text), rel=1e-4)
+            assert p == pytest.approx(_oracle(llama2, text), rel=1e-4)
     assert math.isnan(got[2])
 
 
-def test_perplexity_with_prompts_scores_only_the_response(tiny):
+def test_perplexity_with_prompts_scores_only_the_response(llama2):
     prompts = ["<bos>Q: Say hi.\nA:", "<bos>Q: Count to three, please.\nA:"]
     texts = [" Hi!", " One, two, three."]
-    got = perplexity(tiny, texts, prompts, batch_size=2)
+    got = perplexity(llama2, texts, prompts, batch_size=2)
     for prompt, text, p in zip(prompts, texts, got):
         # the prompt already starts with BOS (as chat templates write it): not doubled
-        assert p == pytest.approx(_oracle(tiny, text, prompt[len("<bos>"):]), rel=1e-4)
+        assert p == pytest.approx(_oracle(llama2, text, prompt[len("<bos>"):]), rel=1e-4)
     # a different prompt changes the perplexity of the same response
-    assert perplexity(tiny, [texts[0]], ["<bos>Something else:"])[0] != pytest.approx(got[0])
-    no_bos = perplexity(tiny, texts, ["Q: Say hi.\nA:", "Q: Count to three, please.\nA:"])
-    assert no_bos[0] == pytest.approx(_oracle(tiny, texts[0], "Q: Say hi.\nA:", add_bos=False), rel=1e-4)
+    assert perplexity(llama2, [texts[0]], ["<bos>Something else:"])[0] != pytest.approx(got[0])
+    no_bos = perplexity(llama2, texts, ["Q: Say hi.\nA:", "Q: Count to three, please.\nA:"])
+    assert no_bos[0] == pytest.approx(_oracle(llama2, texts[0], "Q: Say hi.\nA:", add_bos=False), rel=1e-4)
     with pytest.raises(ValueError, match="2 texts but 1 prompts"):
-        perplexity(tiny, texts, prompts[:1])
+        perplexity(llama2, texts, prompts[:1])
 
 
-def test_perplexity_restores_training_mode(tiny):
-    tiny.original_model.train()
+def test_perplexity_restores_training_mode(llama2):
+    llama2.original_model.train()
     try:
-        perplexity(tiny, ["abc"])
-        assert tiny.original_model.training
+        perplexity(llama2, ["abc"])
+        assert llama2.original_model.training
     finally:
-        tiny.original_model.eval()
+        llama2.original_model.eval()

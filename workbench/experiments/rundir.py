@@ -16,7 +16,6 @@ generations.rejected.jsonl, with a warning, and only their jobs are generated ag
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import subprocess
@@ -265,9 +264,3 @@ def _write_json(path: Path, value: Any) -> None:
         _sync(f)
     tmp.replace(path)
 
-
-def file_hash(*paths: str | Path) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        digest.update(Path(p).read_bytes())
-    return digest.hexdigest()
