@@ -220,5 +220,24 @@ def models() -> None:
     typer.echo(list_models().to_string(index=False))
 
 
+@app.command()
+def view(run_dir: Path,
+         out: Optional[Path] = typer.Option(None, help="where to write the page (default RUN_DIR/viewer.html)"),
+         open_browser: bool = typer.Option(False, "--open", help="also open it in the default browser")) -> None:
+    """Write a self-contained HTML viewer of a run's generations (side by side, filterable) and print its path."""
+    from workbench.viewer import write_viewer
+
+    try:
+        path = write_viewer(run_dir, out)
+    except FileNotFoundError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2)
+    typer.echo(str(path))
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(path.resolve().as_uri())
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,152 @@
+"""A self-contained HTML page for reading a run's generations side by side.
+
+    workbench view runs/format                 # writes runs/format/viewer.html and prints its path
+    wb.viewer.write_viewer("runs/format")      # the same from Python
+    wb.viewer.viewer_records("runs/format")    # the joined table behind it (one row per generation)
+
+Each steered answer is shown beside the prompt and the unsteered answer to the same prompt, and,
+when the run has them, the answers with the instruction written in the prompt (unsteered, and
+steered with the same setting). Verdicts (IFEval strict / loose and the run's other checks) and
+degeneration flags come from scores.csv and validation_scores.csv, joined by job id.
+
+The page is plain HTML with a little vanilla JavaScript; the data is embedded as JSON, nothing
+is fetched. Filters (phase, instruction, condition, layer, weight, mode or arm, verdict,
+degenerate, text) live in the URL hash, so a link opens the same view, e.g.
+`viewer.html#instruction=detectable_format:title&layer=26`.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from workbench._viewer_page import PAGE
+
+SCORE_FILES = ("validation_scores.csv", "scores.csv")
+VERDICTS = ("strict", "loose", "word_match", "format_ok", "length_ok", "at_most_n", "loose_not_degenerate")
+METRICS = ("ppl", "distinct_2", "compression_ratio")
+PAGE_SIZE = 100  # cards drawn at a time; "show more" draws the next ones
+
+
+def read_generations(run_dir: str | Path) -> tuple[list[dict], int]:
+    """The records of generations.jsonl and the count of lines that could not be read (skipped
+    here; the run itself sets them aside when it resumes). Read-only: nothing is moved."""
+    path = Path(run_dir) / "generations.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no generations.jsonl: not a run directory, or nothing "
+                                f"generated yet. Fix: pass a run directory (e.g. analyses/format/run)")
+    records, bad = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                bad += 1
+                continue
+            if isinstance(record, dict) and "job" in record and "response" in record:
+                records.append(record)
+            elif line.strip():
+                bad += 1
+    return records, bad
+
+
+def viewer_records(run_dir: str | Path) -> pd.DataFrame:
+    """One row per generation: its fields, then the verdict and fluency columns of the score
+    files (joined by `job`; missing where the run has not scored it), with `instruction`,
+    `layer_label` and `weight` normalised across experiments (instruction_id or
+    format_instruction; strength or weight)."""
+    records, _ = read_generations(run_dir)
+    gens = pd.DataFrame(records).drop_duplicates("job", keep="last")
+    keep = ["job", *VERDICTS, "degenerate", "degenerate_reason", *METRICS]
+    scored = [pd.read_csv(Path(run_dir) / name) for name in SCORE_FILES if (Path(run_dir) / name).is_file()]
+    if scored:
+        scores = pd.concat(scored, ignore_index=True).drop_duplicates("job", keep="last")
+        scores = scores[[c for c in keep if c in scores.columns]]
+        gens = gens.drop(columns=[c for c in scores.columns if c != "job" and c in gens.columns])
+        gens = gens.merge(scores, on="job", how="left")
+    gens["instruction"] = _first(gens, ("instruction_id", "format_instruction"), "")
+    gens["weight"] = _first(gens, ("strength", "weight"), math.nan)
+    layer = _first(gens, ("layer", "format_layer"), math.nan)
+    steered = gens["steered"].astype(bool) if "steered" in gens else layer.ge(0)
+    gens["steered"] = steered
+    gens["layer"] = layer.where(steered & layer.ge(0))
+    return gens.reset_index(drop=True)
+
+
+def _first(df: pd.DataFrame, names, default) -> pd.Series:
+    out = pd.Series(default, index=df.index, dtype=object if isinstance(default, str) else float)
+    for name in reversed(names):
+        if name in df.columns:
+            out = df[name].where(df[name].notna(), out)
+    return out
+
+
+def _payload(df: pd.DataFrame) -> list[dict]:
+    """Compact rows for the page, each pointing at its references by index."""
+    key = df.get("row_id", df["key"]).astype(str)
+    phase = df.get("phase", pd.Series("", index=df.index)).fillna("").astype(str)
+    cond = df.get("with_instruction", pd.Series(False, index=df.index)).fillna(False).astype(bool)
+    group = df["arm"].fillna("").astype(str) if "arm" in df else pd.Series("", index=df.index)
+    label = df.get("steering", pd.Series("", index=df.index)).fillna("").astype(str)
+    unsteered = {}
+    steered_at = {}
+    for i in range(len(df)):
+        if not df["steered"].iat[i]:
+            unsteered.setdefault((phase.iat[i], key.iat[i], cond.iat[i]), i)
+        else:
+            steered_at.setdefault((phase.iat[i], key.iat[i], cond.iat[i], label.iat[i]), i)
+    rows = []
+    for i, r in enumerate(df.itertuples(index=False)):
+        p, k, c = phase.iat[i], key.iat[i], cond.iat[i]
+        verdicts = {v: bool(getattr(r, v)) for v in VERDICTS if v in df.columns and _known(getattr(r, v))}
+        metrics = {m: round(float(getattr(r, m)), 3) for m in METRICS if m in df.columns and _known(getattr(r, m))}
+        degenerate = getattr(r, "degenerate", None)
+        rows.append(dict(
+            job=str(r.job), phase=p, key=k, inst=str(r.instruction), cond=bool(c),
+            layer=None if pd.isna(r.layer) else int(r.layer),
+            weight=None if pd.isna(r.weight) else float(r.weight),
+            group=str(getattr(r, "mode", "") or group.iat[i]) if "mode" in df.columns else group.iat[i],
+            steered=bool(r.steered), label=label.iat[i], prompt=str(r.prompt), response=str(r.response),
+            tokens=_int(getattr(r, "n_tokens", None)), finish=str(getattr(r, "finish_reason", "") or ""),
+            verdicts=verdicts, metrics=metrics,
+            degenerate=None if not _known(degenerate) else bool(degenerate),
+            reason=str(getattr(r, "degenerate_reason", "") or "") if _known(getattr(r, "degenerate_reason", None)) else "",
+            base=unsteered.get((p, k, c)), base_with=None if c else unsteered.get((p, k, True)),
+            steered_with=None if c or not r.steered else steered_at.get((p, k, True, label.iat[i])),
+        ))
+    return rows
+
+
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def _int(value):
+    return int(value) if _known(value) else None
+
+
+def write_viewer(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the viewer page (default `<run_dir>/viewer.html`) and return its path."""
+    run = Path(run_dir)
+    df = viewer_records(run)
+    _, bad = read_generations(run)
+    info = {}
+    if (run / "run.json").is_file():
+        try:
+            state = json.loads((run / "run.json").read_text())
+            info = dict(experiment=state["identity"]["experiment"], model=state["model_info"]["name"])
+        except (ValueError, KeyError, TypeError):
+            info = {}
+    meta = dict(run=str(run), skipped_lines=bad, n=len(df), page=PAGE_SIZE, **info)
+    data = json.dumps(dict(meta=meta, rows=_payload(df)), ensure_ascii=False, allow_nan=False)
+    data = data.replace("</", "<\\/")  # a response containing "</script>" must not end the block
+    title = f"Generations: {info.get('experiment', run.name)} ({info.get('model', '?')})"
+    page = PAGE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
+    path = Path(out) if out is not None else run / "viewer.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
+
