@@ -1,8 +1,10 @@
 """A self-contained HTML page for reading a run's generations side by side.
 
     workbench view runs/format                 # writes runs/format/viewer.html and prints its path
-    wb.viewer.write_viewer("runs/format")      # the same from Python
-    wb.viewer.viewer_records("runs/format")    # the joined table behind it (one row per generation)
+
+    from workbench.viewer import viewer_records, write_viewer
+    write_viewer("runs/format")                # the same from Python
+    viewer_records("runs/format")              # the joined table behind it (one row per generation)
 
 Each steered answer is shown beside the prompt and the unsteered answer to the same prompt, and,
 when the run has them, the answers with the instruction written in the prompt (unsteered, and
