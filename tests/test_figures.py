@@ -133,3 +133,20 @@ def test_export_png_by_default_and_one_shared_plotlyjs(tmp_path):
     assert (out / "plotly.min.js").stat().st_size > 1_000_000
     with pytest.raises(ValueError, match="offline"):
         P.export(fig, "d", out_dir=out, formats=("html",), include_plotlyjs="cdn")
+
+
+def test_detect_vs_steer_stars_both_best_layers():
+    sep = pd.DataFrame({"layer": [0, 2, 4], "cohens_d": [3.0, 5.0, 2.0], "cohens_d_low": [2.0, 4.0, 1.0],
+                        "cohens_d_high": [4.0, 6.0, 3.0], "auroc": [0.9, 1.0, 0.8]})
+    steer = pd.DataFrame({"layer": [np.nan, 0, 2, 4], "accuracy": [0.1, 0.0, 0.1, 0.7],
+                          "ci_low": [0.0, 0.0, 0.0, 0.4], "ci_high": [0.3, 0.2, 0.3, 0.9],
+                          "degenerate": [0.1, 0.0, 0.5, 0.2]})
+    refs = pd.DataFrame({"reference": ["instruction in prompt"], "accuracy": [0.8]})
+    fig = P.detect_vs_steer(sep, steer, references=refs)
+    names = [t.name for t in fig.data]
+    assert names == ["Cohen's d", "best separating: L2", "steered: accuracy", "no steering", "best steering: L4",
+                     "steered: degenerate", "no steering: degenerate", "instruction in prompt"]
+    assert np.allclose(fig.data[0].error_y.array, [1, 1, 1])
+    assert fig.data[6].yaxis != fig.data[2].yaxis  # the fluency panel is its own
+    auroc = P.detect_vs_steer(sep, steer.drop(columns="degenerate"), detect="auroc")
+    assert [t.name for t in auroc.data][:2] == ["AUROC", "best separating: L2"] and len(auroc.data) == 5

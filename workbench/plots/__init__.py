@@ -5,6 +5,7 @@ showing or saving it. `export` is the one function that writes files.
     fig = P.layer_sweep(results)
     P.export(fig, "layer_sweep", out_dir="figures")          # PNG; formats=("png", "html") for HTML too
 """
+from workbench.plots.contrast import detect_vs_steer
 from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
 from workbench.plots.lens import logit_lens
 from workbench.plots.output import ChromiumNotFoundError, export, find_chromium, write_plotlyjs
@@ -17,6 +18,7 @@ __all__ = [
     "cosine_baselines",
     "cosine_heatmap",
     "cosine_heatmap_by_layer",
+    "detect_vs_steer",
     "embedding_scatter",
     "export",
     "find_chromium",
