@@ -19,10 +19,11 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.models import model_info
+from workbench.models import input_device, model_info
 from workbench.pairs import PromptPair
 from workbench.prompts import PromptFormat, default_format, encode
 from workbench.runs import batched, progress
+from workbench.twin import supports, twin, twin_hooks
 
 
 class _StopForward(Exception):
@@ -151,7 +152,7 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
     ((1, ...) for 'mean', the mean over the prompt's tokens)."""
     width = max(len(r) for r in ids)
     pad = model.tokenizer.pad_token_id or 0
-    device = next(model.original_model.parameters()).device
+    device = input_device(model)  # the embedding's device (the first of a device_map split)
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=device)
     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=device)
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
@@ -160,7 +161,7 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
     deepest = names[max(range(len(names)), key=lambda i: int(names[i].split(".")[1]))]
 
     def recorder(name: str):
-        def record(act: Tensor, hook) -> None:
+        def record(act: Tensor, hook=None) -> None:
             _read(act, name)
         return record
 
@@ -173,11 +174,16 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
         if name == deepest:
             raise _StopForward
 
-    with model.hooks(fwd_hooks=[(n, recorder(n)) for n in dict.fromkeys(names)]):
+    hooks = [(n, recorder(n)) for n in dict.fromkeys(names)]
+    # residual streams are read on the unbridged twin (transformers' own model on the same
+    # weights, twin.py) unless the user has hooks on the bridge or asks for another hook point
+    tw = twin(model) if supports(hooks) and not model.list_hooks() else None
+    with model.hooks(fwd_hooks=hooks) if tw is None else twin_hooks(tw, hooks):
         try:
             # the decoder stack alone: no lm_head, whose logits nobody reads here
-            _decoder(model)(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                            use_cache=False)
+            decoder = _decoder(model) if tw is None else getattr(tw, "model", tw)
+            decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                    use_cache=False)
         except _StopForward:
             pass
     return [torch.stack([got[n][i] for n in names], dim=1) for i in range(len(ids))]

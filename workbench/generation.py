@@ -159,7 +159,10 @@ def _forward_module(model, per_row, unbridged: bool | None):
 
 
 def _device(model) -> torch.device:
-    return next(model.original_model.parameters()).device
+    """Where the input ids go: the embedding's device (the first GPU of a device_map split)."""
+    from workbench.models import input_device
+
+    return input_device(model)
 
 
 def eos_ids(model) -> set[int]:
@@ -212,7 +215,9 @@ def _generate_batch(model, hf, ids, rows, max_new_tokens, sampling, stop, gen):
             keep = [i for i, r in enumerate(live) if reasons[r] is None]
             if 4 * (len(live) - len(keep)) >= len(live):  # a quarter finished: drop them
                 index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
+                # a CPU index: under a device_map split each layer's cache sits on its own
+                # device, and CUDA tensors accept CPU indices, not another GPU's
+                cache.batch_select_indices(torch.tensor(keep))
                 mask, position_ids, nxt = mask[index], position_ids[index], nxt[index]
                 live = [live[i] for i in keep]
                 ctx.rows = torch.tensor(live, device=device)

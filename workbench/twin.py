@@ -63,9 +63,27 @@ def twin(model, *, attention: str = ATTENTION):
             tw.get_submodule(owner)._buffers[leaf] = buffers[name]
     if any(t.is_meta for t in [*tw.parameters(), *tw.buffers()]):
         return _remember(model, key, None)
+    if getattr(hf, "hf_device_map", None):
+        _dispatch_like(tw, hf.hf_device_map)
     tw.generation_config = hf.generation_config
     tw.eval()
     return _remember(model, key, tw)
+
+
+def _dispatch_like(tw, device_map) -> None:
+    """Give the twin the accelerate hooks its original carries under a device_map split, so each
+    block's inputs follow it to its device and the logits come back to the input's device. The
+    weights stay where they are and stay shared (offloaded weights were refused above)."""
+    import logging
+
+    from accelerate import dispatch_model
+
+    level = logging.getLogger("accelerate").level
+    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "offloaded to the cpu": not so here
+    try:
+        dispatch_model(tw, device_map=dict(device_map), force_hooks=True)
+    finally:
+        logging.getLogger("accelerate").setLevel(level)
 
 
 def _remember(model, key, tw):
