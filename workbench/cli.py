@@ -1,6 +1,9 @@
 """The command line: one command per experiment, each writing a resumable run directory.
 
     workbench reproduce format --limit 20 --out runs/format
+    workbench reproduce format --device cuda --dtype bfloat16 --workers 4     # 4 GPUs, one model each
+    workbench reproduce format --device-map auto                              # one model over all GPUs
+    workbench reproduce format --ray-address auto                             # a Ray cluster's GPUs
     workbench report runs/format
     workbench models
 """
@@ -17,6 +20,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="Instruction activation steering workbench (Stolfo et al., ICLR 2025).",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -37,6 +41,19 @@ def _reproduce_offline() -> None:
     _offline()
 
 
+DEVICE = typer.Option(None, help="where the model runs: cpu (default), cuda, cuda:1 (Ray workers "
+                                  "take one GPU each)")
+DTYPE = typer.Option(None, help="float32 (default), bfloat16 or float16")
+DEVICE_MAP = typer.Option(None, "--device-map", help="auto, balanced or sequential: split a model too "
+                                                     "big for one GPU over every visible GPU")
+WORKERS = typer.Option(None, help="generate on N Ray workers on this machine, each holding a model "
+                                  "copy (one GPU each with --device cuda, else the CPU cores shared "
+                                  "out); needs pip install -e .[scale]")
+RAY_ADDRESS = typer.Option(None, "--ray-address", help="generate on a Ray cluster (auto, or "
+                                                       "ray://HEAD:10001): one worker per GPU unless "
+                                                       "--workers; needs pip install -e .[scale]")
+
+
 @reproduce.command("format")
 def reproduce_format(
     model: str = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())"),
@@ -51,6 +68,9 @@ def reproduce_format(
     truncate: bool = typer.Option(False, help="cut the start of prompts too long for the context "
                                               "(the count is recorded per generation)"),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """The format experiment: vectors, layer search, the test set in four conditions."""
     _offline()
@@ -58,8 +78,9 @@ def reproduce_format(
 
     cfg = _configured(FormatConfig, quick, settings, model=model, data=data and str(data),
                       without_data=without_data and str(without_data), batch_size=batch_size,
-                      seed=seed, limit=limit, max_new_tokens=max_new_tokens, truncate=truncate or None)
-    _reproduce(run_format, cfg, out)
+                      seed=seed, limit=limit, max_new_tokens=max_new_tokens, truncate=truncate or None,
+                      device=device, dtype=dtype, device_map=device_map)
+    _reproduce(run_format, cfg, out, workers=workers, ray_address=ray_address)
 
 
 def _configured(cls, quick: bool, settings: Optional[list[str]], **options):
@@ -88,19 +109,30 @@ def _setting(text: str, hint) -> object:
     return tuple(scalar(x) for x in text.split(",") if x) if "tuple" in str(hint) else scalar(text)
 
 
-def _reproduce(run_fn, cfg, out: Path, **models) -> None:
-    """Run an experiment from the command line: the configuration and --out are checked before
-    anything is loaded or written; errors print as one line with exit code 2, then the summary."""
+def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None,
+               ray_address: str | None = None) -> None:
+    """Run an experiment from the command line: the configuration, its device and dtype, and
+    --out are checked before anything is loaded or written; generation runs here, or on Ray
+    workers (--workers, --ray-address); errors print as one line with exit code 2, then the
+    summary."""
+    from workbench.executor import make_executor
     from workbench.experiments.checks import check_config, check_out
     from workbench.kvcheck import StackError
+    from workbench.models import as_device, load_args
 
     start = time.perf_counter()
     try:
         check_config(cfg)
+        load_args(cfg)  # a bad dtype fails here, before Ray starts or weights are read
+        if getattr(cfg, "device", None) is not None and getattr(cfg, "device_map", None) is not None:
+            raise ValueError("pass --device or --device-map, not both")
+        if getattr(cfg, "device", None) is not None:
+            as_device(cfg.device)
         check_out(out)
-        run = run_fn(cfg, out, show_progress=True, **models)
+        with make_executor(workers, ray_address) as executor:
+            run = run_fn(cfg, out, show_progress=True, executor=executor)
     except (ValueError, FileNotFoundError, ModuleNotFoundError, StackError) as err:
-        console.print(f"[red]error:[/red] {err}")
+        console.print(f"[red]error:[/red] {escape(str(err))}")  # "[scale]" is text, not markup
         raise typer.Exit(2)
     console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, "
                   f"{run.path / 'report.html'}")
@@ -123,25 +155,34 @@ def _out(name: str):
 def reproduce_length(model: str = MODEL, quick: bool = QUICK, out: Path = _out("length"),
                      limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
                      weights: Optional[str] = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
-                     settings: Optional[list[str]] = SET) -> None:
+                     settings: Optional[list[str]] = SET,
+                     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+                     device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+                     ray_address: Optional[str] = RAY_ADDRESS) -> None:
     """Length: the conciseness vector on "answer using at most n sentences", over a weight grid."""
     from workbench.experiments.length import LengthConfig, run_length
 
     grid = tuple(float(w) for w in weights.split(",")) if weights else None
-    _reproduce(run_length, _configured(LengthConfig, quick, settings, model=model, limit=limit, weights=grid), out)
+    _reproduce(run_length, _configured(LengthConfig, quick, settings, model=model, limit=limit, weights=grid,
+                                         device=device, dtype=dtype, device_map=device_map),
+               out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("keywords")
 def reproduce_keywords(model: str = MODEL, quick: bool = QUICK, out: Path = _out("keywords"),
                        limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
                        data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
-                       settings: Optional[list[str]] = SET) -> None:
+                       settings: Optional[list[str]] = SET,
+                       device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+                       device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+                       ray_address: Optional[str] = RAY_ADDRESS) -> None:
     """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
 
     cfg = _configured(KeywordsConfig, quick, settings, model=model, limit=limit,
-                      data=data and str(data), without_data=without_data and str(without_data))
-    _reproduce(run_keywords, cfg, out)
+                      data=data and str(data), without_data=without_data and str(without_data),
+                      device=device, dtype=dtype, device_map=device_map)
+    _reproduce(run_keywords, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("composition")
@@ -150,13 +191,17 @@ def reproduce_composition(
     limit: Optional[int] = typer.Option(None, help="test prompts (default 40)"),
     format_instructions: Optional[str] = typer.Option(None, help="comma-separated IFEval format ids to compose"),
     settings: Optional[list[str]] = SET,
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Composition: a format vector and the conciseness vector at once, each at its own layer."""
     from workbench.experiments.composition import CompositionConfig, run_composition
 
     ids = tuple(format_instructions.split(",")) if format_instructions else None
-    cfg = _configured(CompositionConfig, quick, settings, model=model, limit=limit, format_instructions=ids)
-    _reproduce(run_composition, cfg, out)
+    cfg = _configured(CompositionConfig, quick, settings, model=model, limit=limit, format_instructions=ids,
+                      device=device, dtype=dtype, device_map=device_map)
+    _reproduce(run_composition, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("transfer")
@@ -169,14 +214,18 @@ def reproduce_transfer(
     linear_map: Optional[Path] = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
     data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
     settings: Optional[list[str]] = SET,
+    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Transfer: the source model's format vectors steering the target, beside the target's own."""
     from workbench.experiments.transfer import TransferConfig, run_transfer
 
     cfg = _configured(TransferConfig, quick, settings, source=source, target=target, limit=limit,
                       fit_map=fit_map, linear_map=linear_map and str(linear_map),
-                      data=data and str(data), without_data=without_data and str(without_data))
-    _reproduce(run_transfer, cfg, out)
+                      data=data and str(data), without_data=without_data and str(without_data),
+                      device=device, dtype=dtype, device_map=device_map)
+    _reproduce(run_transfer, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @app.command()

@@ -30,6 +30,7 @@ from workbench.experiments.jobs import Job, vectors_for
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
+from workbench.models import load_args
 
 ARMS = ("none", "format", "length", "both")
 
@@ -68,12 +69,12 @@ def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[
     return rows
 
 
-def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
+def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, executor=None,
                     show_progress: bool | None = None) -> RunDir:
     """Run (or resume) the composition experiment into `out`; returns the run directory."""
     if LANGUAGE in cfg.format_instructions:
         raise ValueError(f"{LANGUAGE} needs one vector per language; compose another format instruction")
-    model = model or wb.load_model(cfg.model)
+    model = model or wb.load_model(cfg.model, **load_args(cfg))
     split = wb.split_queries(short_base_queries(cfg.max_query_chars), seed=cfg.seed,
                              validation=cfg.n_validation + (cfg.limit or 40))
     val_q, test_q = split.validation[:cfg.n_validation], split.validation[cfg.n_validation:]
@@ -100,7 +101,8 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
     fmt_specs = vector_specs({"format": fmt}, "adjust")
     val = [_as_row(p, f"val/{iid}/{i}") for iid in cfg.format_instructions
            for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))]
-    chosen = layer_search(run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, show_progress=show_progress)
+    chosen = layer_search(run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, executor=executor,
+                          show_progress=show_progress)
 
     def format_layer(row, with_instruction):
         return chosen[("format", row.instruction_id_list[0], with_instruction)]
@@ -117,7 +119,7 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None,
                             steered=bool(steering), format_instruction=row.instruction_id_list[0],
                             format_layer=layer, length_layer=length_layer, max_n=row.extra["max_n"])
                 jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
-    res = run_grid(run, model, jobs, cfg, phase="test", show_progress=show_progress)
+    res = run_grid(run, model, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     verdicts = instruction_verdicts(jobs, res)
     res["format_ok"] = [bool(verdicts.at[i, j.row.instruction_id_list[0]]) for i, j in enumerate(jobs)]
     res["length_ok"] = verdicts[SENTENCES].astype(bool).to_numpy()

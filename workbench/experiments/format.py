@@ -28,6 +28,7 @@ from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
 from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for
 from workbench.experiments.rundir import RunDir
+from workbench.models import load_args
 from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
 from workbench.pairs import PromptPair
 
@@ -52,6 +53,15 @@ class FormatConfig:
     batch_size: int = 64  # larger batches amortise the bridge's per-step Python overhead
     seed: int = 0
     truncate: bool = False  # cut the start of prompts too long for the context (recorded)
+    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
+    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
+    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
+    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
+    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
+    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
+    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
+    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
+    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
 
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:
@@ -121,11 +131,13 @@ def _test_jobs(rows, vectors, chosen) -> list[Job]:
     return jobs
 
 
-def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress: bool | None = None) -> RunDir:
-    """Run (or resume) the format experiment into `out`; returns the run directory."""
+def run_format(cfg: FormatConfig, out: str | Path, *, model=None, executor=None,
+               show_progress: bool | None = None) -> RunDir:
+    """Run (or resume) the format experiment into `out`; returns the run directory.
+    `executor`: where generation runs (workbench.executor; default this process)."""
     check_config(cfg)
     check_out(out)
-    model = model or wb.load_model(cfg.model)
+    model = model or wb.load_model(cfg.model, **load_args(cfg))
     test = _stratified(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
@@ -181,7 +193,7 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
             unique = [j for j in todo if first[_same_text(j)] is j]
             gens = run_jobs(run, model, unique, phase="validation", max_new_tokens=cfg.max_new_tokens,
                             batch_size=cfg.batch_size, truncate=cfg.truncate,
-                            show_progress=show_progress)
+                            executor=executor, show_progress=show_progress)
             made = {_same_text(j): g for j, g in zip(unique, gens.to_dict("records"))}
             gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags}
                                  for j in todo])
@@ -205,7 +217,8 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, show_progress:
     # 3. the test set in four conditions
     test_jobs = _test_jobs(test, vectors, chosen)
     res = run_jobs(run, model, test_jobs, phase="test", max_new_tokens=cfg.max_new_tokens,
-                   batch_size=cfg.batch_size, truncate=cfg.truncate, show_progress=show_progress)
+                   batch_size=cfg.batch_size, truncate=cfg.truncate, executor=executor,
+                   show_progress=show_progress)
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one

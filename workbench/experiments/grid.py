@@ -44,6 +44,9 @@ class Settings:
     max_new_tokens: int = 128
     batch_size: int = 64
     seed: int = 0
+    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
+    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
+    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
     QUICK: ClassVar[dict] = {}
 
     @classmethod
@@ -132,7 +135,7 @@ def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, spe
 
 
 def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str, perplexity: bool = True,
-             show_progress: bool | None = None) -> pd.DataFrame:
+             executor=None, show_progress: bool | None = None) -> pd.DataFrame:
     """Generate each distinct job once (resumable), then one line per job of `jobs`: its tags,
     the response, IFEval strict/loose (all of the row's instructions) and fluency. Searches pass
     perplexity=False, as the format experiment does: degeneration is then judged by repetition
@@ -141,7 +144,7 @@ def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str, perple
 
     unique = list({j.id: j for j in jobs}.values())
     gens = run_jobs(run, model, unique, phase=phase, max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size, show_progress=show_progress)
+                    batch_size=cfg.batch_size, executor=executor, show_progress=show_progress)
     fluency = add_fluency(model, gens[["job", "response"]], with_perplexity=perplexity)
     fluency = fluency.drop(columns="response").set_index("job")
     by_id = gens.set_index("job")[["response", "n_tokens", "finish_reason"]]
@@ -210,7 +213,8 @@ def vector_specs(vectors: dict[str, dict[str, wb.SteeringVector]], mode: str, *,
 
 
 def layer_search(run: RunDir, model, rows: Sequence[IFEvalRow], arms: Sequence[str], specs: Specs,
-                 layers: Sequence[int], weight: float, cfg, *, show_progress: bool | None = None) -> dict:
+                 layers: Sequence[int], weight: float, cfg, *, executor=None,
+                 show_progress: bool | None = None) -> dict:
     """The format experiment's layer search, per arm: validation rows with and without the
     instruction x (no steering + each candidate layer at `weight`); writes validation_scores.csv
     and tables/layer_search_*.csv; returns {(arm, instruction_id, with_instruction): layer}."""
@@ -218,6 +222,7 @@ def layer_search(run: RunDir, model, rows: Sequence[IFEvalRow], arms: Sequence[s
         return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
 
     jobs = grid_jobs(rows, "validation", candidates, specs)
-    scored = run_grid(run, model, jobs, cfg, phase="validation", perplexity=False, show_progress=show_progress)
+    scored = run_grid(run, model, jobs, cfg, phase="validation", perplexity=False, executor=executor,
+                      show_progress=show_progress)
     save_scores(scored, run.file("validation_scores.csv"))
     return search(run, scored, "layer_search", group=["arm", "instruction_id", "with_instruction"])

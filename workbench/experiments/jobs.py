@@ -2,11 +2,12 @@
 scoring, and picking a layer on validation prompts.
 
 A job is one prompt with one steering configuration. Jobs from every condition and candidate
-layer run together as per-row-steered batches; each finished batch is appended to the run's
-generations.jsonl, so re-running skips what is done.
+layer run together as per-row-steered batches, in this process or on Ray workers (executor=);
+each finished batch is appended to the run's generations.jsonl, so re-running skips what is done.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -17,7 +18,8 @@ import workbench as wb
 from workbench.data import IFEvalRow
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
-from workbench.runs import batched, progress
+from workbench.prompts import encode
+from workbench.runs import batched
 from workbench.steering import Steering
 from workbench.vectors import VectorFileError
 
@@ -58,32 +60,73 @@ def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
 
 def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
              batch_size: int, sampling: wb.Sampling = wb.Sampling(), stop=None,
-             truncate: bool = False, show_progress: bool | None = None) -> pd.DataFrame:
+             truncate: bool = False, executor=None, show_progress: bool | None = None) -> pd.DataFrame:
     """Generate every job not yet in the run; returns all of `jobs`' generations as a table.
-    `truncate`: cut the start of prompts too long for the context (the count is recorded)."""
+    `truncate`: cut the start of prompts too long for the context (the count is recorded).
+    `executor`: where the batches run (workbench.executor: this process by default, or Ray
+    workers); each finished batch is appended to generations.jsonl here, as it arrives."""
+    from workbench.executor import LOCAL
+
+    executor = executor or LOCAL
     ids = [j.id for j in jobs]
     if len(set(ids)) != len(ids):
         raise ValueError("job ids must be unique within a run")
     done = run.generations()
     todo = [j for j in jobs if j.id not in done]
     start = time.perf_counter()
-    # several batches per append keep the per-row steering batches full
-    for chunk in progress(list(batched(todo, batch_size * 4)), f"{phase} ({len(todo)} to go)",
-                          show_progress if len(todo) > batch_size else False):
-        table = wb.generate_table(model, [j.prompt for j in chunk], [list(j.steering) for j in chunk],
-                                  max_new_tokens=max_new_tokens, batch_size=batch_size,
-                                  sampling=sampling, stop=stop, truncate=truncate,
-                                  show_progress=False)
-        records = [dict(job=j.id, phase=phase, key=j.row.key, **j.tags, prompt=j.prompt,
-                        response=g.response, n_tokens=int(g.n_tokens), finish_reason=g.finish_reason,
-                        steering=g.steering,
-                        **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}))
-                   for j, g in zip(chunk, table.itertuples())]
+    batches = job_batches(model, todo, batch_size)
+    work = functools.partial(generate_records, phase=phase, max_new_tokens=max_new_tokens,
+                             batch_size=batch_size, sampling=sampling, stop=stop, truncate=truncate)
+    show = show_progress is not False and len(batches) > 1
+    bar = _bar(len(batches), f"{phase} ({len(todo)} to go)") if show else None
+    for records in executor.imap(model, work, batches):
         run.append_generations(records)
         done.update((r["job"], r) for r in records)
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     if todo:
         run.timing(phase, time.perf_counter() - start)
+        run.state.setdefault("executors", {})[phase] = executor.describe()  # provenance, not a choice
+        run.save()
     return pd.DataFrame([done[i] for i in ids])
+
+
+def job_batches(model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
+    """`jobs` in generation batches: sorted by prompt length in tokens, longest first (less
+    padding, and the first batch shows the peak memory), then cut every `batch_size`. The batches
+    are fixed here, before any worker sees them, so which process runs a batch, and how many
+    run at once, cannot change a token."""
+    if not jobs:
+        return []
+    fmt = wb.default_format(model)
+    tok = model.tokenizer
+    lengths = [len(ids) for ids in encode(tok, fmt.apply_all(tok, [j.prompt for j in jobs]), fmt)]
+    order = sorted(range(len(jobs)), key=lambda i: -lengths[i])
+    return [[jobs[i] for i in index] for index in batched(order, batch_size)]
+
+
+def generate_records(model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
+                     batch_size: int, sampling: wb.Sampling, stop, truncate: bool) -> list[dict]:
+    """One batch of jobs generated on `model`: the lines run_jobs appends to generations.jsonl
+    (run by the executor, in this process or a worker)."""
+    table = wb.generate_table(model, [j.prompt for j in jobs], [list(j.steering) for j in jobs],
+                              max_new_tokens=max_new_tokens, batch_size=batch_size,
+                              sampling=sampling, stop=stop, truncate=truncate, show_progress=False)
+    return [dict(job=j.id, phase=phase, key=j.row.key, **j.tags, prompt=j.prompt,
+                 response=g.response, n_tokens=int(g.n_tokens), finish_reason=g.finish_reason,
+                 steering=g.steering,
+                 **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}))
+            for j, g in zip(jobs, table.itertuples())]
+
+
+def _bar(total: int, desc: str):
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
 
 
 def score_jobs(jobs: Sequence[Job], generations: pd.DataFrame) -> pd.DataFrame:

@@ -40,6 +40,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_ba
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
+from workbench.models import load_args
 from workbench.pairs import PromptPair
 
 INCLUDE, EXCLUDE = "keywords:existence", "keywords:forbidden_words"
@@ -119,13 +120,13 @@ def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
     return out
 
 
-def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
+def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=None,
                  show_progress: bool | None = None) -> RunDir:
     """Run (or resume) the keyword experiment into `out`; returns the run directory."""
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown keyword arms {sorted(unknown)}: use {list(ARMS)}")
-    model = model or wb.load_model(cfg.model)
+    model = model or wb.load_model(cfg.model, **load_args(cfg))
     test, val = _test_rows(cfg), _validation_rows(cfg.n_validation, cfg.seed)
     if not test:
         raise ValueError("no single-instruction keyword prompts in the test data")
@@ -172,18 +173,19 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None,
 
     # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
     val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)
-    scored = run_grid(run, model, val_jobs, cfg, phase="validation", perplexity=False, show_progress=show_progress)
+    scored = run_grid(run, model, val_jobs, cfg, phase="validation", perplexity=False,
+                      executor=executor, show_progress=show_progress)
     layer_of = search(run, scored, "layer_search", group=group, steered_only=True)
     weight_jobs = grid_jobs(val, "validation", grid(layer_of, cfg.weights), specs, tags=tags)
     wscored = run_grid(run, model, weight_jobs, cfg, phase="validation", perplexity=False,
-                       show_progress=show_progress)
+                       executor=executor, show_progress=show_progress)
     weight_of = search(run, wscored, "weight_search", group=group, candidate="weight", none_value=0.0)
     save_scores(pd.concat([scored.assign(stage="layer"), wscored.assign(stage="weight")]),
                 run.file("validation_scores.csv"))
 
     # 3. the test prompts over the weight grid at the chosen layer
     test_jobs = grid_jobs(test, "test", grid(layer_of, cfg.weights), specs, tags=tags)
-    res = run_grid(run, model, test_jobs, cfg, phase="test", show_progress=show_progress)
+    res = run_grid(run, model, test_jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     res["word_match"] = [word_match(j.row, t) for j, t in zip(test_jobs, res["response"])]
     res["chosen"] = [w == weight_of[(arm, with_instruction)]
                      for arm, with_instruction, w in zip(res["arm"], res["with_instruction"], res["weight"])]

@@ -35,6 +35,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_ba
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
+from workbench.models import load_args
 from workbench.pairs import PromptPair
 
 SENTENCES = "length_constraints:number_sentences"
@@ -114,14 +115,15 @@ def length_rows(queries, max_sentences: int, instruction=sentence_instruction) -
             for i, q in enumerate(queries) for n in range(1, max_sentences + 1)]
 
 
-def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress: bool | None = None) -> RunDir:
+def run_length(cfg: LengthConfig, out: str | Path, *, model=None, executor=None,
+               show_progress: bool | None = None) -> RunDir:
     """Run (or resume) the length experiment into `out`; returns the run directory."""
     from workbench.scoring import count_sentences
 
     unknown = set(cfg.directions) - set(DIRECTIONS)
     if unknown:
         raise ValueError(f"unknown length directions {sorted(unknown)}: use {sorted(DIRECTIONS)}")
-    model = model or wb.load_model(cfg.model)
+    model = model or wb.load_model(cfg.model, **load_args(cfg))
     split = wb.split_queries(short_base_queries(cfg.max_query_chars), seed=cfg.seed, validation=cfg.limit or 50)
     rows = length_rows(split.validation, cfg.max_sentences)
     check_out(out)
@@ -146,7 +148,7 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, show_progress:
         return [wb.Steering(steer[direction], layer, "add", raw_weight(c, layer, norms, cfg.weight_unit))]
 
     jobs = grid_jobs(rows, "test", candidates, specs, tags=lambda r: dict(r.extra))
-    scored = run_grid(run, model, jobs, cfg, phase="test", show_progress=show_progress)
+    scored = run_grid(run, model, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     scored["n_sentences"] = [count_sentences(t) for t in scored["response"]]
     scored["at_most_n"] = (scored["n_sentences"] <= scored["max_n"]) & scored["response"].str.strip().astype(bool)
     scored["n_words"] = scored["response"].str.split().str.len()

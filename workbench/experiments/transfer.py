@@ -39,6 +39,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_ba
 from workbench.experiments.jobs import vectors_for
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
+from workbench.models import load_args
 from workbench.models import model_info
 from workbench.vectors import carry_directions
 
@@ -112,12 +113,12 @@ def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target
 
 
 def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=None,
-                 show_progress: bool | None = None) -> RunDir:
+                 executor=None, show_progress: bool | None = None) -> RunDir:
     """Run (or resume) the transfer experiment into `out`; returns the run directory."""
     if cfg.z_bar_from not in ("source", "target"):
         raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
-    source = source or wb.load_model(cfg.source)
-    target = target or wb.load_model(cfg.target)
+    source = source or wb.load_model(cfg.source, **load_args(cfg))
+    target = target or wb.load_model(cfg.target, **load_args(cfg))
     test = _stratified(short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars),
                        cfg.limit)
     if not test:
@@ -166,7 +167,8 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
     # layer search on the target, per vector source, with and without the instruction
     val = [r for iid in instructions
            for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
-    chosen = layer_search(run, target, val, ARMS, specs, layers, cfg.weight, cfg, show_progress=show_progress)
+    chosen = layer_search(run, target, val, ARMS, specs, layers, cfg.weight, cfg, executor=executor,
+                          show_progress=show_progress)
 
     # the test prompts: target alone, its own vector, the source's vector
     def candidates(row, with_instruction):
@@ -174,7 +176,7 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
         return [("none", NONE, 0.0), *((arm, chosen[(arm, iid, with_instruction)], cfg.weight) for arm in ARMS)]
 
     jobs = grid_jobs(test, "test", candidates, specs)
-    res = run_grid(run, target, jobs, cfg, phase="test", show_progress=show_progress)
+    res = run_grid(run, target, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     save_scores(res, run.file("scores.csv"))
     for metric in ("loose", "strict"):
         accuracy_table(res, ["with_instruction", "arm"], metric=metric).to_csv(
