@@ -176,8 +176,9 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
 
     hooks = [(n, recorder(n)) for n in dict.fromkeys(names)]
     # residual streams are read on the unbridged twin (transformers' own model on the same
-    # weights, twin.py) unless the user has hooks on the bridge or asks for another hook point
-    tw = twin(model) if supports(hooks) and not model.list_hooks() else None
+    # weights, twin.py) unless the user has hooks on the bridge or asks for another hook point;
+    # eager attention, as the bridge's: sdpa's masked kernel moves padded rows by ~1e-4
+    tw = twin(model, attention="eager") if supports(hooks) and not model.list_hooks() else None
     with model.hooks(fwd_hooks=hooks) if tw is None else twin_hooks(tw, hooks):
         try:
             # the decoder stack alone: no lm_head, whose logits nobody reads here
