@@ -20,7 +20,8 @@ are the first base queries, formatted by wb.generate with the chat template.
             (not bridged) with sdpa attention when `raw` asks (off by default: time).
   sweep     (c) 4 layers x 8 weights of `add` over 4 prompts: one wb.generate_table call with
             a steering list per row (128 rows, batch_size 32) vs 32 wb.generate calls, one per
-            configuration over the 4 prompts (batch_size 32, so batches of 4).
+            configuration over the 4 prompts (batch_size 32, so batches of 4); and, for the
+            before / after of the unbridged twin, the batched call with unbridged=False.
   profile   cProfile of one steered wb.generate batch: where the decode time goes.
   memory    one variant in a fresh process, peak RSS while it runs; the sweep variants run
             one batch (batched) or one call (loop): batches run one after another, so that is
@@ -60,11 +61,13 @@ def sizes(quick: bool) -> dict:
     if quick:
         cfg = dict(n_train=8, n_prompts=4, new_tokens=8, batch=32, ref_prompts=3,
                    ref_chunks=3, reps=3, raw=(), sweep_prompts=1, sweep_tokens=4,
-                   sweep_layers=(6, 12), sweep_weights=(0.0, 2.0, 4.0, 8.0), profile_tokens=4)
+                   sweep_layers=(6, 12), sweep_weights=(0.0, 2.0, 4.0, 8.0), sweep_bridge=True,
+                   profile_tokens=4)
     else:
         cfg = dict(n_train=32, n_prompts=32, new_tokens=64, batch=32, ref_prompts=3,
                    ref_chunks=3, reps=3, raw=(), sweep_prompts=4, sweep_tokens=32,
-                   sweep_layers=SWEEP_LAYERS, sweep_weights=SWEEP_WEIGHTS, profile_tokens=16)
+                   sweep_layers=SWEEP_LAYERS, sweep_weights=SWEEP_WEIGHTS, sweep_bridge=True,
+                   profile_tokens=16)
     if os.environ.get("WB_BENCH_REF_PROMPTS"):
         cfg["ref_prompts"] = min(int(os.environ["WB_BENCH_REF_PROMPTS"]), cfg["n_prompts"])
     cfg["ref_chunks"] = min(cfg["ref_chunks"], cfg["ref_prompts"])
@@ -288,11 +291,11 @@ def run_sweep(quick: bool) -> dict:
     rows_specs = [[s] for s in specs for _ in prompts]
     out = {}
 
-    def batched(bs):
+    def batched(bs, key, **kw):
         def go():
             t = wb.generate_table(model, rows_prompts, steering=rows_specs, max_new_tokens=T,
-                                  batch_size=bs, show_progress=False)
-            out[f"batched{bs}"] = [tuple(r) for r in t["token_ids"]]
+                                  batch_size=bs, show_progress=False, **kw)
+            out[key] = [tuple(r) for r in t["token_ids"]]
         return go
 
     def loop():
@@ -303,19 +306,27 @@ def run_sweep(quick: bool) -> dict:
             got += [tuple(r) for r in t["token_ids"]]
         out["loop"] = got
 
-    candidates = {"batched": batched(B), "loop": loop}
+    candidates = {"batched": batched(B, "batched"), "loop": loop}
+    if cfg["sweep_bridge"]:  # the same batched call on the bridged path: before the twin
+        candidates["batched_bridge"] = batched(B, "batched_bridge", unbridged=False)
     wb.generate(model, prompts, steering=[specs[-1]], max_new_tokens=2, show_progress=False)
+    wb.generate(model, prompts, steering=[specs[-1]], max_new_tokens=2, show_progress=False,
+                unbridged=False)
     times = common.interleave(candidates, reps=cfg["reps"], warmup=0, log=common.log)
     n_tok = sum(len(r) for r in out["loop"])
-    return dict(n_prompts=len(prompts), n_configs=len(specs), rows=len(rows_prompts),
-                new_tokens=T, layers=list(cfg["sweep_layers"]), weights=list(cfg["sweep_weights"]),
-                mode="add", batch_size_batched=B,
-                batch_size_loop_arg=B, batch_rows_loop=len(prompts),
-                tokens_loop=n_tok, tokens_batched=sum(len(r) for r in out[f"batched{B}"]),
-                seconds=times.summary(),
-                speedup_batched_vs_loop=times.ratio("loop", "batched"),
-                rows_identical_batched_vs_loop=sum(a == b for a, b in zip(out[f"batched{B}"],
-                                                                          out["loop"])))
+    same = lambda a: sum(x == y for x, y in zip(out[a], out["loop"]))  # noqa: E731
+    res = dict(n_prompts=len(prompts), n_configs=len(specs), rows=len(rows_prompts),
+               new_tokens=T, layers=list(cfg["sweep_layers"]), weights=list(cfg["sweep_weights"]),
+               mode="add", batch_size_batched=B,
+               batch_size_loop_arg=B, batch_rows_loop=len(prompts),
+               tokens_loop=n_tok, tokens_batched=sum(len(r) for r in out["batched"]),
+               seconds=times.summary(),
+               speedup_batched_vs_loop=times.ratio("loop", "batched"),
+               rows_identical_batched_vs_loop=same("batched"))
+    if "batched_bridge" in candidates:
+        res["speedup_batched_vs_batched_bridge"] = times.ratio("batched_bridge", "batched")
+        res["rows_identical_batched_bridge_vs_loop"] = same("batched_bridge")
+    return res
 
 
 # ---------------------------------------------------------------- profile
@@ -412,9 +423,8 @@ def main() -> None:
     common.resume_or_start()
     if a.what == "memory":
         common.emit(run_memory(a.variant, a.quick))
-    elif a.what == "all":  # one process (one model load) for ref, overhead and sweep
-        common.emit(dict(ref=run_ref(a.quick), overhead=run_overhead(a.quick),
-                         sweep=run_sweep(a.quick)))
+    elif a.what == "all":  # one process (one model load) for ref and overhead
+        common.emit(dict(ref=run_ref(a.quick), overhead=run_overhead(a.quick)))
     else:
         common.emit(dict(ref=run_ref, overhead=run_overhead, sweep=run_sweep,
                          profile=run_profile)[a.what](a.quick))
