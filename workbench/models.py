@@ -306,11 +306,14 @@ def _load_hub(name, dtype, device, device_map):
     return model
 
 
-def _boot(hf_id, hf_model, tokenizer, info):
+def _boot(hf_id, hf_model, tokenizer, info, device=None):
     """Bridge an HF model already placed (TransformerBridge does not move a model it is handed:
-    its `device` argument only labels it, so the weights are moved before, by _place)."""
+    its `device` argument only labels it, so the weights are moved before, by _place, or here
+    to `device` when one is given)."""
     from transformer_lens.model_bridge import TransformerBridge
 
+    if device is not None:
+        hf_model = hf_model.to(as_device(device))
     hf_model.eval()
     # boot logs a deprecation warning for aliases and chatty config notes; neither helps here
     level = logging.getLogger().level
