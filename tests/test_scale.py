@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import workbench as wb
 from workbench.data import IFEvalRow
 from workbench.executor import LOCAL, RayExecutor
-from workbench.experiments.jobs import Job, job_batches, run_jobs
+from workbench.experiments.jobs import Job, job_batches, run_jobs, vectors_for_all
 from workbench.experiments.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +92,26 @@ def test_a_sweep_over_two_workers_equals_one_process(pool, tmp_path, tiny, tiny_
     assert sorted(lines, key=lambda r: r["job"]) == sorted(single[1], key=lambda r: r["job"])
     state = json.loads((tmp_path / "run" / "run.json").read_text())
     assert state["executors"]["sweep"]["kind"] == "ray"
+
+
+def test_vectors_derived_on_workers_equal_those_derived_here(pool, tmp_path, tiny):
+    """The vectors phase on Ray: each vector's pairs cached on a worker, saved by the driver."""
+    wanted = {iid: (iid, wb.instruction_pairs(QUERIES, iid, seed=0))
+              for iid in ("change_case:english_lowercase", "punctuation:no_comma", "detectable_format:title")}
+    here = vectors_for_all(_run(tmp_path / "here", tiny), tiny, wanted, batch_size=4)
+    there = vectors_for_all(_run(tmp_path / "there", tiny), tiny, wanted, batch_size=4, executor=pool)
+    assert list(there) == list(wanted)
+    for key in wanted:
+        assert torch.equal(here[key].vectors, there[key].vectors)
+        assert torch.equal(here[key].z_bars, there[key].z_bars)
+    assert len(list((tmp_path / "there" / "vectors").glob("*.safetensors"))) == 3
+    # a resume reloads them, and runs nothing
+    again = vectors_for_all(_run(tmp_path / "there", tiny), tiny, wanted, executor=pool)
+    assert all(again[k] == there[k] for k in wanted)
+
+
+def _run(path, model):
+    return RunDir.open(path, "scale-test", {}, model=model, data_hash="x")
 
 
 def test_a_worker_killed_mid_run_loses_and_repeats_nothing(ray_session, tmp_path, tiny, tiny_vec,

@@ -26,7 +26,7 @@ from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_ba
                                         instruction_verdicts, job_id, layer_search, raw_weight,
                                         residual_norms, run_grid, save_scores, search_layers,
                                         vector_specs)
-from workbench.experiments.jobs import Job, vectors_for
+from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
@@ -89,10 +89,12 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, exec
     run.record("candidate_layers", layers)
 
     # vectors: one per format instruction, and the conciseness vector
-    fmt = {iid: vectors_for(run, model, iid, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed),
-                            batch_size=cfg.batch_size) for iid in cfg.format_instructions}
+    wanted = {iid: (iid, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed))
+              for iid in cfg.format_instructions}
+    fmt = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
     concise = length_vectors(run, model, split.train, n_pairs=cfg.n_length_pairs, seed=cfg.seed,
-                             classes=("extremely_concise",), batch_size=cfg.batch_size)["extremely_concise"]
+                             classes=("extremely_concise",), batch_size=cfg.batch_size,
+                             executor=executor)["extremely_concise"]
     norms = residual_norms(run, model, split.train[:16], [length_layer], batch_size=cfg.batch_size)
     length_raw = raw_weight(cfg.length_weight, length_layer, norms, cfg.weight_unit)
     run.record("length", dict(layer=length_layer, c=cfg.length_weight, unit=cfg.weight_unit, raw=length_raw))

@@ -26,7 +26,7 @@ import pandas as pd
 import workbench as wb
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
-from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for
+from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
@@ -167,13 +167,13 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, executor=None,
     run.record("candidate_layers", layers)
 
     # 1. vectors
-    vectors = {}
+    wanted = {}
     for iid in instructions:
         for lang in (languages if iid == LANGUAGE else [None]):
             name = f"{iid}/{lang}" if lang else iid
-            pairs = wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed,
-                                         kwargs={"language": lang} if lang else None)
-            vectors[name] = vectors_for(run, model, name, pairs, batch_size=cfg.batch_size)
+            wanted[name] = (name, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed,
+                                                       kwargs={"language": lang} if lang else None))
+    vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
 
     # 2. the search on validation prompts, with and without the instruction
     candidates = candidate_grid(layers, adjust=cfg.adjust, add=cfg.add)

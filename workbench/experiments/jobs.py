@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
@@ -40,22 +41,61 @@ def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
     """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers.
     A saved vector is never deleted: one of another model is an error, and an unreadable file
     (cut short by a kill) is moved aside to `<file>.corrupt` and derived again."""
-    path = run.path / "vectors" / f"{name.replace(':', '__')}.safetensors"
-    if path.exists():
-        try:
-            return wb.SteeringVector.load(path, model=model)
-        except VectorFileError:
-            path.replace(path.with_name(path.name + ".corrupt"))
-        except ValueError as err:
-            raise ValueError(f"{path} holds a vector that does not fit this model: {err}. A resume "
-                             f"never replaces saved vectors. Fix: pass another --out for this "
-                             f"model (or move {run.path} away)") from err
+    return vectors_for_all(run, model, {name: (name, pairs)}, batch_size=batch_size)[name]
+
+
+def vectors_for_all(run: RunDir, model, wanted: dict[Any, tuple[str, Sequence[PromptPair]]], *,
+                    batch_size: int = 16, executor=None) -> dict[Any, wb.SteeringVector]:
+    """`vectors_for` for many: {key: (name, pairs)} -> {key: vector}. The vectors not saved yet
+    are derived by the executor (each caches its pairs: on Ray workers, several at once) and
+    saved here as each arrives, so an interrupted phase resumes from the saved ones."""
+    from workbench.executor import LOCAL
+
+    executor = executor or LOCAL
+    out, todo = {}, {}
+    for key, (name, pairs) in wanted.items():
+        vec = _saved_vector(run, model, name)
+        if vec is None:
+            todo.setdefault(name, (pairs, []))[1].append(key)
+        else:
+            out[key] = vec
     start = time.perf_counter()
+    work = functools.partial(derive_vector, batch_size=batch_size)
+    for name, vec in executor.imap(model, work, [(name, pairs) for name, (pairs, _) in todo.items()]):
+        vec.save(_vector_path(run, name))
+        out.update((key, vec) for key in todo[name][1])
+    if todo:
+        run.timing("vectors", time.perf_counter() - start)
+        run.state.setdefault("executors", {})["vectors"] = executor.describe()
+        run.save()
+    return {key: out[key] for key in wanted}
+
+
+def derive_vector(model, task: tuple[str, Sequence[PromptPair]], *, batch_size: int):
+    """(name, pairs) -> (name, the vector derived from the pairs' cached activations), run by
+    the executor."""
+    name, pairs = task
     acts = wb.cache_pairs(model, pairs, batch_size=batch_size, show_progress=False)
-    vec = wb.derive(acts, instruction_id=name)
-    vec.save(path)
-    run.timing("vectors", time.perf_counter() - start)
-    return vec
+    return name, wb.derive(acts, instruction_id=name)
+
+
+def _vector_path(run: RunDir, name: str) -> Path:
+    return run.path / "vectors" / f"{name.replace(':', '__')}.safetensors"
+
+
+def _saved_vector(run: RunDir, model, name: str) -> wb.SteeringVector | None:
+    path = _vector_path(run, name)
+    if not path.exists():
+        return None
+    try:
+        return wb.SteeringVector.load(path, model=model)
+    except VectorFileError:
+        path.replace(path.with_name(path.name + ".corrupt"))
+        return None
+    except ValueError as err:
+        raise ValueError(f"{path} holds a vector that does not fit this model: {err}. A resume "
+                         f"never replaces saved vectors. Fix: pass another --out for this "
+                         f"model (or move {run.path} away)") from err
 
 
 def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,

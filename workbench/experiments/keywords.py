@@ -37,7 +37,7 @@ from workbench.data import IFEvalRow, data_path, rows_hash
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
                                         raw_weight, residual_norms, run_grid, save_scores, search,
                                         search_layers, short_rows)
-from workbench.experiments.jobs import vectors_for
+from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
@@ -142,10 +142,10 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=N
     # 1. a vector per word and kind, for the words of the arms' rows
     need = sorted({(ARMS[a][1], w) for a in cfg.arms for r in test + val
                    if r.instruction_id_list[0] == ARMS[a][0] for w in words(r)})
-    vectors = {(kind, w): vectors_for(run, model, f"{kind}/{_slug(w)}",
-                                      word_pairs(split.train, w, kind, n=cfg.n_pairs, seed=cfg.seed),
-                                      batch_size=cfg.batch_size)
-               for kind, w in need}
+    wanted = {(kind, w): (f"{kind}/{_slug(w)}",
+                          word_pairs(split.train, w, kind, n=cfg.n_pairs, seed=cfg.seed))
+              for kind, w in need}
+    vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
     norms = residual_norms(run, model, split.train[:16], layers, batch_size=cfg.batch_size)
 
     def specs(arm, row, layer, c):

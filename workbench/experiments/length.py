@@ -32,7 +32,7 @@ import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, depth_layer,
                                         grid_jobs, raw_weight, residual_norms, run_grid, save_scores)
-from workbench.experiments.jobs import vectors_for
+from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
@@ -94,7 +94,8 @@ def length_pairs(queries, cls: str, *, n: int, seed: int, against: str | None = 
 
 
 def length_vectors(run: RunDir, model, queries, *, n_pairs: int, seed: int, baseline: str = "plain",
-                   classes=tuple(PHRASINGS), batch_size: int = 16) -> dict[str, wb.SteeringVector]:
+                   classes=tuple(PHRASINGS), batch_size: int = 16,
+                   executor=None) -> dict[str, wb.SteeringVector]:
     """The vector of each length class (named length/<class>); with baseline="opposite" only the
     two extremes, each contrasted with the other."""
     if baseline not in ("plain", "opposite"):
@@ -102,11 +103,11 @@ def length_vectors(run: RunDir, model, queries, *, n_pairs: int, seed: int, base
     opposite = {"extremely_concise": "extremely_verbose", "extremely_verbose": "extremely_concise"}
     if baseline == "opposite":
         classes = [c for c in classes if c in opposite]
-    return {c: vectors_for(run, model, f"length/{c}" + ("_vs_opposite" if baseline == "opposite" else ""),
-                           length_pairs(queries, c, n=n_pairs, seed=seed,
-                                        against=opposite[c] if baseline == "opposite" else None),
-                           batch_size=batch_size)
-            for c in classes}
+    wanted = {c: (f"length/{c}" + ("_vs_opposite" if baseline == "opposite" else ""),
+                  length_pairs(queries, c, n=n_pairs, seed=seed,
+                               against=opposite[c] if baseline == "opposite" else None))
+              for c in classes}
+    return vectors_for_all(run, model, wanted, batch_size=batch_size, executor=executor)
 
 
 def length_rows(queries, max_sentences: int, instruction=sentence_instruction) -> list[IFEvalRow]:
@@ -135,7 +136,8 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, executor=None,
 
     classes = tuple(PHRASINGS) if cfg.all_classes else tuple(DIRECTIONS[d] for d in cfg.directions)
     vectors = length_vectors(run, model, split.train, n_pairs=cfg.n_pairs, seed=cfg.seed,
-                             baseline=cfg.baseline, classes=classes, batch_size=cfg.batch_size)
+                             baseline=cfg.baseline, classes=classes, batch_size=cfg.batch_size,
+                             executor=executor)
     norms = residual_norms(run, model, split.train[:16], [layer], batch_size=cfg.batch_size)
     steer = {d: vectors[DIRECTIONS[d]] for d in cfg.directions}
     run.record("weights", [dict(c=c, raw=raw_weight(c, layer, norms, cfg.weight_unit),

@@ -36,7 +36,7 @@ from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
 from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
                                         layer_search, run_grid, save_scores, search_layers,
                                         short_rows, vector_specs)
-from workbench.experiments.jobs import vectors_for
+from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
@@ -147,8 +147,8 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
             pairs[f"{iid}/{lang}" if lang else iid] = wb.instruction_pairs(
                 split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None)
     def derived(arm, model):
-        return {name: vectors_for(run, model, f"{arm}/{name}", p, batch_size=cfg.batch_size)
-                for name, p in pairs.items()}
+        return vectors_for_all(run, model, {name: (f"{arm}/{name}", p) for name, p in pairs.items()},
+                               batch_size=cfg.batch_size, executor=executor)
 
     own, theirs = derived("own", target), derived("source", source)
     maps = _maps(run, source, target, list(split.train[:cfg.map_texts]), cfg, layer_pairs)
