@@ -40,7 +40,9 @@ def test_split_phrasings_holds_out_unseen_sentences(short_queries):
     assert set(ph.train) | set(ph.held_out) == set(P.phrasings(iid))
     train = wb.instruction_pairs(short_queries, iid, phrasings=ph.train, seed=0)
     test = wb.instruction_pairs(short_queries, iid, phrasings=ph.held_out, seed=0)
-    tail = lambda p: p.with_instruction[len(p.without_instruction):].strip()  # noqa: E731
+    def tail(p):
+        return p.with_instruction[len(p.without_instruction):].strip()
+
     assert {tail(p) for p in train} <= set(ph.train)
     assert {tail(p) for p in test} == set(ph.held_out)
     explicit = P.split_phrasings(iid, held_out=[P.phrasings(iid)[0]])

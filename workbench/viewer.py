@@ -93,8 +93,8 @@ def _payload(df: pd.DataFrame) -> list[dict]:
     cond = df.get("with_instruction", pd.Series(False, index=df.index)).fillna(False).astype(bool)
     group = df["arm"].fillna("").astype(str) if "arm" in df else pd.Series("", index=df.index)
     label = df.get("steering", pd.Series("", index=df.index)).fillna("").astype(str)
-    unsteered = {}
-    steered_at = {}
+    unsteered: dict[tuple[str, str, bool], int] = {}
+    steered_at: dict[tuple[str, str, bool, str], int] = {}
     for i in range(len(df)):
         if not df["steered"].iat[i]:
             unsteered.setdefault((phase.iat[i], key.iat[i], cond.iat[i]), i)

@@ -95,12 +95,13 @@ def pair_tensors(with_acts, without_acts=None, layers: Sequence[int] | None = No
         if without_acts is not None:
             raise ValueError(f"{name}: a PairActivations already holds both sides; pass it alone")
         acts = with_acts
-        if not isinstance(acts.with_instruction, Tensor) or acts.with_instruction.ndim != 3:
+        w, wo = acts.with_instruction, acts.without_instruction
+        if not isinstance(w, Tensor) or not isinstance(wo, Tensor) or w.ndim != 3:
             raise ValueError(f"{name}: needs one activation per prompt (position 'last', 'mean' or an "
                              f"int), not position {acts.position!r}. Fix: cache with position='last'")
         want = list(acts.layers) if layers is None else [int(l) for l in layers]
         slots = _slots(acts.layers, want, name)
-        return as_float(acts.with_instruction[:, slots]), as_float(acts.without_instruction[:, slots]), want
+        return as_float(w[:, slots]), as_float(wo[:, slots]), want
     if without_acts is None or layers is None:
         raise ValueError(f"{name}: pass a PairActivations, or both sides' tensors and layers=")
     w, wo = check_pairs(with_acts, without_acts, layers)

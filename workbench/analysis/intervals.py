@@ -77,12 +77,14 @@ def bootstrap_cosines(acts: Mapping[str, object], layers: Sequence[int] | None =
     diffs = {}
     for name in names:
         a = acts[name]
-        w, wo, _ = pair_tensors(*a, layers=layers, name=name) if isinstance(a, tuple) else \
-            pair_tensors(a, layers=layers, name=name)
+        if isinstance(a, tuple):
+            w, wo, _ = pair_tensors(a[0], a[1], layers, name=name)
+        else:
+            w, wo, _ = pair_tensors(a, layers=layers, name=name)
         diffs[name] = (w - wo).double()  # (n, L, d); double: sums of many counts stay exact
     gen = torch.Generator().manual_seed(seed)
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
-    samples = {p: [] for p in pairs}
+    samples: dict[tuple[int, int], list[Tensor]] = {p: [] for p in pairs}
     for start in range(0, n_boot, chunk):
         b = min(chunk, n_boot - start)
         means = []

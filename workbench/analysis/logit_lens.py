@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -137,7 +138,7 @@ def _top_bottom(model, logits: Tensor, k: int, keys: dict) -> pd.DataFrame:
     frames = []
     for side, largest in zip(SIDES, (True, False)):
         values, ids = logits.topk(k, dim=-1, largest=largest)  # sorted: rank 1 first
-        frame = {name: np.repeat(np.asarray(v), k) for name, v in keys.items()}
+        frame: dict[str, Any] = {name: np.repeat(np.asarray(v), k) for name, v in keys.items()}
         frame.update(side=side, rank=np.tile(np.arange(1, k + 1), n), token_id=ids.reshape(-1).numpy(),
                      logit=values.reshape(-1).numpy())
         frames.append(pd.DataFrame(frame))

@@ -63,7 +63,7 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
     rows_per = 3 if fluency else 1
     n_sub = n_rows * rows_per - (1 if fluency else 0)
     kinds = (["acc", "flu", "gap"] * n_rows)[:n_sub] if fluency else ["acc"] * n_rows
-    specs = [[None] * n_cols if k == "gap" else [{}] * n_cols for k in kinds]
+    specs: list[list[dict | None]] = [[None] * n_cols if k == "gap" else [{}] * n_cols for k in kinds]
     titles = []
     for r, kind in enumerate(kinds):
         if kind == "acc":
