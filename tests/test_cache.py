@@ -219,3 +219,22 @@ def test_nan_weight_raises():
     pair = wb.PromptPair("p", "Say hi. Use capitals.", "Say hi.")
     with pytest.raises(FloatingPointError, match="non-finite"):
         wb.cache_pairs(model, [pair], layers=[3])
+
+
+def test_length_batches_keep_padding_low():
+    from workbench.cache import length_batches
+
+    lengths = [100, 90, 10, 9, 8, 7, 6, 5]
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches = length_batches(order, lengths, batch_size=4, max_tokens=200)
+    assert batches == [[0, 1], [2, 3, 4, 5], [6, 7]]
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    assert all(len(b) * lengths[b[0]] <= 200 for b in batches)
+    assert length_batches([0], [500], 4, 10) == [[0]]  # one long prompt still gets its batch
+
+
+def test_token_budget_does_not_change_results(tiny, tiny_pairs):
+    wide = wb.cache_pairs(tiny, tiny_pairs, position="last", batch_size=16)
+    narrow = wb.cache_pairs(tiny, tiny_pairs, position="last", batch_size=16, max_tokens=64)
+    torch.testing.assert_close(wide.with_instruction, narrow.with_instruction, atol=1e-5, rtol=0)
+    torch.testing.assert_close(wide.without_instruction, narrow.without_instruction, atol=1e-5, rtol=0)
