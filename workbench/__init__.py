@@ -10,7 +10,8 @@ from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, format_test_rows, loa
 from workbench.generation import Sampling, generate, generate_reference, generate_table
 from workbench.kvcheck import StackError, check_kv_cache
 from workbench.models import ModelInfo, list_models, load_model, model_info
-from workbench.pairs import PromptPair, base_queries, instruction_pairs, make_pairs, split_queries
+from workbench.pairs import (PromptPair, base_queries, control_pairs, instruction_pairs, make_pairs,
+                             split_queries)
 from workbench.prompts import PromptFormat, default_format
 from workbench.steering import Steering, steer
 from workbench.vectors import METHODS, SteeringVector, derive
@@ -18,7 +19,7 @@ from workbench.vectors import METHODS, SteeringVector, derive
 __all__ = [
     "FORMAT_INSTRUCTIONS", "IFEvalRow", "METHODS", "ModelInfo", "PairActivations", "PromptFormat",
     "PromptPair", "Sampling", "StackError", "Steering", "SteeringVector", "base_queries",
-    "cache_pairs", "check_kv_cache",
+    "cache_pairs", "check_kv_cache", "control_pairs",
     "default_format", "derive", "format_test_rows", "generate", "generate_reference",
     "generate_table", "instruction_pairs", "list_models", "load_model", "load_ifeval",
     "make_pairs", "model_info", "prompt_level", "score_ifeval", "split_queries", "steer",
@@ -27,7 +28,7 @@ __all__ = [
 
 # submodules reachable as wb.<name> without importing them at `import workbench` (plotly, NLTK
 # and the IFEval verifiers cost seconds); the docs and error messages name them this way
-_LAZY_MODULES = ("analysis", "fluency", "plots", "report", "scoring", "stats", "weights")
+_LAZY_MODULES = ("analysis", "fluency", "plots", "report", "scoring", "stats", "viewer", "weights")
 _LAZY_NAMES = {"score_ifeval": "scoring", "prompt_level": "scoring"}
 
 

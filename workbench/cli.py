@@ -246,7 +246,7 @@ def figures(run_dirs: list[Path] = typer.Argument(None, help="run directories; n
                                                    "analyses/*/run"),
             out: Path = typer.Option(Path("figures"), help="output directory; each run's figures "
                                      "go to OUT/<experiment>/"),
-            html: bool = typer.Option(False, help="also write self-contained HTML")) -> None:
+            html: bool = typer.Option(False, help="also write HTML pages sharing one plotly.min.js")) -> None:
     """Regenerate runs' figures as PNG (and HTML) files, indexed back to each run record."""
     from workbench.report import write_figures
 

@@ -43,7 +43,9 @@ def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) ->
     for i, fig in enumerate(figures):
         title = (fig.layout.title.text or f"figure {i}").lower()
         slug = "".join(c if c.isalnum() else "_" for c in title).strip("_")[:60]
-        paths += export(fig, f"{name}_{i:02d}_{slug}", out_dir=out, formats=formats)
+        paths += export(fig, f"{name}_{i:02d}_{slug}", out_dir=out, formats=formats,
+                        include_plotlyjs="directory")  # HTML pages share one plotly.min.js
+    paths = list(dict.fromkeys(paths))
     index = dict(run_dir=str(run), experiment=name, model=state["model_info"]["name"],
                  weight_hash=state["model_info"]["weight_hash"],
                  data_hash=state["identity"]["data_hash"], git_commit=state.get("git_commit"),
