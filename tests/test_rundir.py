@@ -161,3 +161,17 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path, tiny):
         holder.kill()
         holder.wait()
     _open(path, tiny).close()  # its end (even by kill) frees the directory
+
+
+def test_a_config_field_added_later_at_none_still_resumes(tmp_path, tiny):
+    """A run recorded before a config field existed resumes when the new field is left at None;
+    any other value is a different configuration."""
+    import json
+
+    from workbench.experiments.rundir import RunDir
+
+    RunDir.open(tmp_path / "r", "demo", {"a": 1}, model=tiny, data_hash="d").close()
+    RunDir.open(tmp_path / "r", "demo", {"a": 1, "device": None}, model=tiny, data_hash="d").close()
+    with pytest.raises(ValueError, match=r"device \(None -> 'cuda'\)"):
+        RunDir.open(tmp_path / "r", "demo", {"a": 1, "device": "cuda"}, model=tiny, data_hash="d")
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["identity"]["config"] == {"a": 1}

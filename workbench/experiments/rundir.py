@@ -94,13 +94,13 @@ class RunDir:
         run_file = path / "run.json"
         if run_file.exists():
             old = _read_state(run_file)
-            diffs = [k for k in identity if old.get("identity", {}).get(k) != identity[k]]
+            diffs = [k for k in identity if not _same(k, old.get("identity", {}).get(k), identity[k])]
             if diffs:
                 detail = "; ".join(f"{k}: {old.get('identity', {}).get(k)!r} here, {identity[k]!r} now"
                                    for k in diffs if k != "config")
                 if "config" in diffs:
                     a, b = old["identity"].get("config", {}), identity["config"]
-                    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))  # None = absent
                     detail += "; config differs in " + ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in keys)
                 raise ValueError(f"{path} holds a run made with another {', '.join(diffs)} "
                                  f"({detail.strip('; ')}). Fix: pass a new --out directory, or the "
@@ -251,6 +251,14 @@ class _Lock:
         if self.users == 0:
             self.held.pop(self.key, None)
             self.file.close()  # closing the file releases the flock
+
+
+def _same(key: str, old, new) -> bool:
+    """Identity fields compare equal; in the configuration, a field absent from an older record
+    matches a new field left at None (fields added later, e.g. device, keep old runs resumable)."""
+    if key != "config" or not isinstance(old, dict) or not isinstance(new, dict):
+        return old == new
+    return all(old.get(k) == new.get(k) for k in set(old) | set(new))
 
 
 def _now() -> str:
