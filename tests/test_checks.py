@@ -84,3 +84,12 @@ def test_format_with_truncate_runs_prompts_longer_than_the_context(tmp_path, tin
     run = run_format(cfg, tmp_path / "run", model=tiny, show_progress=False)
     gens = [json.loads(l) for l in (run.path / "generations.jsonl").read_text().splitlines()]
     assert any(g.get("truncated_tokens", 0) > 0 for g in gens)
+
+
+def test_cli_warns_when_the_tree_is_dirty(tmp_path, monkeypatch):
+    import workbench.experiments.rundir as rundir
+
+    monkeypatch.setattr(rundir, "git_commit", lambda: "abc123+dirty")
+    result = CliRunner().invoke(app, ["reproduce", "format", "--model", "tiny-instruct", "--out",
+                                      str(tmp_path / "run"), "--set", "max_new_tokens=abc"])
+    assert "uncommitted changes" in result.output and result.exit_code == 2

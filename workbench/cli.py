@@ -121,6 +121,12 @@ def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None,
     from workbench.models import as_device, load_args
 
     start = time.perf_counter()
+    from workbench.experiments.rundir import git_commit
+
+    if git_commit().endswith("+dirty"):
+        console.print("[yellow]warning:[/yellow] the working tree has uncommitted changes, so the "
+                      "run records its commit as ...+dirty and cannot be rebuilt from it. Commit "
+                      "first for a run you mean to keep.")
     try:
         check_config(cfg)
         load_args(cfg)  # a bad dtype fails here, before Ray starts or weights are read
