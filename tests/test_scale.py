@@ -145,6 +145,30 @@ def test_an_error_in_a_worker_is_raised_as_itself(pool, tmp_path, tiny):
         generate(tmp_path, tiny, too_long, pool)
 
 
+def test_the_cli_spreads_an_experiment_over_workers_with_the_same_results(ray_session, tmp_path):
+    """reproduce format --workers 2 (joining this process's Ray) writes what one process writes."""
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    args = ["reproduce", "format", "--model", "tiny-instruct", "--quick", "--limit", "2",
+            "--max-new-tokens", "8", "--batch-size", "4"]
+    runs = {}
+    for name, extra in (("one", []), ("two", ["--workers", "2"])):
+        result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = sorted(_lines(tmp_path / name / "generations.jsonl"), key=lambda r: r["job"])
+    assert runs["one"] == runs["two"]
+    state = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert {p["kind"] for p in state["executors"].values()} == {"ray"}
+    assert set(state["executors"]) == {"vectors", "validation", "test"}
+    assert (tmp_path / "one" / "scores.csv").read_text() == (tmp_path / "two" / "scores.csv").read_text()
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_workers_without_ray_name_the_extra(tmp_path):
     """Ray hidden from the import system: --workers is a one-line error naming the extra, and
     nothing was written."""

@@ -109,29 +109,45 @@ class RayExecutor:
         self.close_pool()
         on_cuda = any(d.startswith("cuda") for d in placement(model))
         split = len([d for d in placement(model) if d != "disk"]) > 1
-        resources = self.ray.cluster_resources()
+        free = self._free_resources()  # what other work on the cluster leaves
         if on_cuda:
-            gpus = int(resources.get("GPU", 0))
-            if gpus < self.gpus_per_worker:
-                raise ValueError(f"the model runs on CUDA but the Ray cluster has {gpus} GPU(s) "
-                                 f"for workers of {self.gpus_per_worker}. Fix: --device cpu, or "
-                                 f"join a cluster with GPUs (--ray-address)")
+            gpus = int(free.get("GPU", 0))
             n = self.workers or gpus // self.gpus_per_worker
             options = dict(num_gpus=self.gpus_per_worker, num_cpus=1)
             where = dict(device_map="auto") if split or self.gpus_per_worker > 1 else dict(device="cuda")
             threads = None
+            need, have, what = n * self.gpus_per_worker, gpus, "GPU"
         else:
-            cpus = int(resources.get("CPU", os.cpu_count() or 1))
+            cpus = int(free.get("CPU", 0))
             threads = self.threads or max(1, cpus // (self.workers or 1))
             n = self.workers or max(1, cpus // threads)
             options = dict(num_cpus=threads)
             where = dict(device="cpu")
+            need, have, what = n * threads, cpus, "CPU"
+        if n < 1 or need > have:  # Ray would wait for them for ever
+            raise ValueError(f"{max(n, 1)} worker(s) need {max(need, 1)} {what}(s) but the Ray cluster "
+                             f"has {have} free. Fix: fewer --workers"
+                             + (", or --device cpu" if on_cuda else "") + ", or a bigger cluster")
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
         options["runtime_env"] = {"env_vars": env} if env else None
         self._spec = dict(recipe=recipe(model), where=where, threads=threads,
                           weight_hash=info.weight_hash, options=options)
         self._pool = [self._start() for _ in range(n)]
         self._key = key
+
+    def _free_resources(self, settle: float = 10.0) -> dict:
+        """The cluster's free resources, once they stop rising (workers just killed give theirs
+        back a moment later)."""
+        import time
+
+        free, deadline = self.ray.available_resources(), time.monotonic() + settle
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.ray.available_resources()
+            if all(now.get(k, 0) <= free.get(k, 0) for k in ("CPU", "GPU")):
+                return now
+            free = now
+        return free
 
     def _start(self):
         spec = self._spec
@@ -201,10 +217,18 @@ class RayExecutor:
         return out
 
     def close_pool(self) -> None:
+        """Stop the workers and wait until they are gone (their resources are free again)."""
+        from ray.exceptions import GetTimeoutError, RayActorError
+
         for actor in self._pool:
             try:
                 self.ray.kill(actor, no_restart=True)
             except Exception:
+                pass
+        for actor in self._pool:
+            try:
+                self.ray.get(actor.ping.remote(), timeout=30)
+            except (RayActorError, GetTimeoutError):
                 pass
         self._pool, self._key = [], None
 
@@ -234,6 +258,9 @@ class _Worker:
                              f"{self.model.wb_info.weight_hash[:12]}, not the driver's "
                              f"{weight_hash[:12]}: every node needs the same weight cache")
         self.crash_once = crash_once
+
+    def ping(self) -> int:
+        return os.getpid()
 
     def run(self, work: Work, task):
         if self.crash_once and _first_claim(self.crash_once):
