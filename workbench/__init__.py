@@ -1,5 +1,7 @@
 """workbench: instruction activation steering on TransformerLens (Stolfo et al., ICLR 2025).
 
+In a notebook:
+
     import workbench as wb
     model = wb.load_model("smollm2-135m-instruct")
     acts = wb.cache_pairs(model, pairs); vec = wb.derive(acts)

@@ -1,5 +1,7 @@
 """The command line: one command per experiment, each writing a resumable run directory.
 
+From a shell:
+
     workbench reproduce format --limit 20 --out runs/format
     workbench reproduce format --device cuda --dtype bfloat16 --workers 4     # 4 GPUs, one model each
     workbench reproduce format --device-map auto                              # one model over all GPUs

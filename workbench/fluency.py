@@ -98,6 +98,7 @@ def words(text: str) -> list[str]:
 
 def distinct_n(text: str, n: int) -> float:
     """Unique n-grams / all n-grams over `words(text)`; NaN if there are fewer than n words.
+    For example:
 
         distinct_n("I am. I am.", 2)   # bigrams (i,am) (am,.) (.,i) (i,am) (am,.) -> 3/5
     """

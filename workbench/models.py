@@ -1,5 +1,7 @@
 """Loading models as TransformerBridge instances, offline for the bundled names.
 
+In a notebook:
+
     model = wb.load_model("smollm2-135m-instruct")   # or "gemma3-270m", or any TransformerBridge name
     model = wb.load_model(name, device="cuda", dtype="bfloat16")
     model = wb.load_model(name, device_map="auto")    # spread over every visible GPU (accelerate)

@@ -1,5 +1,7 @@
 """What the report modules share: the section type and Markdown tables.
 
+In a notebook:
+
     md_table(df)                        # a DataFrame as a Markdown table
     condition_label(True, False)        # "instr"
 """

@@ -1,5 +1,7 @@
 """2-D embeddings of per-example difference vectors (the paper's t-SNE figure).
 
+In a notebook:
+
     difference_embedding({"title": acts1, "json": acts2}, layer=12, method="tsne")   # x, y, label, example
     difference_embedding(diffs, labels, method="tsne")    # diffs = with_acts[:, slot] - without_acts[:, slot]
 """

@@ -1,5 +1,7 @@
 """A linear map between two models' residual streams, fitted on paired activations.
 
+In a notebook:
+
     m = fit_linear_map(src_acts, tgt_acts, method="ridge", alpha=10.0)   # same prompts, both models
     m.r2_heldout                    # variance of held-out target activations explained
     m.apply_direction(vec_src)      # an instruction vector carried into the target space

@@ -1,5 +1,7 @@
 """How well a direction separates with- from without-instruction activations.
 
+In a notebook:
+
     proj = projection_separation(held_out_acts, vec)        # or (with_acts, without_acts, directions, layers)
     separation(proj)        # layer, auroc, cohens_d, ...
 """

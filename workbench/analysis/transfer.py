@@ -1,5 +1,7 @@
 """Comparing instruction vectors across models, and tabulating cross-model steering results.
 
+In a notebook:
+
     cross_model_cosine(it_vecs, base_vecs, layers)        # same width: IT vs base
     matched_layers(26, 42)                                # [(0, 0), (1, 2), ..., (25, 41)]
     compare_mapped(m.apply_direction(src_vecs), own_vecs, tgt_layers)

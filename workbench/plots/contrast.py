@@ -1,5 +1,7 @@
 """Detecting an instruction is not following it: separation and steering effect over one layer axis.
 
+In a notebook:
+
     P.detect_vs_steer(A.separation_intervals(A.projection_separation(held_out, vec)), sweep,
                       references=refs)
 """

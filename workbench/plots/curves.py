@@ -1,5 +1,7 @@
 """Line figures over layers or steering weight.
 
+In a notebook:
+
     layer_sweep(results)                     # accuracy vs layer, with a no-steering reference
     layer_sweep(results, facet="instruction", series="condition", fluency="degenerate")
     projection_curves(projection_separation(...), standardize=True)

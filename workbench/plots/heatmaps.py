@@ -1,5 +1,7 @@
 """Heatmaps: instruction-vector cosines and the cross-model transfer matrix.
 
+In a notebook:
+
     cosine_heatmap(cosine_matrix(vectors, layers), layer=12)
     cosine_heatmap_by_layer(cosine_matrix(vectors, layers))     # slider over layers
     transfer_matrix(cross_application_matrix(results))

@@ -1,5 +1,7 @@
 """The logit lens of a steering vector as a token grid.
 
+In a notebook:
+
     P.logit_lens(A.logit_lens(model, vec, k=8), layers=[6, 12, 18, 26])
 """
 from __future__ import annotations

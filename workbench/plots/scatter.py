@@ -1,5 +1,7 @@
 """Scatter and bar figures.
 
+In a notebook:
+
     embedding_scatter(difference_embedding(diffs, labels, method="tsne"))
     two_by_two_bars(summary)     # instruction in prompt x steered
 """

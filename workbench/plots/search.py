@@ -1,5 +1,7 @@
 """The search, round by round: which candidates ran on how many prompts, and how they fared.
 
+In a notebook:
+
     fig = P.search_rounds(rounds[rounds["instruction_id"] == "detectable_format:title"])
 """
 from __future__ import annotations
