@@ -10,6 +10,7 @@ script with the venv's python. A `python3` spec pointing at another interpreter 
 The kernel inherits this process's environment, which is how WB_NB_* settings reach the
 `parameters` cell of each notebook.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,8 @@ def check_kernel() -> None:
     if exe not in bare and Path(exe).resolve() != Path(sys.executable).resolve():
         raise SystemExit(
             f"the {KERNEL!r} kernel spec at {spec.resource_dir} runs {exe}, not {sys.executable}. "
-            f"Fix: {sys.executable} -m ipykernel install --sys-prefix, and remove the other spec")
+            f"Fix: {sys.executable} -m ipykernel install --sys-prefix, and remove the other spec"
+        )
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,7 @@ def execute(path: Path, out: Path | None = None, *, timeout: int = 600) -> Run:
 
     out = out or path
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout,
-                            resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, resources={"metadata": {"path": str(path.parent)}})
     start, cpu_start = time.perf_counter(), _children_cpu()
     try:
         client.execute()  # starts the kernel, runs every cell, shuts the kernel down
@@ -81,8 +82,7 @@ def execute(path: Path, out: Path | None = None, *, timeout: int = 600) -> Run:
             out = Path(name)
         _strip_volatile(nb)
         nbformat.write(nb, out)
-        print(f"[run_notebooks] {path.name} failed; partial copy with the traceback: {out}",
-              file=sys.stderr)
+        print(f"[run_notebooks] {path.name} failed; partial copy with the traceback: {out}", file=sys.stderr)
         raise
     run = Run(time.perf_counter() - start, _children_cpu() - cpu_start, _cell_seconds(nb))
     _strip_volatile(nb)
@@ -103,8 +103,10 @@ def _cell_seconds(nb) -> dict[int, float]:
     for i, cell in enumerate(nb.cells):
         stamps = cell.metadata.get("execution", {})
         if "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
-            begin, end = (datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
-                          for k in ("iopub.execute_input", "shell.execute_reply"))
+            begin, end = (
+                datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
+                for k in ("iopub.execute_input", "shell.execute_reply")
+            )
             out[i] = (end - begin).total_seconds()
     return out
 
@@ -117,8 +119,12 @@ def _strip_volatile(nb) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", action="append", metavar="NAME",
-                        help="run only this notebook (file name, with or without .ipynb); repeatable")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this notebook (file name, with or without .ipynb); repeatable",
+    )
     parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
     args = parser.parse_args(argv)
     for key, value in KERNEL_ENV.items():
@@ -137,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         size = path.stat().st_size / 1024
         slowest = sorted(run.cell_seconds.items(), key=lambda kv: -kv[1])[:3]
         cells = ", ".join(f"cell {i} {s:.0f} s" for i, s in slowest)
-        print(f"[run_notebooks] {path.name}: {run.seconds:.0f} s wall, {run.cpu_seconds:.0f} s kernel "
-              f"CPU (slowest: {cells}), {size:.0f} KiB", flush=True)
+        print(
+            f"[run_notebooks] {path.name}: {run.seconds:.0f} s wall, {run.cpu_seconds:.0f} s kernel "
+            f"CPU (slowest: {cells}), {size:.0f} KiB",
+            flush=True,
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ Tiers: `tiny`/`tiny_base` are random-weight models built in memory (seconds); `s
 are the bundled models read from the safetensors cache that scripts/setup.sh builds (their tests
 are marked slow, and CI runs them too).
 """
+
 from __future__ import annotations
 
 import os
@@ -100,16 +101,16 @@ def smollm_vec(smollm):
     return wb.derive(wb.cache_pairs(smollm, pairs, layers=[10, 15], position="last", batch_size=6))
 
 
-def vector_for(target, directions: dict[int, torch.Tensor], /, *,
-               z_bars: dict[int, float] | None = None, **meta) -> wb.SteeringVector:
+def vector_for(
+    target, directions: dict[int, torch.Tensor], /, *, z_bars: dict[int, float] | None = None, **meta
+) -> wb.SteeringVector:
     """A hand-made steering vector for model `target` (provenance matching it unless `meta`
     overrides, e.g. model="other")."""
     layers = tuple(sorted(directions))
     units = torch.stack([directions[l] / directions[l].norm() for l in layers]).float()
     zb = torch.tensor([float((z_bars or {}).get(l, 0.0)) for l in layers])
     info = target.wb_info
-    meta = dict(dict(model=info.name, weight_hash=info.weight_hash, d_model=units.shape[-1],
-                     hook="resid_post"), **meta)
+    meta = dict(dict(model=info.name, weight_hash=info.weight_hash, d_model=units.shape[-1], hook="resid_post"), **meta)
     return wb.SteeringVector(units, layers, zb, zb.clone(), torch.ones(len(layers)), meta)
 
 
@@ -126,6 +127,7 @@ def record(model, tokens: torch.Tensor, names: list[str]) -> tuple[torch.Tensor,
     def keeper(name):  # keyed by the name asked for: hook points answer to aliases too
         def keep(act, hook):
             got[name] = act.detach().clone()
+
         return keep
 
     with torch.no_grad(), model.hooks(fwd_hooks=[(n, keeper(n)) for n in names]):

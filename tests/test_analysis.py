@@ -1,4 +1,5 @@
 """Analyses on synthetic data with planted answers."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The analyses take SteeringVector and PairActivations directly, check their layers, and give
 the same numbers as the raw-tensor calls."""
+
 import dataclasses
 
 import pandas as pd
@@ -13,8 +14,10 @@ from workbench import analysis as A
 @pytest.fixture(scope="module")
 def two(tiny, short_queries):
     """Two instructions' activations and vectors over layers 0-3 of the tiny model."""
-    acts = {iid.split(":")[1]: wb.cache_pairs(tiny, wb.instruction_pairs(short_queries, iid, seed=0), batch_size=8)
-            for iid in ("change_case:english_lowercase", "punctuation:no_comma")}
+    acts = {
+        iid.split(":")[1]: wb.cache_pairs(tiny, wb.instruction_pairs(short_queries, iid, seed=0), batch_size=8)
+        for iid in ("change_case:english_lowercase", "punctuation:no_comma")
+    }
     return acts, {name: wb.derive(a) for name, a in acts.items()}
 
 
@@ -33,8 +36,14 @@ def test_cosine_matrix_takes_vectors(two):
 def test_cosine_matrix_refuses_vectors_over_different_layers(two):
     _, vecs = two
     v = vecs["english_lowercase"]
-    short = dataclasses.replace(v, vectors=v.vectors[:2], layers=v.layers[:2], z_bars=v.z_bars[:2],
-                                z_bars_without=v.z_bars_without[:2], norms=v.norms[:2])
+    short = dataclasses.replace(
+        v,
+        vectors=v.vectors[:2],
+        layers=v.layers[:2],
+        z_bars=v.z_bars[:2],
+        z_bars_without=v.z_bars_without[:2],
+        norms=v.norms[:2],
+    )
     with pytest.raises(ValueError, match="different layers"):
         A.cosine_matrix({"a": v, "b": short})
     assert len(A.cosine_matrix({"a": v, "b": short}, layers=list(short.layers))) == 2 * 4
@@ -59,9 +68,14 @@ def test_projection_separation_takes_acts_and_vector(two):
 def test_projection_separation_refuses_a_vector_without_the_acts_layers(tiny, short_queries, two):
     _, vecs = two
     acts = wb.cache_pairs(tiny, wb.instruction_pairs(short_queries[:3], "punctuation:no_comma"), layers=[0, 1])
-    part = dataclasses.replace(vecs["no_comma"], vectors=vecs["no_comma"].vectors[2:], layers=(2, 3),
-                               z_bars=vecs["no_comma"].z_bars[2:], z_bars_without=vecs["no_comma"].z_bars_without[2:],
-                               norms=vecs["no_comma"].norms[2:])
+    part = dataclasses.replace(
+        vecs["no_comma"],
+        vectors=vecs["no_comma"].vectors[2:],
+        layers=(2, 3),
+        z_bars=vecs["no_comma"].z_bars[2:],
+        z_bars_without=vecs["no_comma"].z_bars_without[2:],
+        norms=vecs["no_comma"].norms[2:],
+    )
     with pytest.raises(ValueError, match=r"directions has no layer \[0, 1\]"):
         A.projection_separation(acts, part)
     with pytest.raises(ValueError, match="needs directions"):
@@ -71,10 +85,14 @@ def test_projection_separation_refuses_a_vector_without_the_acts_layers(tiny, sh
 def test_stability_and_cases_take_acts(two):
     acts, _ = two
     a = acts["no_comma"]
-    pd.testing.assert_frame_equal(A.split_half_stability(a, n_splits=5),
-                                  A.split_half_stability(a.with_instruction, a.without_instruction, a.layers, n_splits=5))
-    pd.testing.assert_frame_equal(A.pairwise_cosine_cases(a, instruction="x"),
-                                  A.pairwise_cosine_cases(a.with_instruction, a.without_instruction, a.layers, "x"))
+    pd.testing.assert_frame_equal(
+        A.split_half_stability(a, n_splits=5),
+        A.split_half_stability(a.with_instruction, a.without_instruction, a.layers, n_splits=5),
+    )
+    pd.testing.assert_frame_equal(
+        A.pairwise_cosine_cases(a, instruction="x"),
+        A.pairwise_cosine_cases(a.with_instruction, a.without_instruction, a.layers, "x"),
+    )
     with pytest.raises(ValueError, match="holds both sides"):
         A.split_half_stability(a, a.without_instruction)
 

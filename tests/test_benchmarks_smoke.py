@@ -1,5 +1,6 @@
 """The benchmarks' baselines compute what the workbench computes, and the report renders the
 recorded results: so a ratio in benchmarks/RESULTS.md compares equal work."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,7 @@ def test_plain_hook_is_the_workbench_adjust(tiny, tiny_vec):
     on the bridge, and is removed with its handle."""
     spec = wb.Steering(tiny_vec, layer=LAYER, mode="adjust", weight=1.0)
     tw = twin(tiny)
-    handle = bench_baselines.plain_hook(tw, LAYER, tiny_vec.direction(LAYER).float(),
-                                        float(tiny_vec.z_bar(LAYER)))
+    handle = bench_baselines.plain_hook(tw, LAYER, tiny_vec.direction(LAYER).float(), float(tiny_vec.z_bar(LAYER)))
     try:
         with torch.no_grad():
             got = tw(input_ids=TOKENS).logits
@@ -48,8 +48,9 @@ def test_peer_apply_is_the_workbench_adjust(tiny, tiny_vec):
     pytest.importorskip("steering_vectors")
     spec = wb.Steering(tiny_vec, layer=LAYER, mode="adjust", weight=1.0)
     tw = twin(tiny)
-    apply, error = bench_baselines.peer_apply(tw, LAYER, tiny_vec.direction(LAYER).float(),
-                                              float(tiny_vec.z_bar(LAYER)))
+    apply, error = bench_baselines.peer_apply(
+        tw, LAYER, tiny_vec.direction(LAYER).float(), float(tiny_vec.z_bar(LAYER))
+    )
     assert error is None
     with torch.no_grad(), apply():
         got = tw(input_ids=TOKENS).logits
@@ -57,8 +58,7 @@ def test_peer_apply_is_the_workbench_adjust(tiny, tiny_vec):
     assert not tw.model.layers[LAYER]._forward_hooks
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "results").glob("*.json")),
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks" / "results").glob("*.json")), ids=lambda p: p.name)
 def test_report_renders_recorded_results(path):
     res = json.loads(path.read_text())
     if "benchmarks" not in res or "machine" not in res:

@@ -1,5 +1,6 @@
 """Caching the residual stream: raw transformers hidden states as the oracle, positions, layers,
 hook points, padding, checkpoints, and errors."""
+
 from __future__ import annotations
 
 import pytest
@@ -11,11 +12,17 @@ import workbench.cache as wc
 from workbench.prompts import encode
 
 MIXED_PAIRS = [  # short and long prompts in one padded batch
-    wb.PromptPair("long", "Write a detailed essay about the causes and consequences of the fall of the "
-                  "Roman Empire in the west. Your entire answer should be in lowercase letters.",
-                  "Hi"),
-    wb.PromptPair("mid", "Describe a rainy afternoon in a small town. Do not use any commas.",
-                  "Describe a rainy afternoon in a small town."),
+    wb.PromptPair(
+        "long",
+        "Write a detailed essay about the causes and consequences of the fall of the "
+        "Roman Empire in the west. Your entire answer should be in lowercase letters.",
+        "Hi",
+    ),
+    wb.PromptPair(
+        "mid",
+        "Describe a rainy afternoon in a small town. Do not use any commas.",
+        "Describe a rainy afternoon in a small town.",
+    ),
     wb.PromptPair("short", "Hi. Answer in capitals.", "Name one fruit."),
 ]
 
@@ -31,8 +38,9 @@ def test_matches_raw_transformers_hidden_states(fixture, request):
     lengths = sorted((len(i) for i in ids), reverse=True)  # the order batches are cut in
     assert lengths[0] - lengths[3] >= 10 and lengths[4] != lengths[5]  # both batches are padded
 
-    hf = AutoModelForCausalLM.from_pretrained(wb.weights.cache_dir(wb.weights.BUNDLED[name]),
-                                              dtype=torch.float32, attn_implementation="eager").eval()
+    hf = AutoModelForCausalLM.from_pretrained(
+        wb.weights.cache_dir(wb.weights.BUNDLED[name]), dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     n_layers = model.cfg.n_layers
     ours_all = list(acts.with_instruction) + list(acts.without_instruction)
     with torch.no_grad():
@@ -110,8 +118,7 @@ def test_other_hook_points(tiny, tiny_pairs, recorder):
     # and against TransformerLens' own hook on an unpadded forward
     tokens = torch.tensor(encode(tiny.tokenizer, mid.prompts_with[:1], mid.format))
     _, seen = recorder(tiny, tokens, ["blocks.2.hook_attn_out"])
-    torch.testing.assert_close(attn.with_instruction[0][:, 1], seen["blocks.2.hook_attn_out"][0],
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(attn.with_instruction[0][:, 1], seen["blocks.2.hook_attn_out"][0], atol=1e-5, rtol=1e-5)
 
 
 def test_bad_arguments(tiny, tiny_pairs):
@@ -142,8 +149,7 @@ def test_batch_size_does_not_change_results(tiny, tiny_pairs):
     seven = wb.cache_pairs(tiny, tiny_pairs, position="all", batch_size=7)
     lengths = {len(a) for a in one.with_instruction + one.without_instruction}
     assert len(lengths) > 3  # the batches of 7 are padded
-    for a, b in zip(one.with_instruction + one.without_instruction,
-                    seven.with_instruction + seven.without_instruction):
+    for a, b in zip(one.with_instruction + one.without_instruction, seven.with_instruction + seven.without_instruction):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 

@@ -1,5 +1,6 @@
 """Checks before compute: a bad configuration, --out or data against the model is an error
 naming the problem and the fix, raised before anything is loaded, generated or written."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -12,8 +13,17 @@ from workbench.experiments.checks import check_config, check_out, check_prompts_
 from workbench.experiments.format import FormatConfig, run_format
 from workbench.experiments.length import LengthConfig
 
-TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6, n_validation=2,
-                          layers=(1, 3), batch_size=4, search_prompts=(1, 2), search_keep=(1,))
+TINY = FormatConfig.quick(
+    model="tiny-instruct",
+    limit=4,
+    max_new_tokens=8,
+    n_pairs=6,
+    n_validation=2,
+    layers=(1, 3),
+    batch_size=4,
+    search_prompts=(1, 2),
+    search_keep=(1,),
+)
 
 
 def test_check_config_names_each_bad_field():
@@ -37,8 +47,9 @@ def test_check_out(tmp_path):
 
 def test_cli_bad_set_value_writes_nothing(tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["reproduce", "format", "--model", "tiny-instruct", "--out",
-                                      str(out), "--set", "max_new_tokens=abc"])
+    result = CliRunner().invoke(
+        app, ["reproduce", "format", "--model", "tiny-instruct", "--out", str(out), "--set", "max_new_tokens=abc"]
+    )
     assert result.exit_code == 2, result.output
     assert "max_new_tokens='abc'" in result.output and "Traceback" not in result.output
     assert not out.exists()
@@ -47,8 +58,7 @@ def test_cli_bad_set_value_writes_nothing(tmp_path):
 def test_cli_out_pointing_at_a_file(tmp_path):
     target = tmp_path / "results.txt"
     target.write_text("keep me")
-    result = CliRunner().invoke(app, ["reproduce", "length", "--model", "tiny-instruct", "--out",
-                                      str(target)])
+    result = CliRunner().invoke(app, ["reproduce", "length", "--model", "tiny-instruct", "--out", str(target)])
     assert result.exit_code == 2 and "is a file" in result.output, result.output
     assert target.read_text() == "keep me"
 
@@ -78,9 +88,17 @@ def test_format_with_truncate_runs_prompts_longer_than_the_context(tmp_path, tin
     """With truncate the long prompts are cut at their start and the cut is recorded."""
     import json
 
-    cfg = replace(TINY, limit=2, layers=(1,), n_pairs=4, n_validation=1, search_prompts=(1,),
-                  search_keep=(), max_new_tokens=500,
-                  truncate=True)
+    cfg = replace(
+        TINY,
+        limit=2,
+        layers=(1,),
+        n_pairs=4,
+        n_validation=1,
+        search_prompts=(1,),
+        search_keep=(),
+        max_new_tokens=500,
+        truncate=True,
+    )
     run = run_format(cfg, tmp_path / "run", model=tiny, show_progress=False)
     gens = [json.loads(l) for l in (run.path / "generations.jsonl").read_text().splitlines()]
     assert any(g.get("truncated_tokens", 0) > 0 for g in gens)
@@ -90,6 +108,17 @@ def test_cli_warns_when_the_tree_is_dirty(tmp_path, monkeypatch):
     import workbench.experiments.rundir as rundir
 
     monkeypatch.setattr(rundir, "git_commit", lambda: "abc123+dirty")
-    result = CliRunner().invoke(app, ["reproduce", "format", "--model", "tiny-instruct", "--out",
-                                      str(tmp_path / "run"), "--set", "max_new_tokens=abc"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "reproduce",
+            "format",
+            "--model",
+            "tiny-instruct",
+            "--out",
+            str(tmp_path / "run"),
+            "--set",
+            "max_new_tokens=abc",
+        ],
+    )
     assert "uncommitted changes" in result.output and result.exit_code == 2

@@ -1,4 +1,5 @@
 """Control pairs and vectors, phrasing hold-out, and projecting a direction out."""
+
 import math
 
 import numpy as np
@@ -16,7 +17,7 @@ def test_control_pairs_append_a_neutral_sentence(short_queries):
     for p in pairs:
         assert p.instruction_id == "control:neutral" and p.kwargs == {}
         assert p.with_instruction.startswith(p.without_instruction)
-        assert p.with_instruction[len(p.without_instruction):].strip() in P.NEUTRAL_SENTENCES
+        assert p.with_instruction[len(p.without_instruction) :].strip() in P.NEUTRAL_SENTENCES
     assert P.control_pairs(short_queries, n=5, seed=1) == pairs
     assert P.control_pairs(short_queries, n=5, seed=2) != pairs
     with pytest.raises(ValueError, match="no base queries"):
@@ -40,8 +41,9 @@ def test_split_phrasings_holds_out_unseen_sentences(short_queries):
     assert set(ph.train) | set(ph.held_out) == set(P.phrasings(iid))
     train = wb.instruction_pairs(short_queries, iid, phrasings=ph.train, seed=0)
     test = wb.instruction_pairs(short_queries, iid, phrasings=ph.held_out, seed=0)
+
     def tail(p):
-        return p.with_instruction[len(p.without_instruction):].strip()
+        return p.with_instruction[len(p.without_instruction) :].strip()
 
     assert {tail(p) for p in train} <= set(ph.train)
     assert {tail(p) for p in test} == set(ph.held_out)
@@ -58,13 +60,16 @@ def test_split_phrasings_holds_out_unseen_sentences(short_queries):
 def test_default_instruction_pairs_unchanged(short_queries):
     """phrasings=True keeps drawing exactly what it drew before the hold-out option existed."""
     pairs = wb.instruction_pairs(short_queries, "detectable_format:title", seed=0)
-    tails = [p.with_instruction[len(p.without_instruction) + 1:] for p in pairs]
+    tails = [p.with_instruction[len(p.without_instruction) + 1 :] for p in pairs]
     assert set(tails) <= set(P.phrasings("detectable_format:title"))
 
 
 def test_project_out_vector(tiny, tiny_vec, tiny_acts, make_vector):
-    ctrl = make_vector(tiny, {l: torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(l))
-                              for l in tiny_vec.layers}, instruction_id="control:neutral")
+    ctrl = make_vector(
+        tiny,
+        {l: torch.randn(tiny.cfg.d_model, generator=torch.Generator().manual_seed(l)) for l in tiny_vec.layers},
+        instruction_id="control:neutral",
+    )
     out = A.project_out(2 * tiny_vec, ctrl)
     for l in tiny_vec.layers:
         assert abs(float(out.direction(l) @ ctrl.direction(l))) < 1e-5
@@ -76,8 +81,13 @@ def test_project_out_vector(tiny, tiny_vec, tiny_acts, make_vector):
     z = proj[proj.side == "with"].groupby("layer").projection.mean().to_numpy()
     assert np.allclose(z, with_z.z_bars.numpy(), atol=1e-4)
     # the control projected out of itself is a zero vector, whose cosines read 0
-    assert A.cosine_matrix({"a": tiny_vec, "b": ctrl}, project_out=ctrl).query(
-        "instruction_a == 'a' and instruction_b == 'b'").cosine.abs().max() < 1e-5
+    assert (
+        A.cosine_matrix({"a": tiny_vec, "b": ctrl}, project_out=ctrl)
+        .query("instruction_a == 'a' and instruction_b == 'b'")
+        .cosine.abs()
+        .max()
+        < 1e-5
+    )
 
 
 def test_project_out_activations_and_tensors(tiny_vec, tiny_acts):

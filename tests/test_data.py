@@ -1,4 +1,5 @@
 """Data: IFEval-style JSONL from any path, the 163 format prompts, query splits, pairs, formats."""
+
 from __future__ import annotations
 
 import inspect
@@ -60,14 +61,27 @@ def test_packaged_validation_file_keys_default_to_line_numbers():
 
 
 def test_user_file_keys_extras_and_kwargs(tmp_path):
-    path = _write(tmp_path / "mine.jsonl", [
-        {"prompt": "Write a poem. Use lowercase.", "instruction_id_list": ["change_case:english_lowercase"],
-         "kwargs": [{"unused": None}], "source": "me", "tags": ["a", "b"]},
-        "",  # blank lines are skipped but still counted
-        {"prompt": "Answer in German.", "key": "de-1", "instruction_id_list": ["language:response_language"],
-         "kwargs": [{"language": "de"}], "prompt_without_instruction": "Answer."},
-        {"prompt": "No instruction here."},
-    ])
+    path = _write(
+        tmp_path / "mine.jsonl",
+        [
+            {
+                "prompt": "Write a poem. Use lowercase.",
+                "instruction_id_list": ["change_case:english_lowercase"],
+                "kwargs": [{"unused": None}],
+                "source": "me",
+                "tags": ["a", "b"],
+            },
+            "",  # blank lines are skipped but still counted
+            {
+                "prompt": "Answer in German.",
+                "key": "de-1",
+                "instruction_id_list": ["language:response_language"],
+                "kwargs": [{"language": "de"}],
+                "prompt_without_instruction": "Answer.",
+            },
+            {"prompt": "No instruction here."},
+        ],
+    )
     rows = wb.load_ifeval(path)
     assert [r.key for r in rows] == ["1", "de-1", "4"]
     assert rows[0].extra == {"source": "me", "tags": ["a", "b"]}
@@ -77,33 +91,56 @@ def test_user_file_keys_extras_and_kwargs(tmp_path):
     assert wb.load_ifeval(str(path)) == rows  # str paths too
 
 
-@pytest.mark.parametrize("bad_line, pattern", [
-    ('{"prompt": "a",', r"line 2: not valid JSON"),
-    ('{"key": "x", "instruction_id_list": []}', r"line 2: missing field 'prompt'"),
-    ('{"prompt": 3}', r"line 2: missing field 'prompt'"),
-    ('["a list"]', r"line 2: expected a JSON object"),
-    ('{"prompt": "b", "instruction_id_list": ["no_such:instruction"]}', r"line 2: unknown instruction id 'no_such:instruction'"),
-    ('{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}', r"line 2: .*equal length"),
-    ('{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [5]}',
-     r"line 2: kwargs\[0\] is 5, not an object. Fix: one object"),
-    ('{"prompt": "b", "instruction_id_list": [7], "kwargs": [{}]}', r"line 2: 'instruction_id_list' holds 7.*Fix"),
-    ('{"prompt": "b", "prompt_without_instruction": 7}', r"line 2: field 'prompt_without_instruction' is 7.*Fix"),
-    ('{"prompt": "b", "key": [1]}', r"line 2: field 'key' is \[1\]. Fix: a string or an integer"),
-    ('{"prompt": "b", "key": true}', r"line 2: field 'key' is True"),
-    ('{"prompt": "b", "instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": "3"}]}',
-     r"line 2: kwargs\[0\] \(detectable_format:number_bullet_lists\): 'num_bullets' is '3', the verifier needs an "
-     r"integer. Fix: .*\"num_bullets\": 3"),
-    ('{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": true, "relation": "less than"}]}',
-     r"line 2: .*'num_words' is True, the verifier needs an integer"),
-    ('{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 3.5}]}',
-     r"line 2: .*'num_words' is 3.5"),
-    ('{"prompt": "b", "instruction_id_list": ["language:response_language"], "kwargs": [{"language": 1}]}',
-     r"line 2: .*'language' is 1, the verifier needs a string. Fix"),
-    ('{"prompt": "b", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "cat"}]}',
-     r"line 2: .*'keywords' is 'cat', the verifier needs a list of words. Fix"),
-    ('{"prompt": "b", "instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["a", 1]}]}',
-     r"line 2: .*'forbidden_words' is \['a', 1\]"),
-])
+@pytest.mark.parametrize(
+    "bad_line, pattern",
+    [
+        ('{"prompt": "a",', r"line 2: not valid JSON"),
+        ('{"key": "x", "instruction_id_list": []}', r"line 2: missing field 'prompt'"),
+        ('{"prompt": 3}', r"line 2: missing field 'prompt'"),
+        ('["a list"]', r"line 2: expected a JSON object"),
+        (
+            '{"prompt": "b", "instruction_id_list": ["no_such:instruction"]}',
+            r"line 2: unknown instruction id 'no_such:instruction'",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [{}, {}]}',
+            r"line 2: .*equal length",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["punctuation:no_comma"], "kwargs": [5]}',
+            r"line 2: kwargs\[0\] is 5, not an object. Fix: one object",
+        ),
+        ('{"prompt": "b", "instruction_id_list": [7], "kwargs": [{}]}', r"line 2: 'instruction_id_list' holds 7.*Fix"),
+        ('{"prompt": "b", "prompt_without_instruction": 7}', r"line 2: field 'prompt_without_instruction' is 7.*Fix"),
+        ('{"prompt": "b", "key": [1]}', r"line 2: field 'key' is \[1\]. Fix: a string or an integer"),
+        ('{"prompt": "b", "key": true}', r"line 2: field 'key' is True"),
+        (
+            '{"prompt": "b", "instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": "3"}]}',
+            r"line 2: kwargs\[0\] \(detectable_format:number_bullet_lists\): 'num_bullets' is '3', the verifier needs an "
+            r"integer. Fix: .*\"num_bullets\": 3",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": true, "relation": "less than"}]}',
+            r"line 2: .*'num_words' is True, the verifier needs an integer",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 3.5}]}',
+            r"line 2: .*'num_words' is 3.5",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["language:response_language"], "kwargs": [{"language": 1}]}',
+            r"line 2: .*'language' is 1, the verifier needs a string. Fix",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": "cat"}]}',
+            r"line 2: .*'keywords' is 'cat', the verifier needs a list of words. Fix",
+        ),
+        (
+            '{"prompt": "b", "instruction_id_list": ["keywords:forbidden_words"], "kwargs": [{"forbidden_words": ["a", 1]}]}',
+            r"line 2: .*'forbidden_words' is \['a', 1\]",
+        ),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, bad_line, pattern):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "fine"}\n' + bad_line + "\n")
@@ -126,8 +163,12 @@ def test_kwarg_types_cover_every_verifier_argument():
     that adds one shows up here."""
     from workbench.data import INT_KWARGS, STR_KWARGS, WORD_LIST_KWARGS
 
-    names = {p for cls in INSTRUCTION_DICT.values()
-             for p in inspect.signature(cls.build_description).parameters if p != "self"}
+    names = {
+        p
+        for cls in INSTRUCTION_DICT.values()
+        for p in inspect.signature(cls.build_description).parameters
+        if p != "self"
+    }
     assert names == INT_KWARGS | STR_KWARGS | WORD_LIST_KWARGS
     assert not (INT_KWARGS & STR_KWARGS or INT_KWARGS & WORD_LIST_KWARGS or STR_KWARGS & WORD_LIST_KWARGS)
 
@@ -135,18 +176,32 @@ def test_kwarg_types_cover_every_verifier_argument():
 def _keyword_file(path, *, without=True):
     """The shape of the paper's keyword test files: one line per word, each with the IFEval key of
     its prompt, plus old_prompt and instruction_id_list_old."""
+
     def line(key, word, iid="keywords:existence", arg="keywords"):
         base = f"Write about topic {key}."
-        record = {"key": key, "prompt": f'{base} Include the word "{word}".', "instruction_id_list": [iid],
-                  "kwargs": [{arg: [word]}], "instruction_id_list_for_eval": [iid],
-                  "old_prompt": f"{base} Include the keywords all of them.",
-                  "instruction_id_list_old": ["keywords:existence", "length_constraints:number_words"]}
+        record = {
+            "key": key,
+            "prompt": f'{base} Include the word "{word}".',
+            "instruction_id_list": [iid],
+            "kwargs": [{arg: [word]}],
+            "instruction_id_list_for_eval": [iid],
+            "old_prompt": f"{base} Include the keywords all of them.",
+            "instruction_id_list_old": ["keywords:existence", "length_constraints:number_words"],
+        }
         if without:
             record["prompt_without_instruction"] = base
         return record
-    return _write(path, [line(1531, "atlantis"), line(1531, "constable"), line(2602, "zelda"),
-                         line(1147, "field", "keywords:forbidden_words", "forbidden_words"),
-                         line(1147, "thanks", "keywords:forbidden_words", "forbidden_words")])
+
+    return _write(
+        path,
+        [
+            line(1531, "atlantis"),
+            line(1531, "constable"),
+            line(2602, "zelda"),
+            line(1147, "field", "keywords:forbidden_words", "forbidden_words"),
+            line(1147, "thanks", "keywords:forbidden_words", "forbidden_words"),
+        ],
+    )
 
 
 def test_repeated_keys_get_distinct_row_ids(tmp_path):
@@ -161,21 +216,29 @@ def test_repeated_keys_get_distinct_row_ids(tmp_path):
 
 def test_repeated_keys_join_one_request_per_key(tmp_path):
     path = _keyword_file(tmp_path / "kw.jsonl", without=False)
-    without = _write(tmp_path / "wo.jsonl", [
-        {"key": k, "prompt": "x", "prompt_without_instruction": f"request {k}"} for k in (1531, 2602, 1147)])
+    without = _write(
+        tmp_path / "wo.jsonl",
+        [{"key": k, "prompt": "x", "prompt_without_instruction": f"request {k}"} for k in (1531, 2602, 1147)],
+    )
     rows = wb.format_test_rows(path, without, instructions=["keywords:existence", "keywords:forbidden_words"])
     assert [(r.row_id, r.prompt_without_instruction) for r in rows] == [
-        ("1531#1", "request 1531"), ("1531#2", "request 1531"), ("2602", "request 2602"),
-        ("1147#1", "request 1147"), ("1147#2", "request 1147")]
+        ("1531#1", "request 1531"),
+        ("1531#2", "request 1531"),
+        ("2602", "request 2602"),
+        ("1147#1", "request 1147"),
+        ("1147#2", "request 1147"),
+    ]
     # a without-file of the same shape is matched line by line
     same = join_without_instruction(rows, wb.load_ifeval(_keyword_file(tmp_path / "same.jsonl")))
     assert [r.prompt_without_instruction for r in same] == ["Write about topic 1531."] * 2 + [
-        "Write about topic 2602."] + ["Write about topic 1147."] * 2
+        "Write about topic 2602."
+    ] + ["Write about topic 1147."] * 2
 
 
 def test_a_key_spelt_like_a_numbered_repeat_is_refused(tmp_path):
-    path = _write(tmp_path / "x.jsonl", [{"key": 7, "prompt": "a"}, {"key": 7, "prompt": "b"},
-                                         {"key": "7#2", "prompt": "c"}])
+    path = _write(
+        tmp_path / "x.jsonl", [{"key": 7, "prompt": "a"}, {"key": 7, "prompt": "b"}, {"key": "7#2", "prompt": "c"}]
+    )
     with pytest.raises(ValueError, match=r"row id '7#2' is both a key and a numbered repeat.*Fix: rename"):
         wb.load_ifeval(path)
 
@@ -200,8 +263,11 @@ def test_format_test_rows_are_the_papers_163():
     rows = wb.format_test_rows()
     # an independent count over the raw file
     raw = _raw("ifeval_input_data.jsonl")
-    expected = [str(r["key"]) for r in raw if len(r["instruction_id_list"]) == 1
-                and r["instruction_id_list"][0] in wb.FORMAT_INSTRUCTIONS]
+    expected = [
+        str(r["key"])
+        for r in raw
+        if len(r["instruction_id_list"]) == 1 and r["instruction_id_list"][0] in wb.FORMAT_INSTRUCTIONS
+    ]
     assert len(rows) == 163 and [r.key for r in rows] == expected
     without = {str(r["key"]): r["model_output"] for r in _raw("ifeval_wo_instructions.jsonl")}
     for row in rows:
@@ -210,16 +276,39 @@ def test_format_test_rows_are_the_papers_163():
 
 
 def test_format_test_rows_from_a_user_file(tmp_path):
-    path = _write(tmp_path / "test.jsonl", [
-        {"key": "a", "prompt": "Hi. No commas.", "instruction_id_list": ["punctuation:no_comma"],
-         "kwargs": [{}], "prompt_without_instruction": "Hi."},
-        {"key": "b", "prompt": "Hi. In lowercase.", "instruction_id_list": ["change_case:english_lowercase"],
-         "kwargs": [{}], "prompt_without_instruction": "Hi there."},
-        {"key": "c", "prompt": "Two at once.", "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
-         "kwargs": [{}, {}], "prompt_without_instruction": "Two."},
-        {"key": "d", "prompt": "Not a format one.", "instruction_id_list": ["keywords:existence"],
-         "kwargs": [{"keywords": ["x"]}], "prompt_without_instruction": "Not."},
-    ])
+    path = _write(
+        tmp_path / "test.jsonl",
+        [
+            {
+                "key": "a",
+                "prompt": "Hi. No commas.",
+                "instruction_id_list": ["punctuation:no_comma"],
+                "kwargs": [{}],
+                "prompt_without_instruction": "Hi.",
+            },
+            {
+                "key": "b",
+                "prompt": "Hi. In lowercase.",
+                "instruction_id_list": ["change_case:english_lowercase"],
+                "kwargs": [{}],
+                "prompt_without_instruction": "Hi there.",
+            },
+            {
+                "key": "c",
+                "prompt": "Two at once.",
+                "instruction_id_list": ["punctuation:no_comma", "startend:quotation"],
+                "kwargs": [{}, {}],
+                "prompt_without_instruction": "Two.",
+            },
+            {
+                "key": "d",
+                "prompt": "Not a format one.",
+                "instruction_id_list": ["keywords:existence"],
+                "kwargs": [{"keywords": ["x"]}],
+                "prompt_without_instruction": "Not.",
+            },
+        ],
+    )
     rows = wb.format_test_rows(path)
     assert [(r.key, r.prompt_without_instruction) for r in rows] == [("a", "Hi."), ("b", "Hi there.")]
     only = wb.format_test_rows(path, instructions=["punctuation:no_comma"])
@@ -227,8 +316,10 @@ def test_format_test_rows_from_a_user_file(tmp_path):
 
 
 def test_format_test_rows_joins_a_user_without_file(tmp_path):
-    rows = _write(tmp_path / "rows.jsonl", [
-        {"key": 7, "prompt": "Hi. No commas.", "instruction_id_list": ["punctuation:no_comma"]}])
+    rows = _write(
+        tmp_path / "rows.jsonl",
+        [{"key": 7, "prompt": "Hi. No commas.", "instruction_id_list": ["punctuation:no_comma"]}],
+    )
     without = _write(tmp_path / "wo.jsonl", [{"key": 7, "prompt": "x", "prompt_without_instruction": "Hi."}])
     got = wb.format_test_rows(rows, without)
     assert [(r.key, r.prompt_without_instruction) for r in got] == [("7", "Hi.")]
@@ -277,7 +368,10 @@ def test_make_pairs_from_rows():
     pairs = wb.make_pairs(rows)
     for row, pair in zip(rows, pairs):
         assert (pair.key, pair.with_instruction, pair.without_instruction) == (
-            row.key, row.prompt, row.prompt_without_instruction)
+            row.key,
+            row.prompt,
+            row.prompt_without_instruction,
+        )
         assert pair.instruction_id == row.instruction_id_list[0] and pair.kwargs == row.kwargs[0]
     with pytest.raises(ValueError, match="prompt_without_instruction"):
         wb.make_pairs(wb.load_ifeval(data_path("ifeval_input_data.jsonl"))[:1])
@@ -333,7 +427,7 @@ def test_every_format_instruction_gives_verifiable_pairs(instruction_id, short_q
     needed = set(checker.get_instruction_args_keys())
     for pair in pairs:
         assert needed <= set(pair.kwargs), f"{instruction_id}: kwargs {pair.kwargs} lack {needed}"
-        sentence = pair.with_instruction[len(pair.without_instruction) + 1:]
+        sentence = pair.with_instruction[len(pair.without_instruction) + 1 :]
         rebuilt = checker.build_description(**pair.kwargs)
         assert sentence == rebuilt or sentence in PHRASINGS.get(instruction_id, []), sentence
         if pair.kwargs:

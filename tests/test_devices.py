@@ -1,6 +1,7 @@
 """Devices, dtypes and device maps: where the model is put is where it runs, and a model split by
 a device_map (accelerate's hooks on every block, as a multi-GPU split has) gives the tokens and
 caches of the unsplit model. Tests marked `gpu` run wherever CUDA is, and skip elsewhere."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,12 +15,18 @@ from workbench.twin import twin
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs CUDA")
-PROMPTS = ["What is the capital of France?", "Tell me a story about a cat.", "Hi",
-           "How do I bake bread at home?"]
+PROMPTS = ["What is the capital of France?", "Tell me a story about a cat.", "Hi", "How do I bake bread at home?"]
 # the tiny model in groups, each its own accelerate block
-GROUPS = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu",
-          "model.layers.1": "cpu", "model.layers.2": "cpu", "model.layers.3": "cpu",
-          "model.norm": "cpu", "lm_head": "cpu"}
+GROUPS = {
+    "model.embed_tokens": "cpu",
+    "model.rotary_emb": "cpu",
+    "model.layers.0": "cpu",
+    "model.layers.1": "cpu",
+    "model.layers.2": "cpu",
+    "model.layers.3": "cpu",
+    "model.norm": "cpu",
+    "lm_head": "cpu",
+}
 
 
 def mixed_rows(vec, n_layers: int = 4) -> list[list[wb.Steering]]:
@@ -65,11 +72,14 @@ def test_cli_refuses_a_device_or_dtype_before_any_work(tmp_path):
     from workbench.cli import app
 
     runner = CliRunner()
-    for args, message in ((["--device", "cuda"], "CUDA is not available"),
-                          (["--dtype", "int8"], "unknown dtype 'int8'"),
-                          (["--device", "cpu", "--device-map", "auto"], "not both")):
-        result = runner.invoke(app, ["reproduce", "length", "--model", "tiny-instruct", "--quick",
-                                     "--out", str(tmp_path / "run"), *args])
+    for args, message in (
+        (["--device", "cuda"], "CUDA is not available"),
+        (["--dtype", "int8"], "unknown dtype 'int8'"),
+        (["--device", "cpu", "--device-map", "auto"], "not both"),
+    ):
+        result = runner.invoke(
+            app, ["reproduce", "length", "--model", "tiny-instruct", "--quick", "--out", str(tmp_path / "run"), *args]
+        )
         assert result.exit_code == 2, result.output
         assert message in result.output
     assert not (tmp_path / "run").exists()
@@ -91,8 +101,7 @@ def test_half_precision_caches_derives_and_steers(tiny, tiny_pairs, tiny_vec, dt
     # steering by 0 changes nothing in any dtype: the terms were cast, not dropped
     zero = [[wb.Steering(tiny_vec, layer, "add", 0.0)] for layer in range(4)]
     plain = wb.generate_table(half, PROMPTS, max_new_tokens=8)
-    assert list(wb.generate_table(half, PROMPTS, zero, max_new_tokens=8)["token_ids"]) == \
-        list(plain["token_ids"])
+    assert list(wb.generate_table(half, PROMPTS, zero, max_new_tokens=8)["token_ids"]) == list(plain["token_ids"])
     assert tiny_vec.vectors.dtype == torch.float32 and tiny_vec.vectors.device.type == "cpu"
 
 
@@ -117,8 +126,7 @@ def test_a_device_map_dispatches_with_accelerate_hooks(grouped):
 def test_a_grouped_model_gives_the_tokens_of_the_whole(tiny, tiny_vec, grouped, unbridged):
     prompts, rows = _prompts(13), mixed_rows(tiny_vec)
     want = wb.generate_table(tiny, prompts, rows, max_new_tokens=12, batch_size=5)
-    got = wb.generate_table(grouped, prompts, rows, max_new_tokens=12, batch_size=5,
-                            unbridged=unbridged)
+    got = wb.generate_table(grouped, prompts, rows, max_new_tokens=12, batch_size=5, unbridged=unbridged)
     assert list(got["token_ids"]) == list(want["token_ids"])
 
 
@@ -138,8 +146,9 @@ def test_a_grouped_model_gives_the_caches_of_the_whole(tiny, tiny_pairs, grouped
 def test_offloaded_layers_run_on_the_bridge_with_the_same_tokens(tiny, tiny_vec, tiny_pairs):
     """Layers offloaded to disk hold meta placeholders between calls: the twin cannot share
     them, so generation takes the bridged path, which accelerate materialises block by block."""
-    offloaded = wb.load_model("tiny-instruct", device_map={**GROUPS, "model.layers.2": "disk",
-                                                           "model.layers.3": "disk"})
+    offloaded = wb.load_model(
+        "tiny-instruct", device_map={**GROUPS, "model.layers.2": "disk", "model.layers.3": "disk"}
+    )
     assert wb.model_info(offloaded).device == "cpu,disk"
     assert twin(offloaded) is None
     prompts, rows = _prompts(13), mixed_rows(tiny_vec)
@@ -153,22 +162,29 @@ def test_offloaded_layers_run_on_the_bridge_with_the_same_tokens(tiny, tiny_vec,
 def test_auto_maps_on_a_machine_without_gpus_stay_on_the_cpu(tiny, tiny_vec):
     auto = wb.load_model("tiny-instruct", device_map="auto")
     assert set(models.placement(auto)) <= {"cpu"} or CUDA
-    want = wb.generate_table(tiny, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4,
-                             max_new_tokens=6)
-    got = wb.generate_table(auto, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4,
-                            max_new_tokens=6)
+    want = wb.generate_table(tiny, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4, max_new_tokens=6)
+    got = wb.generate_table(auto, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4, max_new_tokens=6)
     if not CUDA:
         assert list(got["token_ids"]) == list(want["token_ids"])
 
 
 @pytest.mark.slow
 def test_smollm_split_in_groups_gives_the_tokens_and_caches_of_the_whole(smollm, smollm_vec):
-    groups = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu",
-              **{f"model.layers.{i}": "cpu" for i in range(30)}}
+    groups = {
+        "model.embed_tokens": "cpu",
+        "model.rotary_emb": "cpu",
+        "model.norm": "cpu",
+        "lm_head": "cpu",
+        **{f"model.layers.{i}": "cpu" for i in range(30)},
+    }
     split = wb.load_model("smollm2-135m-instruct", device_map=groups)
     assert twin(split) is not None
-    rows = [[wb.Steering(smollm_vec, 10, "adjust")], [wb.Steering(smollm_vec, 15, "add", 4.0, "generated")],
-            [wb.Steering(smollm_vec, 10, "ablate", 1.0, (-1,))], []]
+    rows = [
+        [wb.Steering(smollm_vec, 10, "adjust")],
+        [wb.Steering(smollm_vec, 15, "add", 4.0, "generated")],
+        [wb.Steering(smollm_vec, 10, "ablate", 1.0, (-1,))],
+        [],
+    ]
     want = wb.generate_table(smollm, PROMPTS, rows, max_new_tokens=16)
     got = wb.generate_table(split, PROMPTS, rows, max_new_tokens=16)
     assert list(got["token_ids"]) == list(want["token_ids"])
@@ -201,8 +217,9 @@ def test_cuda_fp32_tokens_equal_the_cpus(tiny, tiny_vec, tiny_pairs):
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_cuda_half_precision_runs(tiny_vec, dtype):
     cuda = wb.load_model("tiny-instruct", device="cuda", dtype=dtype)
-    table = wb.generate_table(cuda, _prompts(13), mixed_rows(tiny_vec), max_new_tokens=8,
-                              sampling=wb.Sampling(temperature=0.7, seed=1))
+    table = wb.generate_table(
+        cuda, _prompts(13), mixed_rows(tiny_vec), max_new_tokens=8, sampling=wb.Sampling(temperature=0.7, seed=1)
+    )
     assert len(table) == 13 and set(table["finish_reason"]) <= {"eos", "length"}
 
 
@@ -211,9 +228,10 @@ def test_cuda_half_precision_runs(tiny_vec, dtype):
 def test_cuda_device_map_gives_the_tokens_of_the_whole(tiny_vec):
     whole = wb.load_model("tiny-instruct", device="cuda")
     last = torch.cuda.device_count() - 1  # two GPUs where there are two: a real split
-    split = wb.load_model("tiny-instruct", device_map={**{k: 0 for k in GROUPS},
-                                                       "model.layers.2": last, "model.layers.3": last,
-                                                       "model.norm": last})
+    split = wb.load_model(
+        "tiny-instruct",
+        device_map={**{k: 0 for k in GROUPS}, "model.layers.2": last, "model.layers.3": last, "model.norm": last},
+    )
     prompts, rows = _prompts(13), mixed_rows(tiny_vec)
     want = wb.generate_table(whole, prompts, rows, max_new_tokens=12)
     got = wb.generate_table(split, prompts, rows, max_new_tokens=12)

@@ -1,5 +1,6 @@
 """The format experiment end to end: tiny model in seconds, resume after kill -9, refusal to
 resume another configuration, and the CLI on the bundled SmolLM2."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,17 @@ import pytest
 from workbench.experiments.format import FormatConfig, run_format
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = FormatConfig.quick(model="tiny-instruct", limit=4, max_new_tokens=8, n_pairs=6,
-                          layers=(1, 3), batch_size=4, n_validation=3, search_prompts=(2, 3),
-                          search_keep=(2,))
+TINY = FormatConfig.quick(
+    model="tiny-instruct",
+    limit=4,
+    max_new_tokens=8,
+    n_pairs=6,
+    layers=(1, 3),
+    batch_size=4,
+    n_validation=3,
+    search_prompts=(2, 3),
+    search_keep=(2,),
+)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -37,9 +46,18 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
     assert state["lock_hash"] == state["model_info"]["lock_hash"] == lock_hash() != "no lock file"
     assert state["choices"]["candidate_layers"] == [1, 3]
     assert {"vectors", "validation", "test"} <= set(state["timings"])
-    for name in ["report.html", "summary.md", "scores.csv", "tables/two_by_two_loose.csv",
-                 "tables/mcnemar_loose.csv", "tables/two_by_two_good.csv", "tables/mcnemar_good.csv",
-                 "tables/search_rounds.csv", "tables/search_choices.csv", "validation_scores.csv"]:
+    for name in [
+        "report.html",
+        "summary.md",
+        "scores.csv",
+        "tables/two_by_two_loose.csv",
+        "tables/mcnemar_loose.csv",
+        "tables/two_by_two_good.csv",
+        "tables/mcnemar_good.csv",
+        "tables/search_rounds.csv",
+        "tables/search_choices.csv",
+        "validation_scores.csv",
+    ]:
         assert (run.path / name).is_file(), name
     gens = _lines(run.path / "generations.jsonl")
     # the search: 4 instructions x 2 conditions; round 0 runs every candidate (none + 2 layers x
@@ -53,8 +71,11 @@ def test_format_end_to_end_on_tiny(tmp_path, tiny):
     assert n_val == 4 * 2 * (5 * 2 + 3 * 1) - 3 * 3
     val = pd.read_csv(run.path / "validation_scores.csv")
     assert len(val) == 4 * 2 * (5 * 2 + 3 * 1)  # yet every job is scored against its own row
-    shared = val[(val["label"] == "none") & ~val["with_instruction"]] if "label" in val else \
-        val[(val["layer"] == -1) & ~val["with_instruction"]]
+    shared = (
+        val[(val["label"] == "none") & ~val["with_instruction"]]
+        if "label" in val
+        else val[(val["layer"] == -1) & ~val["with_instruction"]]
+    )
     assert shared.groupby("prompt")["instruction_id"].nunique().eq(4).all()
     assert len({g["job"] for g in gens}) == len(gens)
     scores = pd.read_csv(run.path / "scores.csv")
@@ -105,8 +126,12 @@ def test_job_ids_name_condition_candidate_and_row():
     twice = IFEvalRow("1001", "Hi. No commas.", ("punctuation:no_comma",), ({},), "Hi.", row_id="1001#2")
     chosen = {("punctuation:no_comma", w): Candidate() for w in (False, True)}
     jobs = _test_jobs([row, twice], {"punctuation:no_comma": None}, chosen)
-    assert [j.id for j in jobs] == ["test/no_instruction/none/1001", "test/instruction/none/1001",
-                                    "test/no_instruction/none/1001#2", "test/instruction/none/1001#2"]
+    assert [j.id for j in jobs] == [
+        "test/no_instruction/none/1001",
+        "test/instruction/none/1001",
+        "test/no_instruction/none/1001#2",
+        "test/instruction/none/1001#2",
+    ]
     assert [j.tags["row_id"] for j in jobs] == ["1001", "1001", "1001#2", "1001#2"]
 
 
@@ -116,8 +141,19 @@ def _cli(*args: str) -> list[str]:
 
 def test_kill_9_mid_run_loses_and_repeats_nothing(tmp_path):
     out = tmp_path / "run"
-    args = _cli("--model", "tiny-instruct", "--quick", "--limit", "6", "--batch-size", "2",
-                "--max-new-tokens", "24", "--out", str(out))
+    args = _cli(
+        "--model",
+        "tiny-instruct",
+        "--quick",
+        "--limit",
+        "6",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--out",
+        str(out),
+    )
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     gens = out / "generations.jsonl"
@@ -158,6 +194,12 @@ def test_cli_on_bundled_smollm2_with_limit(tmp_path):
     assert scores["key"].nunique() == 2 and len(scores) == 8
     assert "Test set" in done.stdout
 
-    bad = subprocess.run(_cli("--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")),
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        _cli("--data", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x")),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "missing.jsonl" in bad.stderr

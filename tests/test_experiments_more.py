@@ -1,6 +1,7 @@
 """The length, keywords, composition and transfer experiments end to end on the tiny models
 (seconds each), resuming, transfer between equal widths and its refusal of unequal ones, and the
 CLI of each on the bundled SmolLM2 (slow)."""
+
 from __future__ import annotations
 
 import json
@@ -23,14 +24,25 @@ from workbench.experiments.transfer import TransferConfig, run_transfer
 ROOT = Path(__file__).resolve().parents[1]
 # byte-level tiny models: short queries keep prompts inside their 512-token context
 SMALL = dict(max_new_tokens=8, batch_size=8, max_query_chars=200)
-LENGTH = LengthConfig.quick(model="tiny-instruct", limit=2, n_pairs=4, max_sentences=2,
-                            weights=(0, 20, 200), directions=("concise", "verbose"), all_classes=True, **SMALL)
-KEYWORDS = KeywordsConfig.quick(model="tiny-instruct", limit=1, n_pairs=3, n_validation=1, layers=(1, 3),
-                                weights=(0, 40, 400), **SMALL)
-COMPOSITION = CompositionConfig.quick(model="tiny-instruct", limit=2, n_pairs=4, n_length_pairs=4,
-                                      layers=(1, 3), **SMALL)
-TRANSFER = TransferConfig.quick(source="tiny-instruct", target="tiny-base", limit=2, n_pairs=4,
-                                layers=(1, 3), **dict(SMALL, max_query_chars=300))
+LENGTH = LengthConfig.quick(
+    model="tiny-instruct",
+    limit=2,
+    n_pairs=4,
+    max_sentences=2,
+    weights=(0, 20, 200),
+    directions=("concise", "verbose"),
+    all_classes=True,
+    **SMALL,
+)
+KEYWORDS = KeywordsConfig.quick(
+    model="tiny-instruct", limit=1, n_pairs=3, n_validation=1, layers=(1, 3), weights=(0, 40, 400), **SMALL
+)
+COMPOSITION = CompositionConfig.quick(
+    model="tiny-instruct", limit=2, n_pairs=4, n_length_pairs=4, layers=(1, 3), **SMALL
+)
+TRANSFER = TransferConfig.quick(
+    source="tiny-instruct", target="tiny-base", limit=2, n_pairs=4, layers=(1, 3), **dict(SMALL, max_query_chars=300)
+)
 
 
 def _lines(path: Path) -> list[dict]:
@@ -64,8 +76,9 @@ def test_length_end_to_end_on_tiny(tmp_path, tiny):
     layer = state["choices"]["layer"]
     assert layer == round(0.375 * 4)
     norms = {int(k): v for k, v in state["choices"]["residual_norms"].items()}
-    assert [w["raw"] for w in state["choices"]["weights"]] == [raw_weight(c, layer, norms, "norm_percent")
-                                                                for c in LENGTH.weights]
+    assert [w["raw"] for w in state["choices"]["weights"]] == [
+        raw_weight(c, layer, norms, "norm_percent") for c in LENGTH.weights
+    ]
     assert len(list((run.path / "vectors" / "length").glob("*.safetensors"))) == 5
     gens = _lines(run.path / "generations.jsonl")
     # the prompt without the instruction is generated once for all n, and no steering once for
@@ -76,14 +89,19 @@ def test_length_end_to_end_on_tiny(tmp_path, tiny):
     assert set(scores["weight"]) == {0, 20, 200} and set(scores["arm"]) == {"concise", "verbose"}
     by_weight = pd.read_csv(run.path / "tables/by_weight_loose.csv")
     assert len(by_weight) == 2 * 2 * 3 and by_weight["n"].eq(4).all() and by_weight["n_clusters"].eq(2).all()
-    assert (by_weight["ci_low"] <= by_weight["accuracy"]).all() and (by_weight["accuracy"] <= by_weight["ci_high"]).all()
+    assert (by_weight["ci_low"] <= by_weight["accuracy"]).all() and (
+        by_weight["accuracy"] <= by_weight["ci_high"]
+    ).all()
     assert (by_weight["loose_not_degenerate"] <= by_weight["accuracy"]).all()
     assert scores["loose_not_degenerate"].tolist() == (scores["loose"] & ~scores["degenerate"]).tolist()
     assert set(pd.read_csv(run.path / "tables/by_n_loose.csv")["max_n"]) == {1, 2}
     # at_most_n is the count of the verifier's own sentence tokenizer
     from workbench.scoring import count_sentences
-    ok = [count_sentences(str(r)) <= n and bool(str(r).strip()) if isinstance(r, str) else False
-          for r, n in zip(scores["response"], scores["max_n"])]
+
+    ok = [
+        count_sentences(str(r)) <= n and bool(str(r).strip()) if isinstance(r, str) else False
+        for r, n in zip(scores["response"], scores["max_n"])
+    ]
     assert scores["at_most_n"].tolist() == ok
     # weight 0 is the unsteered generation itself; a large weight changes what is generated
     plain = scores[scores["weight"] == 0].set_index(["prompt", "arm"])["response"]
@@ -116,8 +134,10 @@ def test_a_truncated_generation_is_redone_on_resume(tmp_path, tiny):
 
 def test_keywords_end_to_end_on_tiny(tmp_path, tiny):
     run = run_keywords(KEYWORDS, tmp_path / "run", model=tiny, show_progress=False)
-    _common_checks(run, ["headline", "weight_sweep_loose", "weight_sweep_word_match",
-                         "layer_search_choices", "weight_search_choices"])
+    _common_checks(
+        run,
+        ["headline", "weight_sweep_loose", "weight_sweep_word_match", "layer_search_choices", "weight_search_choices"],
+    )
     state = _state(run)
     layers = {(c["arm"], c["with_instruction"]): c["layer"] for c in state["choices"]["layer_search"]}
     assert len(layers) == 3 * 2 and set(layers.values()) <= {1, 3, NONE}
@@ -147,12 +167,22 @@ def _keyword_test_file(path: Path) -> Path:
     key (so keys repeat), plus old_prompt and instruction_id_list_old."""
     lines = []
     for key, iid, arg, words, base in [
-            (1531, "keywords:existence", "keywords", ["atlantis", "constable"], "Write a proposal."),
-            (1147, "keywords:forbidden_words", "forbidden_words", ["field", "thanks"], "Rewrite a note.")]:
-        lines += [dict(key=key, prompt=f'{base} Use the word "{w}".', instruction_id_list=[iid],
-                       kwargs=[{arg: [w]}], instruction_id_list_for_eval=[iid], prompt_without_instruction=base,
-                       old_prompt=f"{base} Mind the words {' and '.join(words)}.",
-                       instruction_id_list_old=[iid]) for w in words]
+        (1531, "keywords:existence", "keywords", ["atlantis", "constable"], "Write a proposal."),
+        (1147, "keywords:forbidden_words", "forbidden_words", ["field", "thanks"], "Rewrite a note."),
+    ]:
+        lines += [
+            dict(
+                key=key,
+                prompt=f'{base} Use the word "{w}".',
+                instruction_id_list=[iid],
+                kwargs=[{arg: [w]}],
+                instruction_id_list_for_eval=[iid],
+                prompt_without_instruction=base,
+                old_prompt=f"{base} Mind the words {' and '.join(words)}.",
+                instruction_id_list_old=[iid],
+            )
+            for w in words
+        ]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
@@ -160,8 +190,13 @@ def _keyword_test_file(path: Path) -> Path:
 def test_keywords_reads_a_test_file_with_repeated_keys(tmp_path, tiny):
     from workbench.experiments.keywords import _test_rows
 
-    cfg = replace(KEYWORDS, data=str(_keyword_test_file(tmp_path / "kw.jsonl")), limit=2,
-                  arms=("include", "exclude_subtract"), weights=(0, 40))
+    cfg = replace(
+        KEYWORDS,
+        data=str(_keyword_test_file(tmp_path / "kw.jsonl")),
+        limit=2,
+        arms=("include", "exclude_subtract"),
+        weights=(0, 40),
+    )
     rows = _test_rows(cfg)
     assert [r.row_id for r in rows] == ["1531#1", "1531#2", "1147#1", "1147#2"]
     run = run_keywords(cfg, tmp_path / "run", model=tiny, show_progress=False)
@@ -186,9 +221,15 @@ def test_word_match_uses_word_boundaries():
 
 
 def test_choose_layer_over_weights_and_steered_only():
-    scored = pd.DataFrame(dict(
-        g=["a"] * 6, layer=[NONE, NONE, 1, 1, 3, 3], weight=[0.0, 0.0, 5.0, 5.0, 10.0, 10.0],
-        loose=[True, True, False, True, True, True], degenerate=[False, False, False, False, True, False]))
+    scored = pd.DataFrame(
+        dict(
+            g=["a"] * 6,
+            layer=[NONE, NONE, 1, 1, 3, 3],
+            weight=[0.0, 0.0, 5.0, 5.0, 10.0, 10.0],
+            loose=[True, True, False, True, True, True],
+            degenerate=[False, False, False, False, True, False],
+        )
+    )
     _, by_layer = choose_candidate(scored, group=["g"])
     assert by_layer["layer"].item() == NONE  # layer 3 is degenerate, layer 1 worse than none
     _, steered = choose_candidate(scored, group=["g"], steered_only=True)
@@ -262,8 +303,7 @@ def test_transfer_refuses_unequal_widths_without_a_map(tmp_path, tiny, tiny_narr
     with pytest.raises(ValueError, match=r"d_model 32.*d_model 64.*widths differ.*fit_map"):
         run_transfer(TRANSFER, tmp_path / "run", source=tiny, target=tiny_narrow)
     with pytest.raises(ValueError, match="lacks the maps"):
-        run_transfer(replace(TRANSFER, linear_map=str(tmp_path)), tmp_path / "run2", source=tiny,
-                     target=tiny_narrow)
+        run_transfer(replace(TRANSFER, linear_map=str(tmp_path)), tmp_path / "run2", source=tiny, target=tiny_narrow)
 
 
 def test_transfer_with_a_fitted_map_between_unequal_widths(tmp_path, tiny, tiny_narrow):
@@ -281,8 +321,13 @@ def test_transfer_with_a_fitted_map_between_unequal_widths(tmp_path, tiny, tiny_
         assert abs(float(vec.direction(1).norm()) - 1) < 1e-5
         assert vec.meta["carried_to"]["z_bar_from"] == "target"
     # a map saved elsewhere is used the same way
-    again = run_transfer(replace(cfg, fit_map=False, linear_map=str(run.path / "maps")), tmp_path / "run2",
-                         source=tiny, target=tiny_narrow, show_progress=False)
+    again = run_transfer(
+        replace(cfg, fit_map=False, linear_map=str(run.path / "maps")),
+        tmp_path / "run2",
+        source=tiny,
+        target=tiny_narrow,
+        show_progress=False,
+    )
     a = pd.read_csv(run.path / "scores.csv")["response"].tolist()
     b = pd.read_csv(again.path / "scores.csv")["response"].tolist()
     assert a == b
@@ -293,8 +338,13 @@ def test_cli_set_parses_config_fields():
 
     from workbench.cli import _configured
 
-    cfg = _configured(LengthConfig, True, ["max_new_tokens=12", "weights=0,5", "layer=none", "baseline=opposite"],
-                      model="tiny-instruct", limit=None)
+    cfg = _configured(
+        LengthConfig,
+        True,
+        ["max_new_tokens=12", "weights=0,5", "layer=none", "baseline=opposite"],
+        model="tiny-instruct",
+        limit=None,
+    )
     assert (cfg.max_new_tokens, cfg.weights, cfg.layer, cfg.baseline, cfg.limit) == (12, (0, 5), None, "opposite", 2)
     assert _configured(KeywordsConfig, True, ["limit=none"]).limit is None  # --set may clear a quick value
     for bad in (["nonsense=1"], ["QUICK={}"], ["limit"]):
@@ -304,19 +354,45 @@ def test_cli_set_parses_config_fields():
 
 def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_WAIT_POLICY="PASSIVE")
-    return subprocess.run([sys.executable, "-m", "workbench.cli", "reproduce", name, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "reproduce", name, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, args, heading", [
-    ("length", ["--limit", "1", "--set", "max_sentences=2", "--set", "max_new_tokens=24"], "at most n"),
-    ("keywords", ["--limit", "1", "--set", "max_new_tokens=12", "--set", "n_validation=1", "--set", "n_pairs=2",
-                  "--set", "arms=include,exclude_subtract"], "Include / exclude"),
-    ("composition", ["--limit", "2", "--set", "max_new_tokens=24", "--set", "n_validation=1"], "Format and length"),
-    ("transfer", ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12", "--set", "n_validation=1"],
-     "Transfer"),
-])
+@pytest.mark.parametrize(
+    "name, args, heading",
+    [
+        ("length", ["--limit", "1", "--set", "max_sentences=2", "--set", "max_new_tokens=24"], "at most n"),
+        (
+            "keywords",
+            [
+                "--limit",
+                "1",
+                "--set",
+                "max_new_tokens=12",
+                "--set",
+                "n_validation=1",
+                "--set",
+                "n_pairs=2",
+                "--set",
+                "arms=include,exclude_subtract",
+            ],
+            "Include / exclude",
+        ),
+        ("composition", ["--limit", "2", "--set", "max_new_tokens=24", "--set", "n_validation=1"], "Format and length"),
+        (
+            "transfer",
+            ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12", "--set", "n_validation=1"],
+            "Transfer",
+        ),
+    ],
+)
 def test_cli_on_bundled_smollm2(tmp_path, name, args, heading):
     done = _cli(name, "--quick", "--out", str(tmp_path / "run"), *args)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -1,5 +1,6 @@
 """The figures that read at a glance: small multiples, shared reference lines, offset error bars,
 a fluency panel, standardized projections, the pair-by-pair cosine view, and PNG-first export."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,8 +18,17 @@ def _sweep(names, conditions=("without", "with")):
         for c, cond in enumerate(conditions):
             for layer in [np.nan, *LAYERS]:
                 acc = 0.1 * k % 1 if np.isnan(layer) else 0.05 * (layer + c)
-                rows.append(dict(instruction=name, condition=cond, layer=layer, accuracy=acc,
-                                 ci_low=max(acc - 0.1, 0), ci_high=min(acc + 0.1, 1), degenerate=0.1 * c))
+                rows.append(
+                    dict(
+                        instruction=name,
+                        condition=cond,
+                        layer=layer,
+                        accuracy=acc,
+                        ci_low=max(acc - 0.1, 0),
+                        ci_high=min(acc + 0.1, 1),
+                        degenerate=0.1 * c,
+                    )
+                )
     return pd.DataFrame(rows)
 
 
@@ -71,8 +81,9 @@ def _proj():
     scale = torch.tensor([1.0, 10.0, 100.0])[None, :, None]  # the residual norm grows with depth
     without = torch.randn(30, 3, 8, generator=g) * scale
     direction = torch.randn(3, 8, generator=g)
-    return A.projection_separation(without + 2 * scale * direction / direction.norm(dim=-1, keepdim=True),
-                                   without, direction, LAYERS)
+    return A.projection_separation(
+        without + 2 * scale * direction / direction.norm(dim=-1, keepdim=True), without, direction, LAYERS
+    )
 
 
 def test_projection_curves_standardized_reads_as_cohens_d():
@@ -106,8 +117,14 @@ def test_cosine_baselines_pair_by_pair_with_intervals():
     stab = pd.concat([A.split_half_stability(*sets[n], LAYERS, n_splits=3).assign(instruction=n) for n in sets])
     fig = P.cosine_baselines(cos, stab, A.random_cosine_band(16, n=20))
     names = [t.name for t in fig.data]
-    assert names[1:7] == ["title · json interval", "title · json", "title · control interval", "title · control",
-                          "json · control interval", "json · control"]
+    assert names[1:7] == [
+        "title · json interval",
+        "title · json",
+        "title · control interval",
+        "title · control",
+        "json · control interval",
+        "json · control",
+    ]
     pair = cos[(cos.instruction_a == "json") & (cos.instruction_b == "control")]
     assert np.allclose(fig.data[6].y, pair.cosine)
     assert np.allclose(fig.data[5].y, list(pair.ci_high) + list(pair.ci_low)[::-1])
@@ -136,16 +153,37 @@ def test_export_png_by_default_and_one_shared_plotlyjs(tmp_path):
 
 
 def test_detect_vs_steer_stars_both_best_layers():
-    sep = pd.DataFrame({"layer": [0, 2, 4], "cohens_d": [3.0, 5.0, 2.0], "cohens_d_low": [2.0, 4.0, 1.0],
-                        "cohens_d_high": [4.0, 6.0, 3.0], "auroc": [0.9, 1.0, 0.8]})
-    steer = pd.DataFrame({"layer": [np.nan, 0, 2, 4], "accuracy": [0.1, 0.0, 0.1, 0.7],
-                          "ci_low": [0.0, 0.0, 0.0, 0.4], "ci_high": [0.3, 0.2, 0.3, 0.9],
-                          "degenerate": [0.1, 0.0, 0.5, 0.2]})
+    sep = pd.DataFrame(
+        {
+            "layer": [0, 2, 4],
+            "cohens_d": [3.0, 5.0, 2.0],
+            "cohens_d_low": [2.0, 4.0, 1.0],
+            "cohens_d_high": [4.0, 6.0, 3.0],
+            "auroc": [0.9, 1.0, 0.8],
+        }
+    )
+    steer = pd.DataFrame(
+        {
+            "layer": [np.nan, 0, 2, 4],
+            "accuracy": [0.1, 0.0, 0.1, 0.7],
+            "ci_low": [0.0, 0.0, 0.0, 0.4],
+            "ci_high": [0.3, 0.2, 0.3, 0.9],
+            "degenerate": [0.1, 0.0, 0.5, 0.2],
+        }
+    )
     refs = pd.DataFrame({"reference": ["instruction in prompt"], "accuracy": [0.8]})
     fig = P.detect_vs_steer(sep, steer, references=refs)
     names = [t.name for t in fig.data]
-    assert names == ["Cohen's d", "best separating: L2", "steered: accuracy", "no steering", "best steering: L4",
-                     "steered: degenerate", "no steering: degenerate", "instruction in prompt"]
+    assert names == [
+        "Cohen's d",
+        "best separating: L2",
+        "steered: accuracy",
+        "no steering",
+        "best steering: L4",
+        "steered: degenerate",
+        "no steering: degenerate",
+        "instruction in prompt",
+    ]
     assert np.allclose(fig.data[0].error_y.array, [1, 1, 1])
     assert fig.data[6].yaxis != fig.data[2].yaxis  # the fluency panel is its own
     auroc = P.detect_vs_steer(sep, steer.drop(columns="degenerate"), detect="auroc")

@@ -1,5 +1,6 @@
 """Generation: batched, KV-cached, left-padded generation equals the batch-1 full-recompute
 reference for every steering mode and position set, and HF's own generate when unsteered."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -44,15 +45,16 @@ def _positions(tiny):
 
 
 @pytest.mark.parametrize("unbridged", [None, False], ids=["twin", "bridge"])
-@pytest.mark.parametrize("mode, weight", [("add", 40.0), ("adjust", 1.0), ("ablate", 1.0)], ids=["add", "adjust", "ablate"])
+@pytest.mark.parametrize(
+    "mode, weight", [("add", 40.0), ("adjust", 1.0), ("ablate", 1.0)], ids=["add", "adjust", "ablate"]
+)
 @pytest.mark.parametrize("pos_index", range(5), ids=["all", "prompt", "generated", "minus1", "explicit"])
 def test_batched_equals_reference_on_tiny(tiny, tiny_vec, unsteered, mode, weight, pos_index, unbridged):
     """Both decode paths (the unbridged twin, chosen by default, and the bridge) against the
     bridge's batch-1 full-recompute loop."""
     positions = _positions(tiny)[pos_index]
     specs = [wb.Steering(tiny_vec, layer=1, mode=mode, weight=weight, positions=positions)]
-    table = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=N_TINY, batch_size=3,
-                              unbridged=unbridged)
+    table = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=N_TINY, batch_size=3, unbridged=unbridged)
     got = _tokens(table)
     for prompt, tokens in zip(PROMPTS, got):
         assert tokens == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY), prompt
@@ -88,8 +90,10 @@ def test_per_row_steering_equals_each_row_alone(tiny, tiny_vec):
         [wb.Steering(tiny_vec, layer=1, weight=40.0)],
         [wb.Steering(tiny_vec, layer=2, mode="adjust", positions="prompt")],
         [],
-        [wb.Steering(tiny_vec, layer=3, mode="ablate"),
-         wb.Steering(-tiny_vec, layer=0, weight=25.0, positions="generated")],
+        [
+            wb.Steering(tiny_vec, layer=3, mode="ablate"),
+            wb.Steering(-tiny_vec, layer=0, weight=25.0, positions="generated"),
+        ],
         [wb.Steering(tiny_vec, layer=1, weight=-30.0, positions=(-1,))],
     ]
     table = wb.generate_table(tiny, PROMPTS, configs, max_new_tokens=N_TINY, batch_size=5)
@@ -115,9 +119,16 @@ def _hf_generate(model, ids, n):
     """HF's own greedy generate on one unpadded prompt; the new tokens up to the first EOS."""
     hf = model.original_model
     with torch.no_grad():
-        out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                          max_new_tokens=n, do_sample=False, top_p=None, top_k=None, temperature=None,
-                          pad_token_id=model.tokenizer.pad_token_id)[0, len(ids):].tolist()
+        out = hf.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=n,
+            do_sample=False,
+            top_p=None,
+            top_k=None,
+            temperature=None,
+            pad_token_id=model.tokenizer.pad_token_id,
+        )[0, len(ids) :].tolist()
     stop = eos_ids(model)
     return out[: next((i for i, t in enumerate(out) if t in stop), len(out))]
 
@@ -130,8 +141,16 @@ def test_unsteered_equals_hf_generate_on_tiny(tiny, unsteered):
 def test_generate_returns_the_responses(tiny, tiny_base):
     table = wb.generate_table(tiny, PROMPTS[:2], max_new_tokens=6)
     assert wb.generate(tiny, PROMPTS[:2], max_new_tokens=6) == list(table["response"])
-    assert list(table.columns) == ["prompt", "formatted", "response", "n_tokens", "finish_reason",
-                                   "steering", "truncated_tokens", "token_ids"]
+    assert list(table.columns) == [
+        "prompt",
+        "formatted",
+        "response",
+        "n_tokens",
+        "finish_reason",
+        "steering",
+        "truncated_tokens",
+        "token_ids",
+    ]
     assert list(table["formatted"]) == wb.default_format(tiny).apply_all(tiny.tokenizer, PROMPTS[:2])
     assert list(table["n_tokens"]) == [6, 6] and set(table["finish_reason"]) == {"length"}
     base = wb.generate_table(tiny_base, ["Hi"], max_new_tokens=4, stop=())
@@ -180,8 +199,9 @@ def test_stop_strings_and_eos(tiny_base, make_vector):
 
     eos = tiny_base.tokenizer.eos_token_id
     end = [_forcing(tiny_base, make_vector, eos, n + 1)]
-    table = wb.generate_table(tiny_base, [prompt, "A much longer prompt than the first one"], [end, []],
-                              max_new_tokens=8)
+    table = wb.generate_table(
+        tiny_base, [prompt, "A much longer prompt than the first one"], [end, []], max_new_tokens=8
+    )
     assert list(table["finish_reason"]) == ["eos", "length"]
     assert list(table["token_ids"][0]) == free[:2] and table["n_tokens"][0] == 2  # EOS not included
     assert wb.generate_reference(tiny_base, prompt, end, max_new_tokens=8) == free[:2]
@@ -194,8 +214,13 @@ def test_rows_dropped_when_finished_keep_their_own_steering(tiny_base, make_vect
     d = tiny_base.cfg.d_model
     vec = make_vector(tiny_base, {1: torch.randn(d), 2: torch.randn(d)}, z_bars={1: 3.0, 2: -2.0})
     eos = tiny_base.tokenizer.eos_token_id
-    prompts = ["Hello there", "A much longer prompt than the first one", "Tell me a story.",
-               "What is two plus two?", "Name a color."]
+    prompts = [
+        "Hello there",
+        "A much longer prompt than the first one",
+        "Tell me a story.",
+        "What is two plus two?",
+        "Name a color.",
+    ]
     n = [len(_ids(tiny_base, p)) for p in prompts]
     configs = [
         [_forcing(tiny_base, make_vector, eos, n[0] + 1)],  # EOS after 2 tokens
@@ -275,14 +300,17 @@ def test_batched_equals_reference_on_smollm(smollm, smollm_vec):
     prompts = [p for _, p, _ in rows] + [SHORT, LONG]
     steering = [specs for _, _, specs in rows] + [[], []]
     got = _tokens(wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts)))
-    bridged = _tokens(wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL,
-                                        batch_size=len(prompts), unbridged=False))
+    bridged = _tokens(
+        wb.generate_table(smollm, prompts, steering, max_new_tokens=N_SMOL, batch_size=len(prompts), unbridged=False)
+    )
     assert got == bridged  # the unbridged twin (default) and the bridge agree token for token
     plain = {SHORT: got[-2], LONG: got[-1]}
     for (name, prompt, specs), tokens in zip(rows, got):
         assert tokens != plain[prompt], f"{name} changed nothing, so agreement would mean little"
         ref = wb.generate_reference(smollm, prompt, specs, max_new_tokens=N_SMOL)
-        assert tokens == ref, f"{name} on {prompt!r}: {smollm.tokenizer.decode(tokens)!r} vs {smollm.tokenizer.decode(ref)!r}"
+        assert tokens == ref, (
+            f"{name} on {prompt!r}: {smollm.tokenizer.decode(tokens)!r} vs {smollm.tokenizer.decode(ref)!r}"
+        )
 
 
 @pytest.mark.slow
@@ -311,8 +339,11 @@ def test_explicit_positions_no_row_reaches_are_refused(tiny, tiny_vec):
     n = len(_ids(tiny, PROMPTS[2]))  # the longest prompt
     for positions in ((1000,), (0, n + 4), (-n - 1,)):
         spec = wb.Steering(tiny_vec, layer=1, positions=positions)
-        with pytest.raises(ValueError, match=rf"reach no token: the longest row has {n} prompt "
-                                             rf"tokens and up to 4 generated ones.*Fix"):
+        with pytest.raises(
+            ValueError,
+            match=rf"reach no token: the longest row has {n} prompt "
+            rf"tokens and up to 4 generated ones.*Fix",
+        ):
             wb.generate(tiny, PROMPTS, [spec], max_new_tokens=4, batch_size=5)
         with pytest.raises(ValueError, match="reach no token"):
             wb.generate_reference(tiny, PROMPTS[2], [spec], max_new_tokens=4)
@@ -321,8 +352,7 @@ def test_explicit_positions_no_row_reaches_are_refused(tiny, tiny_vec):
     # per-row specs are checked against their own row: the longest prompt's index is not "Hi"'s
     short = len(_ids(tiny, "Hi"))
     with pytest.raises(ValueError, match=f"longest row has {short} prompt tokens"):
-        wb.generate(tiny, ["Hi", PROMPTS[2]], [[dataclasses.replace(edge, positions=(n,))], []],
-                    max_new_tokens=4)
+        wb.generate(tiny, ["Hi", PROMPTS[2]], [[dataclasses.replace(edge, positions=(n,))], []], max_new_tokens=4)
 
 
 def test_sampling_uses_a_generator_on_the_logits_device(tiny):

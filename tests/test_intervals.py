@@ -1,5 +1,6 @@
 """Bootstrap intervals: the vectorised resampling equals a plain loop over the same draws, and
 the intervals cover planted values."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -50,8 +51,9 @@ def test_bootstrap_cosines_cover_the_planted_cosine():
     e1, e2 = torch.nn.functional.normalize(torch.randn(2, len(LAYERS), D, generator=g), dim=-1)
     e2 = torch.nn.functional.normalize(e2 - (e2 * e1).sum(-1, keepdim=True) * e1, dim=-1)
     ua, ub = 4 * e1, 4 * (0.5 * e1 + np.sqrt(0.75) * e2)  # true cosine 0.5
-    df = A.bootstrap_cosines({"a": _pairs(ua, 60, 4), "b": _pairs(ub, 60, 5), "c": _pairs(-ua, 60, 6)},
-                             LAYERS, n_boot=400)
+    df = A.bootstrap_cosines(
+        {"a": _pairs(ua, 60, 4), "b": _pairs(ub, 60, 5), "c": _pairs(-ua, 60, 6)}, LAYERS, n_boot=400
+    )
     ab = df[(df.instruction_a == "a") & (df.instruction_b == "b")]
     assert ((ab.ci_low < 0.5) & (0.5 < ab.ci_high)).all()
     assert (ab.ci_high - ab.ci_low).max() < 0.2
@@ -59,8 +61,9 @@ def test_bootstrap_cosines_cover_the_planted_cosine():
     # noise pulls the cosine of the two means to -0.90..-0.93; the basic interval reaches back
     # to the planted -1 (beyond the estimate: it corrects the pull the resamples show)
     assert (ac.cosine > -0.95).all() and (ac.ci_low < -0.99).all() and (ac.ci_high < -0.9).all()
-    perc = A.bootstrap_cosines({"a": _pairs(ua, 60, 4), "c": _pairs(-ua, 60, 6)}, LAYERS, n_boot=400,
-                               method="percentile")
+    perc = A.bootstrap_cosines(
+        {"a": _pairs(ua, 60, 4), "c": _pairs(-ua, 60, 6)}, LAYERS, n_boot=400, method="percentile"
+    )
     assert (perc.ci_low > perc.cosine).any()  # why not the percentile interval: it can miss the estimate
     assert len(df) == 3 * len(LAYERS)
 
@@ -107,7 +110,9 @@ def test_separation_intervals_unpaired_and_grouped():
     rng = np.random.default_rng(0)
     for inst in ("a", "b"):
         rows += [dict(instruction=inst, layer=1, example=i, side="with", projection=rng.normal(2)) for i in range(10)]
-        rows += [dict(instruction=inst, layer=1, example=i, side="without", projection=rng.normal(0)) for i in range(14)]
+        rows += [
+            dict(instruction=inst, layer=1, example=i, side="without", projection=rng.normal(0)) for i in range(14)
+        ]
     df = A.separation_intervals(pd.DataFrame(rows), by=("instruction", "layer"), n_boot=100)
     assert list(df.instruction) == ["a", "b"]
     assert (df.auroc_low <= df.auroc).all() and (df.auroc <= df.auroc_high).all()

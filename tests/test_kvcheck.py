@@ -1,6 +1,7 @@
 """The stack check before KV-cached generation: it passes on a working stack and refuses, loudly
 and before any text is written, on one whose bridge does not fill the KV cache (the break of
 transformers 5.24.0 with TransformerLens 4.3.0, simulated)."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,11 @@ from workbench import kvcheck
 def _simulate_unfilled_cache(monkeypatch):
     """Every layer's cache update hands back the new keys and values but stores nothing: what
     the bridged model did with transformers 5.24 (get_seq_length() stayed 0)."""
-    monkeypatch.setattr(transformers.DynamicCache, "update",
-                        lambda self, key_states, value_states, layer_idx, *a, **k: (key_states, value_states))
+    monkeypatch.setattr(
+        transformers.DynamicCache,
+        "update",
+        lambda self, key_states, value_states, layer_idx, *a, **k: (key_states, value_states),
+    )
     monkeypatch.setattr(kvcheck, "_CHECKED", kvcheck.weakref.WeakSet())
 
 

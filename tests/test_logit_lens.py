@@ -1,5 +1,6 @@
 """The logit lens of a direction: planted tokens read out first, an independent transformers
 oracle, the baseline form, per-example differences and the figure."""
+
 import math
 
 import numpy as np

@@ -1,5 +1,6 @@
 """Maps between two models' residual streams: aligned positions, whole-text held-out splits,
 and known answers (a model mapped onto itself)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,10 +11,16 @@ import workbench as wb
 from workbench.analysis import fit_linear_map
 from workbench.analysis.model_map import aligned_positions, fit_model_maps, paired_residuals
 
-TEXTS = ["Write a short poem about the sea.", "Explain how a bicycle works, step by step.",
-         "List three facts about Jupiter's moons.", "What is the capital of Peru?",
-         "Describe your ideal weekend in detail.", "Naïve café owners sell crème brûlée — why?",
-         "Give me a recipe for pancakes.", "How do vaccines train the immune system?"]
+TEXTS = [
+    "Write a short poem about the sea.",
+    "Explain how a bicycle works, step by step.",
+    "List three facts about Jupiter's moons.",
+    "What is the capital of Peru?",
+    "Describe your ideal weekend in detail.",
+    "Naïve café owners sell crème brûlée — why?",
+    "Give me a recipe for pancakes.",
+    "How do vaccines train the immune system?",
+]
 
 
 def test_groups_hold_out_whole_groups():
@@ -38,7 +45,7 @@ def test_aligned_positions_mark_the_same_prefix(smollm, gemma):
         ids_a = smollm.tokenizer(text, add_special_tokens=False)["input_ids"]
         ids_b = gemma.tokenizer(text, add_special_tokens=False)["input_ids"]
         for i, j in zip(a, b):
-            assert smollm.tokenizer.decode(ids_a[:i + 1]) == gemma.tokenizer.decode(ids_b[:j + 1])
+            assert smollm.tokenizer.decode(ids_a[: i + 1]) == gemma.tokenizer.decode(ids_b[: j + 1])
         assert (a[-1], b[-1]) == (len(ids_a) - 1, len(ids_b) - 1)  # the whole text, last
 
 
@@ -78,8 +85,10 @@ def test_mapped_vector_steers_the_target_and_maps_save(tmp_path, tiny, tiny_base
     assert fit.map_vector(tiny_vec).z_bars.isnan().all()  # no target activations: z-bar unknown (NaN)
     wb.generate(tiny_base, ["Hello"], [wb.Steering(mapped, layer=2, mode="adjust")], max_new_tokens=2)
     saved = fit.save(tmp_path / "maps")
-    assert sorted(p.name for p in saved.iterdir() if p.suffix == ".safetensors") == \
-        ["src1_tgt1.safetensors", "src2_tgt2.safetensors"]
+    assert sorted(p.name for p in saved.iterdir() if p.suffix == ".safetensors") == [
+        "src1_tgt1.safetensors",
+        "src2_tgt2.safetensors",
+    ]
 
 
 def test_no_texts_is_an_error(tiny):

@@ -1,4 +1,5 @@
 """Loading: the model list, provenance, offline errors, and the bundled weight cache."""
+
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -26,7 +27,10 @@ def test_list_models_columns_and_rows(tiny):
         assert tuple(rows.loc[name, ["n_layers", "d_model", "kind"]]) == (n_layers, d_model, kind)
     # the tiny rows describe what load_model really builds
     assert tuple(rows.loc["tiny-instruct", ["n_layers", "d_model", "kind"]]) == (
-        tiny.cfg.n_layers, tiny.cfg.d_model, "instruct")
+        tiny.cfg.n_layers,
+        tiny.cfg.d_model,
+        "instruct",
+    )
     assert rows.loc["tiny-base", "kind"] == "base"
 
 
@@ -127,8 +131,10 @@ def test_a_cache_that_stays_corrupt_is_an_error_not_a_loop(tmp_path, monkeypatch
         return d
 
     monkeypatch.setattr(weights, "convert", bad_convert)
-    with pytest.warns(UserWarning, match="rebuilding"), \
-            pytest.raises(RuntimeError, match="still unusable after a rebuild") as err:
+    with (
+        pytest.warns(UserWarning, match="rebuilding"),
+        pytest.raises(RuntimeError, match="still unusable after a rebuild") as err,
+    ):
         models._load_bundled(spec, torch.float32, None)
     assert calls == [False, True]
     assert "config.json" in str(err.value) and "Fix:" in str(err.value)
@@ -258,5 +264,9 @@ def test_bundled_tokenizer_encodes_like_autotokenizer(tmp_path, monkeypatch):
         assert built(text, add_special_tokens=False)["input_ids"] == fresh(text, add_special_tokens=False)["input_ids"]
         assert built.decode(fresh(text)["input_ids"]) == fresh.decode(fresh(text)["input_ids"])
         assert (built.chat_template, built.padding_side) == (fresh.chat_template, fresh.padding_side)
-        assert (built.bos_token, built.eos_token, built.pad_token) == (fresh.bos_token, fresh.eos_token, fresh.pad_token)
+        assert (built.bos_token, built.eos_token, built.pad_token) == (
+            fresh.bos_token,
+            fresh.eos_token,
+            fresh.pad_token,
+        )
         assert models._tokenizer(source) is built  # one per process

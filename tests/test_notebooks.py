@@ -4,6 +4,7 @@ Each notebook is executed into a temporary copy (the committed file is never tou
 same code as `scripts/run_notebooks.py`, with WB_NB_* environment variables that its
 `parameters` cell reads. A failing cell fails the test with the cell's traceback.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -1,4 +1,5 @@
 """Figure builders return the expected traces; export writes offline HTML and real PNGs."""
+
 import struct
 
 import numpy as np
@@ -34,8 +35,9 @@ def test_layer_sweep_lines_and_no_steering_reference():
 
 
 def test_layer_sweep_error_bars_from_ci_columns():
-    df = pd.DataFrame({"condition": "c", "layer": [1, 2], "accuracy": [0.5, 0.6], "ci_low": [0.4, 0.5],
-                       "ci_high": [0.7, 0.7]})
+    df = pd.DataFrame(
+        {"condition": "c", "layer": [1, 2], "accuracy": [0.5, 0.6], "ci_low": [0.4, 0.5], "ci_high": [0.7, 0.7]}
+    )
     fig = P.layer_sweep(df, series="condition")
     assert np.allclose(fig.data[0].error_y.array, [0.2, 0.1])
     with pytest.raises(ValueError, match="needs columns"):
@@ -64,12 +66,18 @@ def test_cosine_baselines_band_range_and_split_halves():
     vectors = _vectors()
     cos = A.cosine_matrix(vectors, LAYERS)
     with_, without, _ = _pairs()
-    stab = pd.concat([A.split_half_stability(with_, without, LAYERS, n_splits=3).assign(instruction=k)
-                      for k in ("lower", "json")])
+    stab = pd.concat(
+        [A.split_half_stability(with_, without, LAYERS, n_splits=3).assign(instruction=k) for k in ("lower", "json")]
+    )
     band = A.random_cosine_band(16, n=50)
     fig = P.cosine_baselines(cos, stab, band, by_pair=False)
     assert [n.split(",")[0].split(":")[0] for n in _names(fig)] == [
-        "random directions", "across instructions", "across instructions", "split-half", "split-half"]
+        "random directions",
+        "across instructions",
+        "across instructions",
+        "split-half",
+        "split-half",
+    ]
     exact = band.set_index("method").loc["exact"]
     assert sorted(set(fig.data[0].y)) == [exact["low"], exact["high"]]
     assert list(fig.data[0].x) == [0, 4, 4, 0]
@@ -111,8 +119,13 @@ def test_embedding_scatter_one_trace_per_label():
 
 
 def test_transfer_matrix():
-    records = pd.DataFrame({"vector_source": ["none", "own", "it"] * 2, "target_model": ["2b"] * 3 + ["9b"] * 3,
-                            "accuracy": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})
+    records = pd.DataFrame(
+        {
+            "vector_source": ["none", "own", "it"] * 2,
+            "target_model": ["2b"] * 3 + ["9b"] * 3,
+            "accuracy": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+        }
+    )
     fig = P.transfer_matrix(A.cross_application_matrix(records))
     assert len(fig.data) == 1 and list(fig.data[0].y) == ["none", "own", "it"] and list(fig.data[0].x) == ["2b", "9b"]
     assert np.asarray(fig.data[0].z)[2, 1] == 0.6

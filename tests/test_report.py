@@ -1,4 +1,5 @@
 """The HTML report of a run renders offline in headless Chromium: plots drawn, no console errors."""
+
 from __future__ import annotations
 
 import re
@@ -11,21 +12,32 @@ from workbench.experiments.format import FormatConfig, run_format
 from workbench.plots import find_chromium
 from workbench.report import write_report
 
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--virtual-time-budget=10000"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--virtual-time-budget=10000",
+]
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny):
-    cfg = FormatConfig.quick(model="tiny-instruct", limit=3, max_new_tokens=6, n_pairs=4,
-                             layers=(1, 2), batch_size=8)
+    cfg = FormatConfig.quick(model="tiny-instruct", limit=3, max_new_tokens=6, n_pairs=4, layers=(1, 2), batch_size=8)
     return run_format(cfg, tmp_path_factory.mktemp("report") / "run", model=tiny, show_progress=False)
 
 
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([find_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [find_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_is_self_contained(tiny_run):

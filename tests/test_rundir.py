@@ -1,5 +1,6 @@
 """The run directory under faults: corrupt generation lines, a kill mid-line, a truncated
 run.json, and two runs writing to one directory."""
+
 from __future__ import annotations
 
 import fcntl
@@ -35,14 +36,19 @@ def test_corrupt_lines_in_the_middle_lose_nothing_else(tmp_path, tiny):
         lines[1] = b'{"job": "job/1", "resp'  # garbled in place
         lines[3] = b'{"key": "3", "response": "no job field"}'
         path.write_bytes(b"\n".join(lines))
-        with pytest.warns(UserWarning, match=r"generations.jsonl: 2 unreadable line\(s\) \(line 2, 4\) "
-                                             r"moved to generations.rejected.jsonl"):
+        with pytest.warns(
+            UserWarning,
+            match=r"generations.jsonl: 2 unreadable line\(s\) \(line 2, 4\) "
+            r"moved to generations.rejected.jsonl",
+        ):
             done = run.generations()
         assert sorted(done) == ["job/0", "job/2", "job/4"]
         assert done["job/4"]["response"] == "answer 4"
         # the bad lines are set aside with their numbers, the file keeps only the good ones
         assert [(r["line"], r["text"]) for r in _rejected(run)] == [
-            (2, '{"job": "job/1", "resp'), (4, '{"key": "3", "response": "no job field"}')]
+            (2, '{"job": "job/1", "resp'),
+            (4, '{"key": "3", "response": "no job field"}'),
+        ]
         assert [json.loads(line)["job"] for line in path.read_text().splitlines()] == ["job/0", "job/2", "job/4"]
         # regenerated jobs append cleanly, and a second read finds nothing to set aside
         run.append_generations([r for r in _records(5) if r["job"] in ("job/1", "job/3")])
@@ -100,8 +106,11 @@ def test_a_truncated_run_json_names_the_file_and_the_fix(tmp_path, tiny):
     run_file = tmp_path / "run" / "run.json"
     run_file.write_text(run_file.read_text()[:40])
     for attempt in (lambda: _open(tmp_path / "run", tiny), lambda: RunDir(tmp_path / "run")):
-        with pytest.raises(ValueError, match=r"run.json is not valid JSON \(truncated\?\).*Fix: restore "
-                                             r"it .*or pass a new --out") as err:
+        with pytest.raises(
+            ValueError,
+            match=r"run.json is not valid JSON \(truncated\?\).*Fix: restore "
+            r"it .*or pass a new --out",
+        ) as err:
             attempt()
         assert str(run_file) in str(err.value)
 
@@ -145,17 +154,25 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path, tiny):
     path = tmp_path / "run"
     _open(path, tiny).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import fcntl, os, sys, time\n"
-         f"f = open({str(path / 'run.lock')!r}, 'a+')\n"
-         "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
-         "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
-         "print('held', flush=True); time.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            f"f = open({str(path / 'run.lock')!r}, 'a+')\n"
+            "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+            "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
+            "print('held', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(ValueError, match=rf"{path} is in use by another run \(pid {holder.pid}\).*"
-                                             rf"Fix: wait for it to finish, or pass another --out"):
+        with pytest.raises(
+            ValueError,
+            match=rf"{path} is in use by another run \(pid {holder.pid}\).*"
+            rf"Fix: wait for it to finish, or pass another --out",
+        ):
             _open(path, tiny)
     finally:
         holder.kill()

@@ -2,6 +2,7 @@
 killed mid-run loses and repeats nothing, errors in a worker surface as themselves, and without
 Ray the CLI names the extra. One local Ray session serves the module (starting it takes 10-30 s
 on a busy 2-core machine)."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,16 @@ from workbench.experiments.jobs import Job, job_batches, run_jobs, vectors_for_a
 from workbench.experiments.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
-QUERIES = ["What is the capital of France?", "Tell me a story about a cat.", "Hi",
-           "How do I bake bread at home?", "Name three colors of the rainbow.",
-           "Explain why the sky is blue, briefly.", "Write a poem.", "What should I pack?"]
+QUERIES = [
+    "What is the capital of France?",
+    "Tell me a story about a cat.",
+    "Hi",
+    "How do I bake bread at home?",
+    "Name three colors of the rainbow.",
+    "Explain why the sky is blue, briefly.",
+    "Write a poem.",
+    "What should I pack?",
+]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +60,9 @@ def sweep(vec) -> list[Job]:
 
 def generate(tmp_path, model, jobs, executor, name="run"):
     with RunDir.open(tmp_path / name, "scale-test", {"n": len(jobs)}, model=model, data_hash="x") as run:
-        table = run_jobs(run, model, jobs, phase="sweep", max_new_tokens=10, batch_size=4,
-                         executor=executor, show_progress=False)
+        table = run_jobs(
+            run, model, jobs, phase="sweep", max_new_tokens=10, batch_size=4, executor=executor, show_progress=False
+        )
     lines = [json.loads(line) for line in (tmp_path / name / "generations.jsonl").read_text().splitlines()]
     return table, lines
 
@@ -96,8 +105,10 @@ def test_a_sweep_over_two_workers_equals_one_process(pool, tmp_path, tiny, tiny_
 
 def test_vectors_derived_on_workers_equal_those_derived_here(pool, tmp_path, tiny):
     """The vectors phase on Ray: each vector's pairs cached on a worker, saved by the driver."""
-    wanted = {iid: (iid, wb.instruction_pairs(QUERIES, iid, seed=0))
-              for iid in ("change_case:english_lowercase", "punctuation:no_comma", "detectable_format:title")}
+    wanted = {
+        iid: (iid, wb.instruction_pairs(QUERIES, iid, seed=0))
+        for iid in ("change_case:english_lowercase", "punctuation:no_comma", "detectable_format:title")
+    }
     here = vectors_for_all(_run(tmp_path / "here", tiny), tiny, wanted, batch_size=4)
     there = vectors_for_all(_run(tmp_path / "there", tiny), tiny, wanted, batch_size=4, executor=pool)
     assert list(there) == list(wanted)
@@ -114,8 +125,7 @@ def _run(path, model):
     return RunDir.open(path, "scale-test", {}, model=model, data_hash="x")
 
 
-def test_a_worker_killed_mid_run_loses_and_repeats_nothing(ray_session, tmp_path, tiny, tiny_vec,
-                                                           single):
+def test_a_worker_killed_mid_run_loses_and_repeats_nothing(ray_session, tmp_path, tiny, tiny_vec, single):
     """The first batch any worker takes kills that worker (os._exit, as a kill -9 would): the
     batch runs again on a worker that lives, and every job is written exactly once."""
     crash = tmp_path / "crashed"
@@ -151,8 +161,19 @@ def test_the_cli_spreads_an_experiment_over_workers_with_the_same_results(ray_se
 
     from workbench.cli import app
 
-    args = ["reproduce", "format", "--model", "tiny-instruct", "--quick", "--limit", "2",
-            "--max-new-tokens", "8", "--batch-size", "4"]
+    args = [
+        "reproduce",
+        "format",
+        "--model",
+        "tiny-instruct",
+        "--quick",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--batch-size",
+        "4",
+    ]
     runs = {}
     for name, extra in (("one", []), ("two", ["--workers", "2"])):
         result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / name), *extra])
@@ -172,13 +193,32 @@ def _lines(path):
 def test_workers_without_ray_name_the_extra(tmp_path):
     """Ray hidden from the import system: --workers is a one-line error naming the extra, and
     nothing was written."""
-    code = ("import sys; sys.modules['ray'] = None; sys.argv = ['workbench'] + sys.argv[1:]; "
-            "from workbench.cli import app; app()")
+    code = (
+        "import sys; sys.modules['ray'] = None; sys.argv = ['workbench'] + sys.argv[1:]; "
+        "from workbench.cli import app; app()"
+    )
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-c", code, "reproduce", "format", "--model", "tiny-instruct",
-                           "--quick", "--workers", "2", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "reproduce",
+            "format",
+            "--model",
+            "tiny-instruct",
+            "--quick",
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "pip install -e .[scale]" in done.stderr
     assert not out.exists()

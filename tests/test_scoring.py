@@ -1,4 +1,5 @@
 """IFEval scoring: known verdicts per instruction, loose vs strict, offline Punkt."""
+
 from __future__ import annotations
 
 import pickle
@@ -54,34 +55,63 @@ FOX = "the quick brown fox jumps over the lazy dog and then runs into the dark f
 CASES = [
     ("change_case:english_lowercase", {}, FOX, FOX.capitalize()),
     ("change_case:english_capital", {}, FOX.upper(), FOX),
-    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "at least"},
-     "We visit the BIG APPLE often.", "We visit the big apple often."),
-    ("change_case:capital_word_frequency", {"capital_frequency": 2, "capital_relation": "less than"},
-     "We visit the BIG apple often.", "We visit the BIG APPLE often."),
-    ("detectable_format:json_format", {}, '```json\n{"a": 1, "b": [2, 3]}\n```',
-     "The answer is {a: 1}."),
-    ("detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 2},
-     "Section 1\nFirst part.\nSection 2\nSecond part.", "Section 1\nOnly one part."),
-    ("detectable_format:number_bullet_lists", {"num_bullets": 3},
-     "* one\n* two\n* three", "* one\n* two"),
-    ("detectable_format:number_highlighted_sections", {"num_highlights": 2},
-     "This has *one part* and *another part*.", "This has *one part* only."),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 2, "capital_relation": "at least"},
+        "We visit the BIG APPLE often.",
+        "We visit the big apple often.",
+    ),
+    (
+        "change_case:capital_word_frequency",
+        {"capital_frequency": 2, "capital_relation": "less than"},
+        "We visit the BIG apple often.",
+        "We visit the BIG APPLE often.",
+    ),
+    ("detectable_format:json_format", {}, '```json\n{"a": 1, "b": [2, 3]}\n```', "The answer is {a: 1}."),
+    (
+        "detectable_format:multiple_sections",
+        {"section_spliter": "Section", "num_sections": 2},
+        "Section 1\nFirst part.\nSection 2\nSecond part.",
+        "Section 1\nOnly one part.",
+    ),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 3}, "* one\n* two\n* three", "* one\n* two"),
+    (
+        "detectable_format:number_highlighted_sections",
+        {"num_highlights": 2},
+        "This has *one part* and *another part*.",
+        "This has *one part* only.",
+    ),
     ("detectable_format:title", {}, "<<Ode to Joy>>\nRoses are red.", "Ode to Joy\nRoses are red."),
     ("detectable_format:constrained_response", {}, "My answer is yes.", "Yes, I think so."),
     ("punctuation:no_comma", {}, "There is no comma in this text.", "Here, a comma appears."),
-    ("startend:end_checker", {"end_phrase": "Any other questions?"},
-     "That is all. Any other questions?", "Any other questions? That is all."),
+    (
+        "startend:end_checker",
+        {"end_phrase": "Any other questions?"},
+        "That is all. Any other questions?",
+        "Any other questions? That is all.",
+    ),
     ("startend:quotation", {}, '"Hello world."', "Hello world."),
-    ("language:response_language", {"language": "fr"},
-     "Le renard brun rapide saute par-dessus le chien paresseux et court dans la forêt.", FOX),
-    ("keywords:existence", {"keywords": ["banana", "river"]},
-     "A banana floated down the river.", "A banana floated down the stream."),
+    (
+        "language:response_language",
+        {"language": "fr"},
+        "Le renard brun rapide saute par-dessus le chien paresseux et court dans la forêt.",
+        FOX,
+    ),
+    (
+        "keywords:existence",
+        {"keywords": ["banana", "river"]},
+        "A banana floated down the river.",
+        "A banana floated down the stream.",
+    ),
     # \bbanana\b: "bananas" is not the forbidden word
-    ("keywords:forbidden_words", {"forbidden_words": ["banana"]},
-     "I like bananas and apples.", "I like a banana."),
+    ("keywords:forbidden_words", {"forbidden_words": ["banana"]}, "I like bananas and apples.", "I like a banana."),
     # Punkt knows "Mr." is no sentence end, so the first response has 2 sentences
-    ("length_constraints:number_sentences", {"num_sentences": 3, "relation": "less than"},
-     "I met Mr. Smith today. He was nice.", "One thing. Two things. Three things."),
+    (
+        "length_constraints:number_sentences",
+        {"num_sentences": 3, "relation": "less than"},
+        "I met Mr. Smith today. He was nice.",
+        "One thing. Two things. Three things.",
+    ),
 ]
 
 
@@ -99,12 +129,15 @@ def test_paper_instruction_ids_are_all_covered():
     assert len(ids) == 16
 
 
-@pytest.mark.parametrize("iid,response", [
-    ("change_case:english_lowercase", "Sure, here it is:\n" + FOX),  # first line dropped
-    ("punctuation:no_comma", "Sure, here it is:\nthere is no comma here."),
-    ("startend:quotation", '**"Hello world."**'),  # asterisks removed
-    ("detectable_format:json_format", 'Here is the JSON:\n{"a": 1}'),
-])
+@pytest.mark.parametrize(
+    "iid,response",
+    [
+        ("change_case:english_lowercase", "Sure, here it is:\n" + FOX),  # first line dropped
+        ("punctuation:no_comma", "Sure, here it is:\nthere is no comma here."),
+        ("startend:quotation", '**"Hello world."**'),  # asterisks removed
+        ("detectable_format:json_format", 'Here is the JSON:\n{"a": 1}'),
+    ],
+)
 def test_strict_fails_but_loose_passes(iid, response):
     assert _score(iid, {}, response) == (False, True)
 

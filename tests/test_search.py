@@ -1,5 +1,6 @@
 """The shared search: successive halving over (layer, mode, strength) on planted outcomes, so
 the right candidate, the rounds and the tie rules are known in advance."""
+
 from __future__ import annotations
 
 import json
@@ -20,18 +21,20 @@ class _Run:
         self.path, self.state = path, {"choices": {}}
 
     file = RunDir.file
+
     def record(self, key, value):
         self.state["choices"][key] = json.loads(json.dumps(value))
 
 
 def _rows(group, n):
-    return [IFEvalRow(f"{group}/{i}", f"p{i}", ("detectable_format:title",), ({},), f"q{i}")
-            for i in range(n)]
+    return [IFEvalRow(f"{group}/{i}", f"p{i}", ("detectable_format:title",), ({},), f"q{i}") for i in range(n)]
 
 
 def _jobs_for(group, rows, cand):
-    return [Job(f"{group}/{cand.label}/{r.row_id}", r.prompt, r, (), dict(label=cand.label, i=int(r.key.split("/")[1])))
-            for r in rows]
+    return [
+        Job(f"{group}/{cand.label}/{r.row_id}", r.prompt, r, (), dict(label=cand.label, i=int(r.key.split("/")[1])))
+        for r in rows
+    ]
 
 
 def test_halving_finds_the_planted_best_and_records_rounds(tmp_path):
@@ -44,15 +47,21 @@ def test_halving_finds_the_planted_best_and_records_rounds(tmp_path):
 
     def evaluate(jobs, round_):
         seen.append((round_, len(jobs)))
-        return pd.DataFrame([dict(job=j.id, loose=(j.tags["i"] * 0.37) % 1 < share[j.tags["label"]],
-                                  degenerate=j.tags["label"] == best.label and j.tags["i"] % 6 == 5)
-                             for j in jobs])
+        return pd.DataFrame(
+            [
+                dict(
+                    job=j.id,
+                    loose=(j.tags["i"] * 0.37) % 1 < share[j.tags["label"]],
+                    degenerate=j.tags["label"] == best.label and j.tags["i"] % 6 == 5,
+                )
+                for j in jobs
+            ]
+        )
 
     plan = Halving(prompts=(3, 6, 12), keep=(3, 1))
     groups = {("a", False): _rows("a", 12), ("b", True): _rows("b", 12)}
     run = _Run(tmp_path)
-    choices = successive_halving(run, groups, cands, _jobs_for, evaluate, plan=plan,
-                                 group_names=("name", "flag"))
+    choices = successive_halving(run, groups, cands, _jobs_for, evaluate, plan=plan, group_names=("name", "flag"))
     assert choices == {("a", False): best, ("b", True): best}
     # round sizes: all 10 candidates x 3 prompts, then none + 3 kept x 6, then none + 1 x 12
     assert seen == [(0, 2 * 10 * 3), (1, 2 * 4 * 6), (2, 2 * 2 * 12)]
@@ -71,8 +80,9 @@ def test_steering_must_beat_no_steering_strictly(tmp_path):
     def evaluate(jobs, round_):  # everything follows: a tie goes to no steering
         return pd.DataFrame([dict(job=j.id, loose=True, degenerate=False) for j in jobs])
 
-    choices = successive_halving(_Run(tmp_path), {"g": _rows("g", 4)}, cands, _jobs_for, evaluate,
-                                 plan=Halving(prompts=(2, 4), keep=(1,)))
+    choices = successive_halving(
+        _Run(tmp_path), {"g": _rows("g", 4)}, cands, _jobs_for, evaluate, plan=Halving(prompts=(2, 4), keep=(1,))
+    )
     assert choices == {"g": Candidate()}
 
 
@@ -80,11 +90,18 @@ def test_degenerate_outputs_do_not_count_as_followed(tmp_path):
     cands = candidate_grid([1], adjust=(1.0,))
 
     def evaluate(jobs, round_):  # the steered candidate "follows" by looping every time
-        return pd.DataFrame([dict(job=j.id, loose=j.tags["label"] != "none" or j.tags["i"] == 0,
-                                  degenerate=j.tags["label"] != "none") for j in jobs])
+        return pd.DataFrame(
+            [
+                dict(
+                    job=j.id, loose=j.tags["label"] != "none" or j.tags["i"] == 0, degenerate=j.tags["label"] != "none"
+                )
+                for j in jobs
+            ]
+        )
 
-    choices = successive_halving(_Run(tmp_path), {"g": _rows("g", 4)}, cands, _jobs_for, evaluate,
-                                 plan=Halving(prompts=(2, 4), keep=(1,)))
+    choices = successive_halving(
+        _Run(tmp_path), {"g": _rows("g", 4)}, cands, _jobs_for, evaluate, plan=Halving(prompts=(2, 4), keep=(1,))
+    )
     assert choices == {"g": Candidate()}
 
 
@@ -92,11 +109,23 @@ def test_bad_plans_and_groups_are_refused(tmp_path):
     with pytest.raises(ValueError, match="one keep per round"):
         Halving(prompts=(2, 4), keep=(1, 1))
     with pytest.raises(ValueError, match="fewer"):
-        successive_halving(_Run(tmp_path), {"g": _rows("g", 3)}, candidate_grid([1]), _jobs_for,
-                           lambda jobs, r: None, plan=Halving(prompts=(2, 4), keep=(1,)))
+        successive_halving(
+            _Run(tmp_path),
+            {"g": _rows("g", 3)},
+            candidate_grid([1]),
+            _jobs_for,
+            lambda jobs, r: None,
+            plan=Halving(prompts=(2, 4), keep=(1,)),
+        )
     with pytest.raises(ValueError, match="start with no steering"):
-        successive_halving(_Run(tmp_path), {"g": _rows("g", 4)}, candidate_grid([1])[1:], _jobs_for,
-                           lambda jobs, r: None, plan=Halving(prompts=(2, 4), keep=(1,)))
+        successive_halving(
+            _Run(tmp_path),
+            {"g": _rows("g", 4)},
+            candidate_grid([1])[1:],
+            _jobs_for,
+            lambda jobs, r: None,
+            plan=Halving(prompts=(2, 4), keep=(1,)),
+        )
 
 
 def test_add_strength_is_in_units_of_the_raw_norm(tiny_vec):

@@ -1,4 +1,5 @@
 """Statistics against hand computations and independent formulas."""
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,7 @@ def test_mcnemar_hand_case():
     b = [True] * 3 + [False] + [True] * 6 + [False] * 2
     r = mcnemar_exact(a, b)
     assert (r["n"], r["b01"], r["b10"], r["statistic"]) == (12, 6, 1, 1.0)
-    assert r["pvalue"] == pytest.approx(2 * (math.comb(7, 0) + math.comb(7, 1)) / 2 ** 7) == 0.125
+    assert r["pvalue"] == pytest.approx(2 * (math.comb(7, 0) + math.comb(7, 1)) / 2**7) == 0.125
     assert r["acc_a"] == 4 / 12 and r["acc_b"] == 9 / 12
     assert mcnemar_exact([True, False], [True, False])["pvalue"] == 1.0  # no discordant pairs
     with pytest.raises(ValueError):
@@ -46,11 +47,14 @@ def test_mcnemar_matches_binomial_test():
 def _scores():
     """Planted: without instruction 2/8 -> 6/8 steered; with instruction 6/8 -> 7/8."""
     rows = []
-    for w, plain, steered in [(False, [1, 1, 0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 1, 1, 1, 0]),
-                              (True, [1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0])]:
+    for w, plain, steered in [
+        (False, [1, 1, 0, 0, 0, 0, 0, 0], [1, 0, 1, 1, 1, 1, 1, 0]),
+        (True, [1, 1, 1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0]),
+    ]:
         for s, outcome in [(False, plain), (True, steered)]:
-            rows += [{"key": f"p{i}", "with_instruction": w, "steered": s, "loose": bool(o)}
-                     for i, o in enumerate(outcome)]
+            rows += [
+                {"key": f"p{i}", "with_instruction": w, "steered": s, "loose": bool(o)} for i, o in enumerate(outcome)
+            ]
     return pd.DataFrame(rows)
 
 
@@ -59,10 +63,8 @@ COLS = dict(instruction_col="with_instruction", steering_col="steered", correct_
 
 def test_two_by_two():
     t = two_by_two(_scores(), pair_col="key", **COLS)
-    assert list(t.columns) == ["with_instruction", "steered", "n", "successes", "accuracy",
-                               "ci_low", "ci_high"]
-    assert list(zip(t.with_instruction, t.steered)) == [(False, False), (False, True),
-                                                         (True, False), (True, True)]
+    assert list(t.columns) == ["with_instruction", "steered", "n", "successes", "accuracy", "ci_low", "ci_high"]
+    assert list(zip(t.with_instruction, t.steered)) == [(False, False), (False, True), (True, False), (True, True)]
     assert list(t.n) == [8] * 4 and list(t.accuracy) == [2 / 8, 6 / 8, 6 / 8, 7 / 8]
     assert (t.ci_low.iloc[0], t.ci_high.iloc[0]) == accuracy_ci(2, 8)
     with pytest.raises(ValueError, match="repeat"):
@@ -74,7 +76,7 @@ def test_mcnemar_table_pairs_by_key():
     m = mcnemar_table(df, pair_col="key", **COLS)
     no, yes = m.iloc[0], m.iloc[1]
     assert (no.n_pairs, no.n_unpaired, no.b01, no.b10) == (8, 0, 5, 1)
-    assert no.pvalue == pytest.approx(2 * (1 + 6) / 2 ** 6)
+    assert no.pvalue == pytest.approx(2 * (1 + 6) / 2**6)
     assert (no.acc_unsteered, no.acc_steered) == (2 / 8, 6 / 8)
     assert (yes.b01, yes.b10, yes.pvalue) == (1, 0, 1.0)
 

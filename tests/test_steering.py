@@ -1,5 +1,6 @@
 """Steering: the patched layer changes by exactly the formula and nothing upstream changes;
 invariants of the modes; hooks are always removed; bad specs are refused."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,8 +64,9 @@ def test_adjust_sets_the_projection_to_z_bar(tiny, tiny_vec, tokens, base, recor
     # the projection moves `weight` of the way to z-bar at every position ...
     torch.testing.assert_close(p1, p0 + weight * (z - p0), atol=1e-4 * _scale(before), rtol=0)
     # ... and the part orthogonal to u is untouched
-    torch.testing.assert_close(after - p1[..., None] * u, before - p0[..., None] * u,
-                               atol=1e-5 * _scale(before), rtol=0)
+    torch.testing.assert_close(
+        after - p1[..., None] * u, before - p0[..., None] * u, atol=1e-5 * _scale(before), rtol=0
+    )
 
 
 def test_ablate_removes_the_component(tiny, tiny_vec, tokens, base, recorder):
@@ -234,16 +236,19 @@ def test_specs_are_checked_against_the_model(tiny, tiny_vec, make_vector):
             pass
 
 
-@pytest.mark.parametrize("kwargs, pattern", [
-    (dict(layer=7), "layer 7 is not among the vector's layers"),
-    (dict(layer=-1), "layer -1 is not among"),
-    (dict(layer=1, weight=float("nan")), "finite number"),
-    (dict(layer=1, weight=float("inf")), "finite number"),
-    (dict(layer=1, weight="2"), "finite number"),
-    (dict(layer=1, mode="scale"), "unknown steering mode 'scale'"),
-    (dict(layer=1, positions="last"), "unknown positions 'last'"),
-    (dict(layer=1, positions=()), "empty tuple"),
-])
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        (dict(layer=7), "layer 7 is not among the vector's layers"),
+        (dict(layer=-1), "layer -1 is not among"),
+        (dict(layer=1, weight=float("nan")), "finite number"),
+        (dict(layer=1, weight=float("inf")), "finite number"),
+        (dict(layer=1, weight="2"), "finite number"),
+        (dict(layer=1, mode="scale"), "unknown steering mode 'scale'"),
+        (dict(layer=1, positions="last"), "unknown positions 'last'"),
+        (dict(layer=1, positions=()), "empty tuple"),
+    ],
+)
 def test_bad_specs(tiny_vec, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         wb.Steering(tiny_vec, **kwargs)
@@ -282,8 +287,9 @@ def test_positions_accept_one_index(tiny_vec):
 def test_spec_hook_must_be_the_vectors(tiny, make_vector):
     """A vector derived at resid_pre would otherwise be steered at resid_post."""
     pre = make_vector(tiny, {1: torch.ones(64)}, hook="resid_pre")
-    with pytest.raises(ValueError, match="derived at hook 'resid_pre' but the spec steers at "
-                                         "'resid_post'. Fix: pass hook='resid_pre'"):
+    with pytest.raises(
+        ValueError, match="derived at hook 'resid_pre' but the spec steers at 'resid_post'. Fix: pass hook='resid_pre'"
+    ):
         wb.Steering(pre, layer=1)
     for hook in ("resid_pre", "hook_resid_pre"):
         assert wb.Steering(pre, layer=1, hook=hook).hook == hook
@@ -318,8 +324,10 @@ def test_hook_follows_the_activations_device_and_dtype(tiny, tiny_vec):
     dtype (here the meta device and bfloat16, standing in for an accelerator), once per pair."""
     from workbench.steering import PositionContext
 
-    specs = [wb.Steering(tiny_vec, layer=1, mode="adjust", positions=(0, -1)),
-             wb.Steering(tiny_vec, layer=1, weight=2.0)]
+    specs = [
+        wb.Steering(tiny_vec, layer=1, mode="adjust", positions=(0, -1)),
+        wb.Steering(tiny_vec, layer=1, weight=2.0),
+    ]
     plain = _hook(tiny, [specs], PositionContext())
     x = torch.randn(2, 5, 64)
     for device, dtype in [("meta", torch.bfloat16), ("meta", torch.float32), ("cpu", torch.bfloat16)]:

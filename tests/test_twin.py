@@ -1,6 +1,7 @@
 """The unbridged twin: transformers' own model class on the bridge's weight tensors (shared, not
 copied), with steering at the residual streams the bridge's hooks name. Generation uses it unless
 the bridge carries the user's hooks."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,6 +41,7 @@ def test_twin_hooks_see_the_bridges_residual_streams(tiny, recorder):
         def fn(x, hook=None):
             got[name] = x.detach().clone()
             return x
+
         return fn
 
     tw = T.twin(tiny)
@@ -55,8 +57,9 @@ def test_twin_hooks_see_the_bridges_residual_streams(tiny, recorder):
 
 def test_generation_uses_the_twin_and_resid_pre_steering_agrees(tiny, tiny_vec):
     # a vector derived at resid_pre, so the spec's hook matches the vector's
-    pairs = wb.instruction_pairs(["Say hi.", "Name a fruit.", "Count to three."],
-                                 "change_case:english_lowercase", seed=0)
+    pairs = wb.instruction_pairs(
+        ["Say hi.", "Name a fruit.", "Count to three."], "change_case:english_lowercase", seed=0
+    )
     pre = wb.derive(wb.cache_pairs(tiny, pairs, hook="resid_pre"))
     specs = [wb.Steering(pre, layer=2, mode="add", weight=30.0, hook="resid_pre")]
     fast = wb.generate_table(tiny, PROMPTS, specs, max_new_tokens=10, unbridged=True)

@@ -1,4 +1,5 @@
 """Steering vectors: planted directions recovered by every method, z-bar, arithmetic, save/load."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,9 +33,19 @@ def _acts(with_, without, **provenance):
     n = len(with_)
     pairs = [wb.PromptPair(str(i), f"q{i} instr", f"q{i}", "punctuation:no_comma") for i in range(n)]
     return wb.PairActivations(
-        with_, without, list(LAYERS), "resid_post", "last", pairs, [p.with_instruction for p in pairs],
-        [p.without_instruction for p in pairs], [[0]] * n, [[0]] * n, PromptFormat("raw"),
-        dict(dict(model="synthetic", weight_hash="0" * 64, d_model=D), **provenance))
+        with_,
+        without,
+        list(LAYERS),
+        "resid_post",
+        "last",
+        pairs,
+        [p.with_instruction for p in pairs],
+        [p.without_instruction for p in pairs],
+        [[0]] * n,
+        [[0]] * n,
+        PromptFormat("raw"),
+        dict(dict(model="synthetic", weight_hash="0" * 64, d_model=D), **provenance),
+    )
 
 
 @pytest.mark.parametrize("method", ["mean_diff", "pca", "probe"])
@@ -60,8 +71,7 @@ def test_derive_on_planted_data(method):
         assert math.isclose(float(d.norm()), 1.0, rel_tol=1e-5)
         assert float(d @ u[slot]) > 0.99
         assert math.isclose(vec.z_bar(layer), float((with_[:, slot] @ d).mean()), rel_tol=1e-4, abs_tol=1e-4)
-        assert math.isclose(vec.z_bar_without(layer), float((without[:, slot] @ d).mean()),
-                            rel_tol=1e-4, abs_tol=1e-4)
+        assert math.isclose(vec.z_bar_without(layer), float((without[:, slot] @ d).mean()), rel_tol=1e-4, abs_tol=1e-4)
         assert vec.z_bar(layer) - vec.z_bar_without(layer) == pytest.approx(SCALE * float(d @ u[slot]), rel=0.05)
 
 
@@ -176,8 +186,11 @@ def test_load_refuses_broken_files(tiny_vec, tmp_path):
     data = path.read_bytes()
     with pytest.raises(FileNotFoundError):
         wb.SteeringVector.load(tmp_path / "missing.safetensors")
-    for name, content in [("truncated", data[: len(data) // 2]), ("header-only", data[:8]),
-                          ("garbage", b"\x00not a safetensors file" * 20)]:
+    for name, content in [
+        ("truncated", data[: len(data) // 2]),
+        ("header-only", data[:8]),
+        ("garbage", b"\x00not a safetensors file" * 20),
+    ]:
         bad = tmp_path / f"{name}.safetensors"
         bad.write_bytes(content)
         with pytest.raises(VectorFileError, match="not a readable workbench steering vector"):
@@ -265,8 +278,13 @@ def test_non_finite_vectors_are_refused(tiny, make_vector, tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "nan.safetensors"  # a file written by other means
-    tensors = dict(vectors=torch.full((1, 64), float("nan")), layers=torch.tensor([1]),
-                   z_bars=torch.zeros(1), z_bars_without=torch.zeros(1), norms=torch.ones(1))
+    tensors = dict(
+        vectors=torch.full((1, 64), float("nan")),
+        layers=torch.tensor([1]),
+        z_bars=torch.zeros(1),
+        z_bars_without=torch.zeros(1),
+        norms=torch.ones(1),
+    )
     save_file(tensors, path, metadata={"workbench": json.dumps(vec.meta)})
     with pytest.raises(VectorFileError, match="not a readable.*NaN or inf"):
         wb.SteeringVector.load(path)
@@ -282,7 +300,7 @@ def test_a_sum_saves_and_loads(tiny, tiny_vec, tmp_path):
 
 
 def test_dotted_names_are_saved_apart(tiny, tiny_vec, tmp_path):
-    """"x.v1" and "x.v2" once both went to x.safetensors; now ".safetensors" is appended."""
+    """ "x.v1" and "x.v2" once both went to x.safetensors; now ".safetensors" is appended."""
     one, two = tiny_vec.save(tmp_path / "x.v1"), (-tiny_vec).save(tmp_path / "x.v2")
     assert (one.name, two.name) == ("x.v1.safetensors", "x.v2.safetensors")
     assert json.loads((tmp_path / "x.v1.json").read_text())["method"] == "mean_diff"

@@ -1,5 +1,6 @@
 """The generations viewer: the joined table, the page's data, and filtering in a real headless
 Chromium (the page's own JavaScript runs; the DOM after it is counted)."""
+
 import json
 import re
 import subprocess
@@ -32,12 +33,35 @@ def _run(tmp_path: Path) -> Path:
                 text = f"<<T>> answer {key} {cond} {layer} {w}" if steered else f"plain answer {key} {cond}"
                 if key == "val/lower/0" and layer == 26 and w == 2.0 and not cond:
                     text = "tricky </script><b>not bold</b> & done"
-                gens.append(dict(job=job, phase="validation", key=key, row_id=key, instruction_id=iid,
-                                 with_instruction=cond, layer=layer, mode=mode, strength=w, steered=steered,
-                                 prompt=f"request {key}" + (" Use a title." if cond else ""), response=text,
-                                 n_tokens=7, finish_reason="eos", steering=label))
-                scores.append(dict(job=job, strict=layer == 26, loose=layer == 26, degenerate=w == 2.0,
-                                   degenerate_reason="repeated_line" if w == 2.0 else "", ppl=3.5))
+                gens.append(
+                    dict(
+                        job=job,
+                        phase="validation",
+                        key=key,
+                        row_id=key,
+                        instruction_id=iid,
+                        with_instruction=cond,
+                        layer=layer,
+                        mode=mode,
+                        strength=w,
+                        steered=steered,
+                        prompt=f"request {key}" + (" Use a title." if cond else ""),
+                        response=text,
+                        n_tokens=7,
+                        finish_reason="eos",
+                        steering=label,
+                    )
+                )
+                scores.append(
+                    dict(
+                        job=job,
+                        strict=layer == 26,
+                        loose=layer == 26,
+                        degenerate=w == 2.0,
+                        degenerate_reason="repeated_line" if w == 2.0 else "",
+                        ppl=3.5,
+                    )
+                )
     lines = [json.dumps(g) for g in gens]
     lines.insert(3, '{"job": "cut short')
     (run / "generations.jsonl").write_text("\n".join(lines) + "\n")
@@ -64,8 +88,11 @@ def test_page_data_points_each_answer_at_its_references(tmp_path):
     page = path.read_text()
     assert "<script src" not in page and "http" not in page.split('id="data"')[0]  # nothing fetched
     assert page.count("</script>") == 2  # the response's "</script>" is escaped inside the data
-    data = json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
-                      .group(1).replace("<\\/", "</"))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+        .group(1)
+        .replace("<\\/", "</")
+    )
     rows = data["rows"]
     assert data["meta"]["skipped_lines"] == 1 and len(rows) == 20
     r = next(r for r in rows if r["key"] == "val/title/0" and r["layer"] == 12 and r["weight"] == 1.0 and not r["cond"])
@@ -77,9 +104,20 @@ def test_page_data_points_each_answer_at_its_references(tmp_path):
 
 
 def _dom(page: Path, fragment: str) -> str:
-    out = subprocess.run([find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
-                          "--dump-dom", page.resolve().as_uri() + fragment],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            page.resolve().as_uri() + fragment,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 
@@ -88,17 +126,20 @@ def _matched(dom: str) -> int:
     return int(re.search(r'id="count" data-matched="(\d+)"', dom).group(1))
 
 
-@pytest.mark.parametrize("fragment, expected", [
-    ("", 16),                                                 # default: every steered answer
-    ("#layer=none", 4),                                       # the unsteered ones
-    ("#layer=", 20),                                          # all
-    ("#instruction=detectable_format:title&layer=26", 4),     # 2 conditions x 2 weights
-    ("#layer=26&weight=2", 4),
-    ("#condition=without&layer=12&weight=1", 2),
-    ("#verdict=pass", 8),
-    ("#degenerate=yes&instruction=change_case:english_lowercase", 4),
-    ("#text=tricky", 1),
-])
+@pytest.mark.parametrize(
+    "fragment, expected",
+    [
+        ("", 16),  # default: every steered answer
+        ("#layer=none", 4),  # the unsteered ones
+        ("#layer=", 20),  # all
+        ("#instruction=detectable_format:title&layer=26", 4),  # 2 conditions x 2 weights
+        ("#layer=26&weight=2", 4),
+        ("#condition=without&layer=12&weight=1", 2),
+        ("#verdict=pass", 8),
+        ("#degenerate=yes&instruction=change_case:english_lowercase", 4),
+        ("#text=tricky", 1),
+    ],
+)
 def test_filters_in_headless_chromium(tmp_path, fragment, expected):
     page = viewer.write_viewer(_run(tmp_path))
     dom = _dom(page, fragment)

@@ -7,24 +7,49 @@ In a notebook:
     acts = wb.cache_pairs(model, pairs); vec = wb.derive(acts)
     with wb.steer(model, wb.Steering(vec, layer=12, mode="adjust")): ...
 """
+
 from workbench.cache import PairActivations, cache_pairs
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, format_test_rows, load_ifeval
 from workbench.generation import Sampling, generate, generate_reference, generate_table
 from workbench.kvcheck import StackError, check_kv_cache
 from workbench.models import ModelInfo, list_models, load_model, model_info
-from workbench.pairs import (PromptPair, base_queries, control_pairs, instruction_pairs, make_pairs,
-                             split_queries)
+from workbench.pairs import PromptPair, base_queries, control_pairs, instruction_pairs, make_pairs, split_queries
 from workbench.prompts import PromptFormat, default_format
 from workbench.steering import Steering, steer
 from workbench.vectors import METHODS, SteeringVector, derive
 
 __all__ = [
-    "FORMAT_INSTRUCTIONS", "IFEvalRow", "METHODS", "ModelInfo", "PairActivations", "PromptFormat",
-    "PromptPair", "Sampling", "StackError", "Steering", "SteeringVector", "base_queries",
-    "cache_pairs", "check_kv_cache", "control_pairs",
-    "default_format", "derive", "format_test_rows", "generate", "generate_reference",
-    "generate_table", "instruction_pairs", "list_models", "load_model", "load_ifeval",
-    "make_pairs", "model_info", "prompt_level", "score_ifeval", "split_queries", "steer",
+    "FORMAT_INSTRUCTIONS",
+    "IFEvalRow",
+    "METHODS",
+    "ModelInfo",
+    "PairActivations",
+    "PromptFormat",
+    "PromptPair",
+    "Sampling",
+    "StackError",
+    "Steering",
+    "SteeringVector",
+    "base_queries",
+    "cache_pairs",
+    "check_kv_cache",
+    "control_pairs",
+    "default_format",
+    "derive",
+    "format_test_rows",
+    "generate",
+    "generate_reference",
+    "generate_table",
+    "instruction_pairs",
+    "list_models",
+    "load_model",
+    "load_ifeval",
+    "make_pairs",
+    "model_info",
+    "prompt_level",
+    "score_ifeval",
+    "split_queries",
+    "steer",
 ]
 
 

@@ -12,6 +12,7 @@ the tokenizing. Nothing is downloaded and nothing is unpickled.
     ensure_punkt_tab()          # idempotent
     nltk.sent_tokenize("Hello Mr. Smith. How are you?")  # ['Hello Mr. Smith.', 'How are you?']
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -49,8 +50,9 @@ def punkt_tab_texts(language: str = "english") -> dict[str, str]:
     # NLTK's punkt_tab has no numeric-abbreviation file; a model that needs one would
     # not round-trip, so refuse rather than drop it silently.
     if getattr(model, "NUMERIC_ABBREV_TYPES", ()):
-        raise ValueError(f"{PACKAGE} model {language!r} has numeric abbreviations, "
-                         "which the punkt_tab format cannot hold")
+        raise ValueError(
+            f"{PACKAGE} model {language!r} has numeric abbreviations, which the punkt_tab format cannot hold"
+        )
     enc = TabEncoder()  # NLTK's own encoder, the inverse of the decoder PunktTokenizer uses
     # Sorted only so the files are byte-identical between runs; NLTK reads them as sets.
     return {
@@ -101,4 +103,3 @@ def ensure_punkt_tab(root: Path | None = None, language: str = "english") -> Pat
             nltk.data.path.remove(entry)
         nltk.data.path.insert(0, entry)
     return root
-

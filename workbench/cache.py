@@ -7,6 +7,7 @@ Only the requested hook points are hooked, only the requested positions are kept
 copied to the CPU as it is read. Prompts are left-padded and given position ids from the
 attention mask, so a padded batch computes what each prompt computes alone.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -68,15 +69,25 @@ def hook_name(model, hook: str, layer: int) -> str:
     name = f"blocks.{layer % n_layers}.hook_{hook.removeprefix('hook_')}"
     if name not in model.hook_dict:
         known = sorted({k.split(".", 2)[2] for k in model.hook_dict if k.startswith("blocks.0.hook_")})
-        raise ValueError(f"unknown hook point {hook!r} (no {name}). Fix: use one of "
-                         f"{[k.removeprefix('hook_') for k in known]}")
+        raise ValueError(
+            f"unknown hook point {hook!r} (no {name}). Fix: use one of {[k.removeprefix('hook_') for k in known]}"
+        )
     return name
 
 
-def cache_pairs(model, pairs: Sequence[PromptPair], layers: Sequence[int] | None = None, *,
-                hook: str = "resid_post", position: Position = "last", batch_size: int = 16,
-                fmt: PromptFormat | None = None, checkpoint: str | Path | None = None,
-                max_tokens: int = 4096, show_progress: bool | None = None) -> PairActivations:
+def cache_pairs(
+    model,
+    pairs: Sequence[PromptPair],
+    layers: Sequence[int] | None = None,
+    *,
+    hook: str = "resid_post",
+    position: Position = "last",
+    batch_size: int = 16,
+    fmt: PromptFormat | None = None,
+    checkpoint: str | Path | None = None,
+    max_tokens: int = 4096,
+    show_progress: bool | None = None,
+) -> PairActivations:
     """Cache both sides of `pairs`. `checkpoint`: a directory where finished batches are saved,
     so an interrupted run resumes from them (refused if it was written for other inputs).
     Batches hold at most `batch_size` prompts and `max_tokens` padded tokens, so a few long
@@ -97,8 +108,7 @@ def cache_pairs(model, pairs: Sequence[PromptPair], layers: Sequence[int] | None
     ids = encode(tok, texts, fmt)
     keys = [p.key for p in pairs] * 2
     read = [_positions(position, len(row), key) for row, key in zip(ids, keys)]
-    store = (_Checkpoint(checkpoint, model, texts, names, position, (batch_size, max_tokens))
-             if checkpoint else None)
+    store = _Checkpoint(checkpoint, model, texts, names, position, (batch_size, max_tokens)) if checkpoint else None
 
     # longest first, so the first batch shows the peak memory and padding stays small
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
@@ -107,14 +117,16 @@ def cache_pairs(model, pairs: Sequence[PromptPair], layers: Sequence[int] | None
     for b, index in enumerate(progress(batches, "caching", show_progress)):
         saved = store.load(b) if store else None
         if saved is None:
-            saved = _run_batch(model, [ids[i] for i in index], [read[i] for i in index], names,
-                               reduce_mean=position == "mean")
+            saved = _run_batch(
+                model, [ids[i] for i in index], [read[i] for i in index], names, reduce_mean=position == "mean"
+            )
             for i, acts in zip(index, saved):
                 if not torch.isfinite(acts).all():
                     raise FloatingPointError(
                         f"non-finite activations (NaN or inf) for pair {keys[i]!r}: the model "
                         f"overflowed. Fix: use dtype=torch.float32 (finished batches are kept "
-                        f"in the checkpoint directory if one was given)")
+                        f"in the checkpoint directory if one was given)"
+                    )
             if store:
                 store.save(b, saved)
         chunks.update(zip(index, saved))
@@ -128,21 +140,41 @@ def cache_pairs(model, pairs: Sequence[PromptPair], layers: Sequence[int] | None
             stacked = stacked[:, 0]
         with_i, without_i = stacked[:n], stacked[n:]
     info = model_info(model)
-    provenance = dict(model=info.name, weight_hash=info.weight_hash, d_model=info.d_model,
-                      n_layers=info.n_layers, dtype=info.dtype, versions=info.versions)
-    return PairActivations(with_i, without_i, layers, hook, position, list(pairs), prompts_with,
-                           prompts_without, read[:n], read[n:], fmt, provenance)
+    provenance = dict(
+        model=info.name,
+        weight_hash=info.weight_hash,
+        d_model=info.d_model,
+        n_layers=info.n_layers,
+        dtype=info.dtype,
+        versions=info.versions,
+    )
+    return PairActivations(
+        with_i,
+        without_i,
+        layers,
+        hook,
+        position,
+        list(pairs),
+        prompts_with,
+        prompts_without,
+        read[:n],
+        read[n:],
+        fmt,
+        provenance,
+    )
 
 
-def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int,
-                   max_tokens: int) -> list[list[int]]:
+def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
     """Consecutive runs of `order` (longest first) of at most `batch_size` items whose padded
     size (items x the first, longest, length) stays within `max_tokens`; one item always fits."""
     batches: list[list[int]] = []
     for i in order:
         current = batches[-1] if batches else None
-        if current and len(current) < batch_size and \
-                (len(current) + 1) * max(lengths[current[0]], lengths[i]) <= max_tokens:
+        if (
+            current
+            and len(current) < batch_size
+            and (len(current) + 1) * max(lengths[current[0]], lengths[i]) <= max_tokens
+        ):
             current.append(i)
         else:
             batches.append([i])
@@ -158,15 +190,16 @@ def _positions(position: Position, length: int, key: str) -> list[int]:
     out = []
     for p in wanted:
         if not -length <= p < length:
-            raise ValueError(f"position {p} is beyond the prompt of pair {key!r}, which has "
-                             f"{length} tokens. Fix: use an index in [-{length}, {length - 1}]")
+            raise ValueError(
+                f"position {p} is beyond the prompt of pair {key!r}, which has "
+                f"{length} tokens. Fix: use an index in [-{length}, {length - 1}]"
+            )
         out.append(p % length)
     return out
 
 
 @torch.no_grad()
-def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[str],
-               reduce_mean: bool) -> list[Tensor]:
+def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[str], reduce_mean: bool) -> list[Tensor]:
     """One padded forward pass; returns per prompt a (k, n_layers, d_model) CPU tensor
     ((1, ...) for 'mean', the mean over the prompt's tokens)."""
     width = max(len(r) for r in ids)
@@ -182,6 +215,7 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
     def recorder(name: str):
         def record(act: Tensor, hook=None) -> None:
             _read(act, name)
+
         return record
 
     def _read(act: Tensor, name: str) -> None:
@@ -202,8 +236,7 @@ def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[s
         try:
             # the decoder stack alone: no lm_head, whose logits nobody reads here
             decoder = _decoder(model) if tw is None else getattr(tw, "model", tw)
-            decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                    use_cache=False)
+            decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
         except _StopForward:
             pass
     return [torch.stack([got[n][i] for n in names], dim=1) for i in range(len(ids))]
@@ -219,14 +252,20 @@ class _Checkpoint:
 
     def __init__(self, directory, model, texts, names, position, batch_size):
         self.dir = Path(directory)
-        spec = dict(weight_hash=model_info(model).weight_hash, names=names, position=position,
-                    batch_size=batch_size,
-                    texts=hashlib.sha256(json.dumps(texts).encode()).hexdigest())
+        spec = dict(
+            weight_hash=model_info(model).weight_hash,
+            names=names,
+            position=position,
+            batch_size=batch_size,
+            texts=hashlib.sha256(json.dumps(texts).encode()).hexdigest(),
+        )
         self.dir.mkdir(parents=True, exist_ok=True)
         spec_file = self.dir / "spec.json"
         if spec_file.exists() and json.loads(spec_file.read_text()) != json.loads(json.dumps(spec)):
-            raise ValueError(f"checkpoint directory {self.dir} was written for other prompts, "
-                             f"layers, position or model. Fix: pass a new directory.")
+            raise ValueError(
+                f"checkpoint directory {self.dir} was written for other prompts, "
+                f"layers, position or model. Fix: pass a new directory."
+            )
         spec_file.write_text(json.dumps(spec))
 
     def load(self, b: int) -> list[Tensor] | None:

@@ -9,6 +9,7 @@ From a shell:
     workbench report runs/format
     workbench models
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +25,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-app = typer.Typer(help="Instruction activation steering workbench (Stolfo et al., ICLR 2025).",
-                  no_args_is_help=True, pretty_exceptions_show_locals=False)
+app = typer.Typer(
+    help="Instruction activation steering workbench (Stolfo et al., ICLR 2025).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
 reproduce = typer.Typer(help="Run one of the paper's experiments end to end.", no_args_is_help=True)
 app.add_typer(reproduce, name="reproduce")
 console = Console(stderr=True, soft_wrap=True)  # long paths in errors stay whole
@@ -43,17 +47,24 @@ def _reproduce_offline() -> None:
     _offline()
 
 
-DEVICE = typer.Option(None, help="where the model runs: cpu (default), cuda, cuda:1 (Ray workers "
-                                  "take one GPU each)")
+DEVICE = typer.Option(None, help="where the model runs: cpu (default), cuda, cuda:1 (Ray workers take one GPU each)")
 DTYPE = typer.Option(None, help="float32 (default), bfloat16 or float16")
-DEVICE_MAP = typer.Option(None, "--device-map", help="auto, balanced or sequential: split a model too "
-                                                     "big for one GPU over every visible GPU")
-WORKERS = typer.Option(None, help="generate on N Ray workers on this machine, each holding a model "
-                                  "copy (one GPU each with --device cuda, else the CPU cores shared "
-                                  "out); needs pip install -e .[scale]")
-RAY_ADDRESS = typer.Option(None, "--ray-address", help="generate on a Ray cluster (auto, or "
-                                                       "ray://HEAD:10001): one worker per GPU unless "
-                                                       "--workers; needs pip install -e .[scale]")
+DEVICE_MAP = typer.Option(
+    None, "--device-map", help="auto, balanced or sequential: split a model too big for one GPU over every visible GPU"
+)
+WORKERS = typer.Option(
+    None,
+    help="generate on N Ray workers on this machine, each holding a model "
+    "copy (one GPU each with --device cuda, else the CPU cores shared "
+    "out); needs pip install -e .[scale]",
+)
+RAY_ADDRESS = typer.Option(
+    None,
+    "--ray-address",
+    help="generate on a Ray cluster (auto, or "
+    "ray://HEAD:10001): one worker per GPU unless "
+    "--workers; needs pip install -e .[scale]",
+)
 
 
 @reproduce.command("format")
@@ -67,21 +78,36 @@ def reproduce_format(
     batch_size: int = typer.Option(64, help="generation batch size"),
     max_new_tokens: Optional[int] = typer.Option(None, help="tokens per response"),
     seed: int = typer.Option(0),
-    truncate: bool = typer.Option(False, help="cut the start of prompts too long for the context "
-                                              "(the count is recorded per generation)"),
+    truncate: bool = typer.Option(
+        False, help="cut the start of prompts too long for the context (the count is recorded per generation)"
+    ),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
-    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP,
+    workers: Optional[int] = WORKERS,
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """The format experiment: vectors, layer search, the test set in four conditions."""
     _offline()
     from workbench.experiments.format import FormatConfig, run_format
 
-    cfg = _configured(FormatConfig, quick, settings, model=model, data=data and str(data),
-                      without_data=without_data and str(without_data), batch_size=batch_size,
-                      seed=seed, limit=limit, max_new_tokens=max_new_tokens, truncate=truncate or None,
-                      device=device, dtype=dtype, device_map=device_map)
+    cfg = _configured(
+        FormatConfig,
+        quick,
+        settings,
+        model=model,
+        data=data and str(data),
+        without_data=without_data and str(without_data),
+        batch_size=batch_size,
+        seed=seed,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        truncate=truncate or None,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+    )
     _reproduce(run_format, cfg, out, workers=workers, ray_address=ray_address)
 
 
@@ -94,8 +120,9 @@ def _configured(cls, quick: bool, settings: Optional[list[str]], **options):
     for item in settings or []:
         key, sep, text = item.partition("=")
         if not sep or key not in fields:
-            raise typer.BadParameter(f"{item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}",
-                                     param_hint="--set")
+            raise typer.BadParameter(
+                f"{item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}", param_hint="--set"
+            )
         chosen[key] = _setting(text, fields[key])
     return replace(cls.quick() if quick else cls(), **chosen)
 
@@ -106,13 +133,13 @@ def _setting(text: str, hint) -> object:
             return json.loads(x)
         except ValueError:
             return x
+
     if text.lower() in ("none", "null"):
         return None
     return tuple(scalar(x) for x in text.split(",") if x) if "tuple" in str(hint) else scalar(text)
 
 
-def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None,
-               ray_address: str | None = None) -> None:
+def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None, ray_address: str | None = None) -> None:
     """Run an experiment from the command line: the configuration, its device and dtype, and
     --out are checked before anything is loaded or written; generation runs here, or on Ray
     workers (--workers, --ray-address); errors print as one line with exit code 2, then the
@@ -126,9 +153,11 @@ def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None,
     from workbench.experiments.rundir import git_commit
 
     if git_commit().endswith("+dirty"):
-        console.print("[yellow]warning:[/yellow] the working tree has uncommitted changes, so the "
-                      "run records its commit as ...+dirty and cannot be rebuilt from it. Commit "
-                      "first for a run you mean to keep.")
+        console.print(
+            "[yellow]warning:[/yellow] the working tree has uncommitted changes, so the "
+            "run records its commit as ...+dirty and cannot be rebuilt from it. Commit "
+            "first for a run you mean to keep."
+        )
     try:
         check_config(cfg)
         load_args(cfg)  # a bad dtype fails here, before Ray starts or weights are read
@@ -142,15 +171,17 @@ def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None,
     except (ValueError, FileNotFoundError, ModuleNotFoundError, StackError) as err:
         console.print(f"[red]error:[/red] {escape(str(err))}")  # "[scale]" is text, not markup
         raise typer.Exit(2)
-    console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, "
-                  f"{run.path / 'report.html'}")
+    console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, {run.path / 'report.html'}")
     typer.echo((run.path / "summary.md").read_text())
 
 
 MODEL = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())")
 QUICK = typer.Option(False, help="smoke-sized run (minutes)")
-SET = typer.Option(None, "--set", help="any config field as KEY=VALUE, e.g. max_new_tokens=64, "
-                                       "weights=0,10,20, weight_unit=raw (repeatable)")
+SET = typer.Option(
+    None,
+    "--set",
+    help="any config field as KEY=VALUE, e.g. max_new_tokens=64, weights=0,10,20, weight_unit=raw (repeatable)",
+)
 DATA = typer.Option(None, help="test file (IFEval JSONL)")
 WITHOUT = typer.Option(None, help="requests without instructions, joined by key")
 
@@ -160,55 +191,104 @@ def _out(name: str):
 
 
 @reproduce.command("length")
-def reproduce_length(model: str = MODEL, quick: bool = QUICK, out: Path = _out("length"),
-                     limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
-                     weights: Optional[str] = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
-                     settings: Optional[list[str]] = SET,
-                     device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
-                     device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
-                     ray_address: Optional[str] = RAY_ADDRESS) -> None:
+def reproduce_length(
+    model: str = MODEL,
+    quick: bool = QUICK,
+    out: Path = _out("length"),
+    limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
+    weights: Optional[str] = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
+    settings: Optional[list[str]] = SET,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP,
+    workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
+) -> None:
     """Length: the conciseness vector on "answer using at most n sentences", over a weight grid."""
     from workbench.experiments.length import LengthConfig, run_length
 
     grid = tuple(float(w) for w in weights.split(",")) if weights else None
-    _reproduce(run_length, _configured(LengthConfig, quick, settings, model=model, limit=limit, weights=grid,
-                                         device=device, dtype=dtype, device_map=device_map),
-               out, workers=workers, ray_address=ray_address)
+    _reproduce(
+        run_length,
+        _configured(
+            LengthConfig,
+            quick,
+            settings,
+            model=model,
+            limit=limit,
+            weights=grid,
+            device=device,
+            dtype=dtype,
+            device_map=device_map,
+        ),
+        out,
+        workers=workers,
+        ray_address=ray_address,
+    )
 
 
 @reproduce.command("keywords")
-def reproduce_keywords(model: str = MODEL, quick: bool = QUICK, out: Path = _out("keywords"),
-                       limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
-                       data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
-                       settings: Optional[list[str]] = SET,
-                       device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
-                       device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
-                       ray_address: Optional[str] = RAY_ADDRESS) -> None:
+def reproduce_keywords(
+    model: str = MODEL,
+    quick: bool = QUICK,
+    out: Path = _out("keywords"),
+    limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
+    data: Optional[Path] = DATA,
+    without_data: Optional[Path] = WITHOUT,
+    settings: Optional[list[str]] = SET,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP,
+    workers: Optional[int] = WORKERS,
+    ray_address: Optional[str] = RAY_ADDRESS,
+) -> None:
     """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
 
-    cfg = _configured(KeywordsConfig, quick, settings, model=model, limit=limit,
-                      data=data and str(data), without_data=without_data and str(without_data),
-                      device=device, dtype=dtype, device_map=device_map)
+    cfg = _configured(
+        KeywordsConfig,
+        quick,
+        settings,
+        model=model,
+        limit=limit,
+        data=data and str(data),
+        without_data=without_data and str(without_data),
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+    )
     _reproduce(run_keywords, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("composition")
 def reproduce_composition(
-    model: str = MODEL, quick: bool = QUICK, out: Path = _out("composition"),
+    model: str = MODEL,
+    quick: bool = QUICK,
+    out: Path = _out("composition"),
     limit: Optional[int] = typer.Option(None, help="test prompts (default 40)"),
     format_instructions: Optional[str] = typer.Option(None, help="comma-separated IFEval format ids to compose"),
     settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP,
+    workers: Optional[int] = WORKERS,
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Composition: a format vector and the conciseness vector at once, each at its own layer."""
     from workbench.experiments.composition import CompositionConfig, run_composition
 
     ids = tuple(format_instructions.split(",")) if format_instructions else None
-    cfg = _configured(CompositionConfig, quick, settings, model=model, limit=limit, format_instructions=ids,
-                      device=device, dtype=dtype, device_map=device_map)
+    cfg = _configured(
+        CompositionConfig,
+        quick,
+        settings,
+        model=model,
+        limit=limit,
+        format_instructions=ids,
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+    )
     _reproduce(run_composition, cfg, out, workers=workers, ray_address=ray_address)
 
 
@@ -216,23 +296,38 @@ def reproduce_composition(
 def reproduce_transfer(
     source: str = typer.Option("smollm2-135m-instruct", help="model the vectors come from"),
     target: str = typer.Option("gemma3-270m", "--target", "--model", help="model steered"),
-    quick: bool = QUICK, out: Path = _out("transfer"),
+    quick: bool = QUICK,
+    out: Path = _out("transfer"),
     limit: Optional[int] = typer.Option(None, help="first N test prompts (round-robin over instructions)"),
     fit_map: bool = typer.Option(False, help="unequal widths: fit a linear map per matched layer pair"),
     linear_map: Optional[Path] = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
-    data: Optional[Path] = DATA, without_data: Optional[Path] = WITHOUT,
+    data: Optional[Path] = DATA,
+    without_data: Optional[Path] = WITHOUT,
     settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE, dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP, workers: Optional[int] = WORKERS,
+    device: Optional[str] = DEVICE,
+    dtype: Optional[str] = DTYPE,
+    device_map: Optional[str] = DEVICE_MAP,
+    workers: Optional[int] = WORKERS,
     ray_address: Optional[str] = RAY_ADDRESS,
 ) -> None:
     """Transfer: the source model's format vectors steering the target, beside the target's own."""
     from workbench.experiments.transfer import TransferConfig, run_transfer
 
-    cfg = _configured(TransferConfig, quick, settings, source=source, target=target, limit=limit,
-                      fit_map=fit_map, linear_map=linear_map and str(linear_map),
-                      data=data and str(data), without_data=without_data and str(without_data),
-                      device=device, dtype=dtype, device_map=device_map)
+    cfg = _configured(
+        TransferConfig,
+        quick,
+        settings,
+        source=source,
+        target=target,
+        limit=limit,
+        fit_map=fit_map,
+        linear_map=linear_map and str(linear_map),
+        data=data and str(data),
+        without_data=without_data and str(without_data),
+        device=device,
+        dtype=dtype,
+        device_map=device_map,
+    )
     _reproduce(run_transfer, cfg, out, workers=workers, ray_address=ray_address)
 
 
@@ -250,11 +345,11 @@ def report(run_dir: Path) -> None:
 
 
 @app.command()
-def figures(run_dirs: list[Path] = typer.Argument(None, help="run directories; none: every "
-                                                   "analyses/*/run"),
-            out: Path = typer.Option(Path("figures"), help="output directory; each run's figures "
-                                     "go to OUT/<experiment>/"),
-            html: bool = typer.Option(False, help="also write HTML pages sharing one plotly.min.js")) -> None:
+def figures(
+    run_dirs: list[Path] = typer.Argument(None, help="run directories; none: every analyses/*/run"),
+    out: Path = typer.Option(Path("figures"), help="output directory; each run's figures go to OUT/<experiment>/"),
+    html: bool = typer.Option(False, help="also write HTML pages sharing one plotly.min.js"),
+) -> None:
     """Regenerate runs' figures as PNG (and HTML) files, indexed back to each run record."""
     from workbench.report import write_figures
 
@@ -278,9 +373,11 @@ def models() -> None:
 
 
 @app.command()
-def view(run_dir: Path,
-         out: Optional[Path] = typer.Option(None, help="where to write the page (default RUN_DIR/viewer.html)"),
-         open_browser: bool = typer.Option(False, "--open", help="also open it in the default browser")) -> None:
+def view(
+    run_dir: Path,
+    out: Optional[Path] = typer.Option(None, help="where to write the page (default RUN_DIR/viewer.html)"),
+    open_browser: bool = typer.Option(False, "--open", help="also open it in the default browser"),
+) -> None:
     """Write a self-contained HTML viewer of a run's generations (side by side, filterable) and print its path."""
     from workbench.viewer import write_viewer
 

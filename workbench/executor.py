@@ -15,6 +15,7 @@ A worker that dies mid-task (killed, out of memory) is replaced by a fresh one, 
 to the next free worker; a task whose workers died `max_retries` times stops the run with an
 error, and a re-run resumes it. Ray is the optional extra `scale` (pip install -e .[scale]).
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,14 @@ import torch
 from workbench.models import model_info, placement, recipe
 
 Work = Callable[[Any, Any], Any]  # (model, task) -> result; must pickle for Ray (a module-level function)
-_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_HOME",
-        "WORKBENCH_CACHE", "OMP_WAIT_POLICY")  # passed on to workers: offline, the same caches
+_ENV = (
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "HF_HOME",
+    "WORKBENCH_CACHE",
+    "OMP_WAIT_POLICY",
+)  # passed on to workers: offline, the same caches
 
 
 class LocalExecutor:
@@ -61,8 +68,10 @@ def _ray():
     try:
         import ray
     except ModuleNotFoundError:
-        raise MissingExtra("--workers and --ray-address need Ray, which is not installed. Fix: "
-                           "pip install -e .[scale]  (or: pip install 'ray>=2.40')") from None
+        raise MissingExtra(
+            "--workers and --ray-address need Ray, which is not installed. Fix: "
+            "pip install -e .[scale]  (or: pip install 'ray>=2.40')"
+        ) from None
     return ray
 
 
@@ -79,9 +88,16 @@ class RayExecutor:
     that worker exit hard (os._exit), as a killed one would, and creates the file.
     """
 
-    def __init__(self, workers: int | None = None, *, address: str | None = None,
-                 threads: int | None = None, gpus_per_worker: int = 1, max_retries: int = 3,
-                 crash_once: str | None = None):
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        address: str | None = None,
+        threads: int | None = None,
+        gpus_per_worker: int = 1,
+        max_retries: int = 3,
+        crash_once: str | None = None,
+    ):
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if threads is not None and threads < 1:
@@ -90,8 +106,7 @@ class RayExecutor:
         self.ray = ray
         if not ray.is_initialized():
             if address is None:
-                ray.init(include_dashboard=False, log_to_driver=False,
-                         configure_logging=True, logging_level="ERROR")
+                ray.init(include_dashboard=False, log_to_driver=False, configure_logging=True, logging_level="ERROR")
             else:
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         self.workers, self.threads, self.gpus_per_worker = workers, threads, gpus_per_worker
@@ -125,13 +140,17 @@ class RayExecutor:
             where = dict(device="cpu")
             need, have, what = n * threads, cpus, "CPU"
         if n < 1 or need > have:  # Ray would wait for them for ever
-            raise ValueError(f"{max(n, 1)} worker(s) need {max(need, 1)} {what}(s) but the Ray cluster "
-                             f"has {have} free. Fix: fewer --workers"
-                             + (", or --device cpu" if on_cuda else "") + ", or a bigger cluster")
+            raise ValueError(
+                f"{max(n, 1)} worker(s) need {max(need, 1)} {what}(s) but the Ray cluster "
+                f"has {have} free. Fix: fewer --workers"
+                + (", or --device cpu" if on_cuda else "")
+                + ", or a bigger cluster"
+            )
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
         options["runtime_env"] = {"env_vars": env} if env else None
-        self._spec = dict(recipe=recipe(model), where=where, threads=threads,
-                          weight_hash=info.weight_hash, options=options)
+        self._spec = dict(
+            recipe=recipe(model), where=where, threads=threads, weight_hash=info.weight_hash, options=options
+        )
         self._pool = [self._start() for _ in range(n)]
         self._key = key
 
@@ -153,7 +172,8 @@ class RayExecutor:
         spec = self._spec
         actor_cls = self.ray.remote(_Worker)
         return actor_cls.options(max_restarts=0, max_task_retries=0, **spec["options"]).remote(
-            spec["recipe"], spec["where"], spec["threads"], spec["weight_hash"], self.crash_once)
+            spec["recipe"], spec["where"], spec["threads"], spec["weight_hash"], self.crash_once
+        )
 
     def imap(self, model, work: Work, tasks: Sequence) -> Iterator:
         """Results of work(copy, task), as each finishes; a task whose worker died is run again
@@ -182,9 +202,11 @@ class RayExecutor:
                     deaths[index] += 1
                     if deaths[index] > self.max_retries:
                         why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                        raise RuntimeError(f"task {index} lost its worker {deaths[index]} times "
-                                           f"(last: {why}). Nothing finished was lost: run the "
-                                           f"same command again to resume") from None
+                        raise RuntimeError(
+                            f"task {index} lost its worker {deaths[index]} times "
+                            f"(last: {why}). Nothing finished was lost: run the "
+                            f"same command again to resume"
+                        ) from None
                     fresh = self._replace(actor)
                     pending.appendleft((index, task))
                     idle.append(fresh)
@@ -212,8 +234,11 @@ class RayExecutor:
     def describe(self) -> dict:
         out = dict(kind="ray", address=self.address or "local", workers=len(self._pool) or self.workers)
         if self._spec:
-            out.update(where=self._spec["where"], threads=self._spec["threads"],
-                       gpus_per_worker=self._spec["options"].get("num_gpus", 0))
+            out.update(
+                where=self._spec["where"],
+                threads=self._spec["threads"],
+                gpus_per_worker=self._spec["options"].get("num_gpus", 0),
+            )
         return out
 
     def close_pool(self) -> None:
@@ -246,17 +271,18 @@ class RayExecutor:
 class _Worker:
     """A Ray actor: one model copy, loaded once, running tasks one at a time."""
 
-    def __init__(self, recipe: dict, where: dict, threads: int | None, weight_hash: str,
-                 crash_once: str | None):
+    def __init__(self, recipe: dict, where: dict, threads: int | None, weight_hash: str, crash_once: str | None):
         if threads:
             torch.set_num_threads(threads)
         from workbench.models import load_model
 
         self.model = load_model(**recipe, **where)
         if self.model.wb_info.weight_hash != weight_hash:
-            raise ValueError(f"the worker loaded {recipe['name']} with weights "
-                             f"{self.model.wb_info.weight_hash[:12]}, not the driver's "
-                             f"{weight_hash[:12]}: every node needs the same weight cache")
+            raise ValueError(
+                f"the worker loaded {recipe['name']} with weights "
+                f"{self.model.wb_info.weight_hash[:12]}, not the driver's "
+                f"{weight_hash[:12]}: every node needs the same weight cache"
+            )
         self.crash_once = crash_once
 
     def ping(self) -> int:
@@ -277,8 +303,9 @@ def _first_claim(path: str) -> bool:
     return True
 
 
-def make_executor(workers: int | None = None, address: str | None = None, *,
-                  threads: int | None = None, gpus_per_worker: int = 1):
+def make_executor(
+    workers: int | None = None, address: str | None = None, *, threads: int | None = None, gpus_per_worker: int = 1
+):
     """The CLI's choice: no workers and no address is this process (LOCAL); else Ray."""
     if workers is None and address is None:
         return LOCAL

@@ -10,6 +10,7 @@ keeps that rule and adds some that need no model, each named by `degeneration_re
 one string over and over ("<<<<<<…"), a line or sentence written three times, few distinct
 word bigrams, and text that zlib compresses extremely well.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ import torch
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 
 
-def perplexity(model, texts: Sequence[str], prompts: Sequence[str] | None = None, *,
-               batch_size: int = 8, add_bos: bool | None = None) -> list[float]:
+def perplexity(
+    model,
+    texts: Sequence[str],
+    prompts: Sequence[str] | None = None,
+    *,
+    batch_size: int = 8,
+    add_bos: bool | None = None,
+) -> list[float]:
     """Perplexity of each text under `model`, counting only the text's own tokens.
 
         ppl = perplexity(model, responses)                        # responses alone
@@ -62,7 +69,7 @@ def perplexity(model, texts: Sequence[str], prompts: Sequence[str] | None = None
     try:
         with torch.no_grad():
             for start in range(0, len(scorable), batch_size):
-                batch = scorable[start:start + batch_size]
+                batch = scorable[start : start + batch_size]
                 for i, nll in zip(batch, _mean_nll(hf, [seqs[i] for i in batch], device)):
                     out[i] = math.exp(nll)
     finally:
@@ -77,16 +84,18 @@ def _mean_nll(hf, seqs, device) -> list[float]:
     attn = torch.zeros(len(seqs), width, dtype=torch.long)
     scored = torch.zeros(len(seqs), width, dtype=torch.bool)
     for row, (seq, n_ctx) in enumerate(seqs):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        attn[row, :len(seq)] = 1
-        scored[row, max(n_ctx, 1):len(seq)] = True  # token 0 has no prediction
+        ids[row, : len(seq)] = torch.tensor(seq)
+        attn[row, : len(seq)] = 1
+        scored[row, max(n_ctx, 1) : len(seq)] = True  # token 0 has no prediction
     logits = hf(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
     # One row at a time in float32: a whole batch of 256k-vocab logits upcast at once
     # would take gigabytes.
-    nll = torch.stack([
-        torch.nn.functional.cross_entropy(logits[row, :-1].float(), ids[row, 1:].to(device),
-                                          reduction="none").cpu()
-        for row in range(len(seqs))])
+    nll = torch.stack(
+        [
+            torch.nn.functional.cross_entropy(logits[row, :-1].float(), ids[row, 1:].to(device), reduction="none").cpu()
+            for row in range(len(seqs))
+        ]
+    )
     mask = scored[:, 1:]
     return ((nll * mask).sum(1) / mask.sum(1)).tolist()
 
@@ -103,7 +112,7 @@ def distinct_n(text: str, n: int) -> float:
         distinct_n("I am. I am.", 2)   # bigrams (i,am) (am,.) (.,i) (i,am) (am,.) -> 3/5
     """
     w = words(text)
-    grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    grams = [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
     return len(set(grams)) / len(grams) if grams else math.nan
 
 
@@ -203,16 +212,24 @@ def without_json(text: str) -> str:
         return text
     start = min(starts)
     try:
-        json.loads(text[start:end + 1])
+        json.loads(text[start : end + 1])
     except ValueError:
         return text
-    return text[:start] + text[end + 1:]
+    return text[:start] + text[end + 1 :]
 
 
-def degeneration_reason(text: str, ppl: float | None = None, *, min_run: int = 20,
-                        max_repeats: int = 3, min_distinct_2: float = 0.5, min_words: int = 20,
-                        min_compression: float = 0.25, min_bytes: int = 200,
-                        min_ppl: float = 2.5) -> str:
+def degeneration_reason(
+    text: str,
+    ppl: float | None = None,
+    *,
+    min_run: int = 20,
+    max_repeats: int = 3,
+    min_distinct_2: float = 0.5,
+    min_words: int = 20,
+    min_compression: float = 0.25,
+    min_bytes: int = 200,
+    min_ppl: float = 2.5,
+) -> str:
     """Why a response is degenerate (empty, stuck or looping), or "" when it is not.
 
         degeneration_reason("<<Menu>>\n\n<<Menu>>\n\n<<Menu>>")   # "repeated_line"
@@ -273,8 +290,7 @@ def is_degenerate(text: str, ppl: float | None = None, **thresholds) -> bool:
     return bool(degeneration_reason(text, ppl, **thresholds))
 
 
-def fluency_table(texts: Sequence[str], ppl: Sequence[float] | None = None,
-                  **thresholds) -> pd.DataFrame:
+def fluency_table(texts: Sequence[str], ppl: Sequence[float] | None = None, **thresholds) -> pd.DataFrame:
     """One line per text: ppl, distinct_1, distinct_2, compression_ratio, degenerate,
     degenerate_reason.
 
@@ -288,12 +304,14 @@ def fluency_table(texts: Sequence[str], ppl: Sequence[float] | None = None,
         raise ValueError(f"got {len(texts)} texts but {len(ppl)} perplexities")
     ppl = [math.nan] * len(texts) if ppl is None else [float(p) for p in ppl]
     reasons = [degeneration_reason(t, p, **thresholds) for t, p in zip(texts, ppl)]
-    return pd.DataFrame({
-        "ppl": ppl,
-        "distinct_1": [distinct_n(t, 1) for t in texts],
-        "distinct_2": [distinct_n(t, 2) for t in texts],
-        "compression_ratio": [compression_ratio(t) for t in texts],
-        "degenerate": [bool(r) for r in reasons],
-        "degenerate_reason": reasons,
-    }, columns=["ppl", "distinct_1", "distinct_2", "compression_ratio", "degenerate",
-                "degenerate_reason"])
+    return pd.DataFrame(
+        {
+            "ppl": ppl,
+            "distinct_1": [distinct_n(t, 1) for t in texts],
+            "distinct_2": [distinct_n(t, 2) for t in texts],
+            "compression_ratio": [compression_ratio(t) for t in texts],
+            "degenerate": [bool(r) for r in reasons],
+            "degenerate_reason": reasons,
+        },
+        columns=["ppl", "distinct_1", "distinct_2", "compression_ratio", "degenerate", "degenerate_reason"],
+    )

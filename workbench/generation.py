@@ -11,6 +11,7 @@ recomputes the whole sequence for every token (`generate_reference`).
 Prompts longer than the context: an error by default; with `truncate=True` the start of the
 prompt is cut so prompt + max_new_tokens fits, and the table reports how many tokens were cut.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,10 @@ def _per_row(steering, n: int) -> list[list[Steering]]:
     if all(isinstance(s, Steering) for s in steering):
         return [steering for _ in range(n)]
     if len(steering) != n:
-        raise ValueError(f"per-prompt steering has {len(steering)} lists for {n} prompts. Fix: "
-                         f"one list per prompt, or a single list of specs for all")
+        raise ValueError(
+            f"per-prompt steering has {len(steering)} lists for {n} prompts. Fix: "
+            f"one list per prompt, or a single list of specs for all"
+        )
     return [list(s or []) for s in steering]
 
 
@@ -76,18 +79,29 @@ def default_stops(fmt: PromptFormat) -> tuple[str, ...]:
     return ("\nQ:",) if fmt.kind == "template" and fmt.template.startswith("Q:") else ()
 
 
-def generate_table(model, prompts: Sequence[str], steering=None, *, max_new_tokens: int = 64,
-                   batch_size: int = 32, sampling: Sampling = Sampling(), stop: Sequence[str] | None = None,
-                   fmt: PromptFormat | None = None, truncate: bool = False,
-                   unbridged: bool | None = None, show_progress: bool | None = None) -> pd.DataFrame:
+def generate_table(
+    model,
+    prompts: Sequence[str],
+    steering=None,
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 32,
+    sampling: Sampling = Sampling(),
+    stop: Sequence[str] | None = None,
+    fmt: PromptFormat | None = None,
+    truncate: bool = False,
+    unbridged: bool | None = None,
+    show_progress: bool | None = None,
+) -> pd.DataFrame:
     """One row per prompt: prompt, formatted, response, n_tokens, finish_reason, steering,
     truncated_tokens, token_ids (the generated ids, up to and without the EOS).
 
     The decode loop runs on the bridge's unbridged twin (same weights, same steering at the
     same residual streams, the speed of plain transformers) unless the bridge carries hooks of
     the user's or a spec steers another hook point; `unbridged=False` forces the bridge."""
-    rows = _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt,
-                     truncate, unbridged, show_progress)
+    rows = _generate(
+        model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt, truncate, unbridged, show_progress
+    )
     return pd.DataFrame([r.__dict__ for r in rows])
 
 
@@ -96,8 +110,9 @@ def generate(model, prompts: Sequence[str], steering=None, **kwargs) -> list[str
     return generate_table(model, prompts, steering, **kwargs)["response"].tolist()
 
 
-def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt, truncate,
-              unbridged, show_progress) -> list[Generation]:
+def _generate(
+    model, prompts, steering, max_new_tokens, batch_size, sampling, stop, fmt, truncate, unbridged, show_progress
+) -> list[Generation]:
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string. Fix: wrap it in [...]")
     if not prompts:
@@ -115,17 +130,24 @@ def _generate(model, prompts, steering, max_new_tokens, batch_size, sampling, st
     forward = _forward_module(model, per_row, unbridged)
     check_kv_cache(model, forward)  # once per module and process: never write text from a broken cache
     # on the model's device: torch.multinomial refuses a generator on another device
-    gen = torch.Generator(_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 \
-        else None
+    gen = torch.Generator(_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 else None
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
     out: dict[int, Generation] = {}
     for index in progress(list(batched(order, batch_size)), "generating", show_progress):
-        new = _generate_batch(model, forward, [ids[i] for i in index], [per_row[i] for i in index],
-                              max_new_tokens, sampling, stop, gen)
+        new = _generate_batch(
+            model, forward, [ids[i] for i in index], [per_row[i] for i in index], max_new_tokens, sampling, stop, gen
+        )
         for i, (tokens, reason, text) in zip(index, new):
-            out[i] = Generation(prompts[i], formatted[i], text, len(tokens), reason,
-                                "; ".join(s.describe() for s in per_row[i]) or "none", cut[i],
-                                tuple(tokens))
+            out[i] = Generation(
+                prompts[i],
+                formatted[i],
+                text,
+                len(tokens),
+                reason,
+                "; ".join(s.describe() for s in per_row[i]) or "none",
+                cut[i],
+                tuple(tokens),
+            )
     return [out[i] for i in range(len(prompts))]
 
 
@@ -134,9 +156,11 @@ def _fit_context(ids, n_ctx, max_new_tokens, truncate):
     cut = [max(0, len(r) - room) for r in ids]
     for i, c in enumerate(cut):
         if c and not truncate:
-            raise ValueError(f"prompt {i} has {len(ids[i])} tokens, and with max_new_tokens="
-                             f"{max_new_tokens} it exceeds the context of {n_ctx}. Fix: shorten "
-                             f"it, lower max_new_tokens, or pass truncate=True to cut its start")
+            raise ValueError(
+                f"prompt {i} has {len(ids[i])} tokens, and with max_new_tokens="
+                f"{max_new_tokens} it exceeds the context of {n_ctx}. Fix: shorten "
+                f"it, lower max_new_tokens, or pass truncate=True to cut its start"
+            )
     return [r[c:] for r, c in zip(ids, cut)], cut
 
 
@@ -150,11 +174,17 @@ def _forward_module(model, per_row, unbridged: bool | None):
     user_hooks = bool(model.list_hooks())
     tw = twin(model) if unbridged is not False and reachable and not user_hooks else None
     if unbridged and tw is None:
-        why = ("the bridge carries hooks of its own" if user_hooks else
-               "a steering hook is not on the residual stream" if not reachable else
-               "this architecture cannot be twinned")
-        raise ValueError(f"unbridged=True but generation must use the bridge: {why}. Fix: "
-                         f"leave unbridged=None to choose automatically")
+        why = (
+            "the bridge carries hooks of its own"
+            if user_hooks
+            else "a steering hook is not on the residual stream"
+            if not reachable
+            else "this architecture cannot be twinned"
+        )
+        raise ValueError(
+            f"unbridged=True but generation must use the bridge: {why}. Fix: "
+            f"leave unbridged=None to choose automatically"
+        )
     return tw if tw is not None else model.original_model
 
 
@@ -183,8 +213,7 @@ def _generate_batch(model, hf, ids, rows, max_new_tokens, sampling, stop, gen):
     input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=device)
     mask = (torch.arange(width, device=device)[None, :] >= offsets[:, None]).long()
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    ctx = PositionContext(offsets, torch.tensor([len(r) for r in ids], device=device), 0,
-                          new_tokens=max_new_tokens)
+    ctx = PositionContext(offsets, torch.tensor([len(r) for r in ids], device=device), 0, new_tokens=max_new_tokens)
     stops, eos = stop, eos_ids(model)
     tokens = [[] for _ in ids]
     reasons: list[str | None] = [None] * len(ids)
@@ -196,8 +225,14 @@ def _generate_batch(model, hf, ids, rows, max_new_tokens, sampling, stop, gen):
     with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
         step_ids = input_ids
         for step in range(max_new_tokens):
-            logits = hf(input_ids=step_ids, attention_mask=mask, position_ids=position_ids,
-                        past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1]
+            logits = hf(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
             nxt = sampling.pick(logits, gen)
             for r, t in zip(live, nxt.tolist()):
                 if reasons[r] is not None:
@@ -236,8 +271,9 @@ def _generate_batch(model, hf, ids, rows, max_new_tokens, sampling, stop, gen):
 
 
 @torch.no_grad()
-def generate_reference(model, prompt: str, steering: Sequence[Steering] = (), *,
-                       max_new_tokens: int = 64, fmt: PromptFormat | None = None) -> list[int]:
+def generate_reference(
+    model, prompt: str, steering: Sequence[Steering] = (), *, max_new_tokens: int = 64, fmt: PromptFormat | None = None
+) -> list[int]:
     """The paper's way, as an oracle: batch 1, no KV cache, the whole sequence recomputed for
     every new token with the hooks on every position. Greedy; returns the new token ids
     (stopping at EOS, which is not included)."""
@@ -245,8 +281,12 @@ def generate_reference(model, prompt: str, steering: Sequence[Steering] = (), *,
     ids = encode(model.tokenizer, [fmt.apply(model.tokenizer, prompt)], fmt)[0]
     n_prompt, eos = len(ids), eos_ids(model)
     hf, device = model.original_model, _device(model)
-    ctx = PositionContext(torch.zeros(1, dtype=torch.long, device=device),
-                          torch.tensor([n_prompt], device=device), 0, new_tokens=max_new_tokens)
+    ctx = PositionContext(
+        torch.zeros(1, dtype=torch.long, device=device),
+        torch.tensor([n_prompt], device=device),
+        0,
+        new_tokens=max_new_tokens,
+    )
     with model.hooks(fwd_hooks=build_hooks(model, [list(steering)], ctx)):
         for _ in range(max_new_tokens):
             logits = hf(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0, -1]

@@ -9,6 +9,7 @@ refuses to generate on a stack that fails it.
 
     wb.check_kv_cache(model)            # raises StackError naming the versions and the fix
 """
+
 from __future__ import annotations
 
 import weakref
@@ -39,17 +40,16 @@ def check_kv_cache(model, forward=None, *, force: bool = False) -> None:
     param = next(hf.parameters())
     vocab = min(int(model.cfg.d_vocab), 1000)
     ids = torch.arange(PREFIX + STEPS, device=param.device)[None, :] * 37 % (vocab - 10) + 10
-    full = hf(input_ids=ids, use_cache=False).logits[0, PREFIX - 1:].float()
+    full = hf(input_ids=ids, use_cache=False).logits[0, PREFIX - 1 :].float()
     cache = DynamicCache()
     cached = [hf(input_ids=ids[:, :PREFIX], past_key_values=cache, use_cache=True).logits[0, -1]]
     for step in range(PREFIX, PREFIX + STEPS - 1):
-        cached.append(hf(input_ids=ids[:, step:step + 1], past_key_values=cache,
-                         use_cache=True).logits[0, -1])
+        cached.append(hf(input_ids=ids[:, step : step + 1], past_key_values=cache, use_cache=True).logits[0, -1])
     got = torch.stack(cached).float()
     length = cache.get_seq_length()
     scale = full.abs().max().clamp(min=1e-6)
     tolerance = 1e-3 if param.dtype == torch.float32 else 3e-2
-    error = float((got - full[:len(got)]).abs().max() / scale)
+    error = float((got - full[: len(got)]).abs().max() / scale)
     if length != PREFIX + STEPS - 1 or not error <= tolerance:
         from workbench.models import library_versions
 
@@ -62,5 +62,6 @@ def check_kv_cache(model, forward=None, *, force: bool = False) -> None:
             f"{versions['torch']}. transformers 5.24.0 is known to break TransformerLens 4.3.0's "
             f"bridge this way. Fix: install the locked versions (bash scripts/setup.sh, or "
             f"pip install --no-deps --require-hashes -r requirements.lock; at least "
-            f"pip install 'transformers<5.24'). Nothing was generated.")
+            f"pip install 'transformers<5.24'). Nothing was generated."
+        )
     _CHECKED.add(hf)

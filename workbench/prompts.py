@@ -7,6 +7,7 @@
 TransformerBridge's `to_tokens` prepends BOS to everything, which duplicates the chat template's
 own header; here special tokens come only from the template, plus BOS where the format asks.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -32,8 +33,10 @@ class PromptFormat:
         if self.kind not in ("chat", "template", "raw"):
             raise ValueError(f"unknown prompt format kind {self.kind!r}: use 'chat', 'template' or 'raw'")
         if self.kind == "template" and "{prompt}" not in (self.template or ""):
-            raise ValueError("a 'template' format needs a template containing '{prompt}', "
-                             "e.g. PromptFormat('template', 'Q: {prompt}\\nA:', add_bos=True)")
+            raise ValueError(
+                "a 'template' format needs a template containing '{prompt}', "
+                "e.g. PromptFormat('template', 'Q: {prompt}\\nA:', add_bos=True)"
+            )
 
     def apply(self, tokenizer, prompt: str) -> str:
         if self.kind == "raw":
@@ -41,8 +44,10 @@ class PromptFormat:
         if self.kind == "template":
             return self.template.replace("{prompt}", prompt)
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("this tokenizer has no chat template. Fix: use "
-                             "PromptFormat('template', 'Q: {prompt}\\nA:', add_bos=True)")
+            raise ValueError(
+                "this tokenizer has no chat template. Fix: use "
+                "PromptFormat('template', 'Q: {prompt}\\nA:', add_bos=True)"
+            )
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": prompt})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

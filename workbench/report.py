@@ -7,6 +7,7 @@ Each experiment has a section builder in workbench/report_sections.py (one plain
 BUILDERS, imported in one direction): (run.json state, run directory) -> list of (title,
 markdown, [figures]).
 """
+
 from __future__ import annotations
 
 import html
@@ -22,12 +23,14 @@ def run_header(state: dict) -> str:
     """Markdown lines naming the run: experiment, model, hashes, commit, timings, configuration."""
     ident, info = state["identity"], state["model_info"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("timings", {}).items())
-    return (f"- experiment: **{ident['experiment']}**, model **{info['name']}** "
-            f"(weights `{info['weight_hash'][:16]}`, {info['dtype']})\n"
-            f"- data hash `{ident['data_hash'][:16]}`, requirements.lock "
-            f"`{str(state.get('lock_hash', 'not recorded'))[:16]}`, git commit `{state.get('git_commit')}`, "
-            f"created {state.get('created')}\n- timings: {timings or 'n/a'}\n"
-            f"- configuration: `{json.dumps(ident['config'])}`")
+    return (
+        f"- experiment: **{ident['experiment']}**, model **{info['name']}** "
+        f"(weights `{info['weight_hash'][:16]}`, {info['dtype']})\n"
+        f"- data hash `{ident['data_hash'][:16]}`, requirements.lock "
+        f"`{str(state.get('lock_hash', 'not recorded'))[:16]}`, git commit `{state.get('git_commit')}`, "
+        f"created {state.get('created')}\n- timings: {timings or 'n/a'}\n"
+        f"- configuration: `{json.dumps(ident['config'])}`"
+    )
 
 
 def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) -> list[Path]:
@@ -43,13 +46,19 @@ def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) ->
     for i, fig in enumerate(figures):
         title = (fig.layout.title.text or f"figure {i}").lower()
         slug = "".join(c if c.isalnum() else "_" for c in title).strip("_")[:60]
-        paths += export(fig, f"{name}_{i:02d}_{slug}", out_dir=out, formats=formats,
-                        include_plotlyjs="directory")  # HTML pages share one plotly.min.js
+        paths += export(
+            fig, f"{name}_{i:02d}_{slug}", out_dir=out, formats=formats, include_plotlyjs="directory"
+        )  # HTML pages share one plotly.min.js
     paths = list(dict.fromkeys(paths))
-    index = dict(run_dir=str(run), experiment=name, model=state["model_info"]["name"],
-                 weight_hash=state["model_info"]["weight_hash"],
-                 data_hash=state["identity"]["data_hash"], git_commit=state.get("git_commit"),
-                 files=[p.name for p in paths])
+    index = dict(
+        run_dir=str(run),
+        experiment=name,
+        model=state["model_info"]["name"],
+        weight_hash=state["model_info"]["weight_hash"],
+        data_hash=state["identity"]["data_hash"],
+        git_commit=state.get("git_commit"),
+        files=[p.name for p in paths],
+    )
     (out / f"{name}_index.json").write_text(json.dumps(index, indent=1))
     return paths
 
@@ -85,10 +94,13 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
         for fig in figs:
             parts.append(fig.to_html(full_html=False, include_plotlyjs=first))
             first = False
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>" + html.escape(title)
-            + "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-            "</head><body>" + "\n".join(parts) + "</body></html>")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>"
+        + html.escape(title)
+        + "</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
+        "</head><body>" + "\n".join(parts) + "</body></html>"
+    )
     html_path, md_path = run / "report.html", run / "summary.md"
     html_path.write_text(page, encoding="utf-8")
     md_path.write_text("\n".join(md), encoding="utf-8")
@@ -105,9 +117,16 @@ def _md_block(text: str) -> str:
                 rows.append(cells)
             continue
         if rows:
-            out.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>"
-                                 for c in r) + "</tr>" for i, r in enumerate(rows)) + "</table>")
+            out.append(
+                "<table>"
+                + "".join(
+                    "<tr>"
+                    + "".join(f"<{'th' if i == 0 else 'td'}>{html.escape(c)}</{'th' if i == 0 else 'td'}>" for c in r)
+                    + "</tr>"
+                    for i, r in enumerate(rows)
+                )
+                + "</table>"
+            )
             rows = []
         if line.strip():
             out.append(f"<p>{html.escape(line).replace('**', '')}</p>")

@@ -5,6 +5,7 @@ In a notebook:
     md_table(df)                        # a DataFrame as a Markdown table
     condition_label(True, False)        # "instr"
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,6 +25,7 @@ def table(run: Path, name: str) -> pd.DataFrame | None:
 def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     def cell(v):
         return format(v, floatfmt) if isinstance(v, float) else str(v)
+
     head = "| " + " | ".join(map(str, df.columns)) + " |"
     rule = "| " + " | ".join("---" for _ in df.columns) + " |"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
@@ -32,5 +34,3 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
 
 def condition_label(with_instruction: bool, steered: bool) -> str:
     return ("instr" if with_instruction else "no_instr") + ("_steered" if steered else "")
-
-

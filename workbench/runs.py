@@ -1,4 +1,5 @@
 """Small shared helpers for long runs: batching and progress bars."""
+
 from __future__ import annotations
 
 import sys
@@ -9,7 +10,7 @@ T = TypeVar("T")
 
 def batched(items: Sequence[T], size: int) -> Iterator[list[T]]:
     for start in range(0, len(items), size):
-        yield list(items[start:start + size])
+        yield list(items[start : start + size])
 
 
 def progress(items: Iterable[T], desc: str, show: bool | None = None) -> Iterable[T]:

@@ -15,6 +15,7 @@ Unlike `if_verifiable.common.evaluate_instructions` we do not strip `<think>` bl
 response, and an unknown instruction id is an error instead of being skipped. So is
 a missing verifier argument, which IFEval would fill with a random value.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,17 +61,22 @@ def _checker(instruction_id: str, kwargs: dict[str, Any], prompt: str):
 
 def _validate(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> None:
     if len(rows) != len(responses):
-        raise ValueError(f"got {len(rows)} rows but {len(responses)} responses; "
-                         "score_ifeval needs one response per row")
+        raise ValueError(
+            f"got {len(rows)} rows but {len(responses)} responses; score_ifeval needs one response per row"
+        )
     for i, row in enumerate(rows):
         if row.kwargs and len(row.kwargs) != len(row.instruction_id_list):
-            raise ValueError(f"row {i} (key {row.key!r}) has {len(row.instruction_id_list)} "
-                             f"instruction ids but {len(row.kwargs)} kwargs dicts")
+            raise ValueError(
+                f"row {i} (key {row.key!r}) has {len(row.instruction_id_list)} "
+                f"instruction ids but {len(row.kwargs)} kwargs dicts"
+            )
         for iid in row.instruction_id_list:
             if iid not in INSTRUCTION_DICT:
-                raise ValueError(f"unknown IFEval instruction id {iid!r} in row {i} "
-                                 f"(key {row.key!r}); the known ids are the keys of "
-                                 f"{_REGISTRY} (sorted(wb.data.known_instruction_ids()))")
+                raise ValueError(
+                    f"unknown IFEval instruction id {iid!r} in row {i} "
+                    f"(key {row.key!r}); the known ids are the keys of "
+                    f"{_REGISTRY} (sorted(wb.data.known_instruction_ids()))"
+                )
 
 
 def score_ifeval(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> pd.DataFrame:
@@ -92,8 +98,9 @@ def score_ifeval(rows: Sequence[IFEvalRow], responses: Sequence[str]) -> pd.Data
             try:
                 checker = _checker(iid, kwargs, row.prompt)
             except (TypeError, ValueError) as err:  # the verifier's own message lacks the row
-                raise ValueError(f"row {i} (key {row.key!r}): cannot build {iid!r} "
-                                 f"from kwargs {kwargs!r}: {err}") from err
+                raise ValueError(
+                    f"row {i} (key {row.key!r}): cannot build {iid!r} from kwargs {kwargs!r}: {err}"
+                ) from err
             strict = bool(response.strip() and checker.check_following(response))
             loose = any(v.strip() and checker.check_following(v) for v in variants)
             records.append((i, row.key, iid, strict, bool(loose)))

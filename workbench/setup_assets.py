@@ -3,6 +3,7 @@
 Converts each bundled model's GGUF weights to the safetensors cache (once; later runs check the
 cache and return) and writes the NLTK punkt tables the IFEval verifiers read.
 """
+
 from __future__ import annotations
 
 import time

@@ -12,6 +12,7 @@ Steering is judged on the same prompts with and without it, so the test of a
 difference is McNemar's exact test on the paired outcomes, not a comparison of two
 independent proportions.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,7 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 
-def accuracy_ci(successes: float, n: int, alpha: float = 0.05,
-                method: str = "wilson") -> tuple[float, float]:
+def accuracy_ci(successes: float, n: int, alpha: float = 0.05, method: str = "wilson") -> tuple[float, float]:
     """Two-sided 1 - alpha confidence interval of a proportion (statsmodels `proportion_confint`).
 
         accuracy_ci(50, 163)             # Wilson 95% interval
@@ -39,8 +39,9 @@ def accuracy_ci(successes: float, n: int, alpha: float = 0.05,
     return (float(low), float(high))
 
 
-def clustered_accuracy_ci(correct: Sequence[bool], clusters: Sequence[Any], alpha: float = 0.05, *,
-                          n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def clustered_accuracy_ci(
+    correct: Sequence[bool], clusters: Sequence[Any], alpha: float = 0.05, *, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """Interval of a proportion whose outcomes come in correlated clusters (one base query scored
     at several thresholds, say): a percentile bootstrap over clusters (scipy), resampling whole
     clusters and taking total correct / total outcomes. With one cluster, or every cluster at the
@@ -59,9 +60,16 @@ def clustered_accuracy_ci(correct: Sequence[bool], clusters: Sequence[Any], alph
     rate = k / n
     if len(per) == 1 or np.ptp(rate) == 0:
         return accuracy_ci(k.sum() / n.sum() * len(per), len(per), alpha)  # a fractional count is fine
-    res = bootstrap((k, n), lambda a, b, axis=-1: a.sum(axis) / b.sum(axis), paired=True, vectorized=True,
-                    confidence_level=1 - alpha, n_resamples=n_resamples, method="percentile",
-                    random_state=np.random.default_rng(seed))
+    res = bootstrap(
+        (k, n),
+        lambda a, b, axis=-1: a.sum(axis) / b.sum(axis),
+        paired=True,
+        vectorized=True,
+        confidence_level=1 - alpha,
+        n_resamples=n_resamples,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
@@ -82,18 +90,32 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     table = [[int(np.sum(a & b)), b10], [b01, int(np.sum(~a & ~b))]]
     res = mcnemar(table, exact=True)
     n = len(a)
-    return {"n": n, "acc_a": float(a.mean()) if n else math.nan,
-            "acc_b": float(b.mean()) if n else math.nan,
-            "b01": b01, "b10": b10, "statistic": float(res.statistic), "pvalue": float(res.pvalue)}
+    return {
+        "n": n,
+        "acc_a": float(a.mean()) if n else math.nan,
+        "acc_b": float(b.mean()) if n else math.nan,
+        "b01": b01,
+        "b10": b10,
+        "statistic": float(res.statistic),
+        "pvalue": float(res.pvalue),
+    }
 
 
 def _as_list(cols: str | Sequence[str]) -> list[str]:
     return [cols] if isinstance(cols, str) else list(cols)
 
 
-def two_by_two(df: pd.DataFrame, *, instruction_col: str, steering_col: str, correct_col: str,
-               pair_col: str | Sequence[str] | None = None, by: Sequence[str] = (),
-               alpha: float = 0.05, method: str = "wilson") -> pd.DataFrame:
+def two_by_two(
+    df: pd.DataFrame,
+    *,
+    instruction_col: str,
+    steering_col: str,
+    correct_col: str,
+    pair_col: str | Sequence[str] | None = None,
+    by: Sequence[str] = (),
+    alpha: float = 0.05,
+    method: str = "wilson",
+) -> pd.DataFrame:
     """Accuracy per condition (instruction in the prompt x steering), with intervals.
 
         two_by_two(scores, instruction_col="with_instruction", steering_col="steered",
@@ -108,8 +130,10 @@ def two_by_two(df: pd.DataFrame, *, instruction_col: str, steering_col: str, cor
     if pair_col is not None:
         dup = df.duplicated([*keys, *_as_list(pair_col)])
         if dup.any():
-            raise ValueError(f"{int(dup.sum())} lines repeat a ({', '.join(_as_list(pair_col))}) "
-                             f"within a condition of ({', '.join(keys)})")
+            raise ValueError(
+                f"{int(dup.sum())} lines repeat a ({', '.join(_as_list(pair_col))}) "
+                f"within a condition of ({', '.join(keys)})"
+            )
     lines = []
     for cond, group in df.groupby(keys, sort=True):
         n, k = len(group), int(group[correct_col].astype(bool).sum())
@@ -117,9 +141,16 @@ def two_by_two(df: pd.DataFrame, *, instruction_col: str, steering_col: str, cor
     return pd.DataFrame(lines, columns=[*keys, "n", "successes", "accuracy", "ci_low", "ci_high"])
 
 
-def mcnemar_table(df: pd.DataFrame, *, instruction_col: str, steering_col: str, correct_col: str,
-                  pair_col: str | Sequence[str], baseline: Any = False,
-                  by: Sequence[str] = ()) -> pd.DataFrame:
+def mcnemar_table(
+    df: pd.DataFrame,
+    *,
+    instruction_col: str,
+    steering_col: str,
+    correct_col: str,
+    pair_col: str | Sequence[str],
+    baseline: Any = False,
+    by: Sequence[str] = (),
+) -> pd.DataFrame:
     """Steered vs unsteered within each instruction condition, paired by `pair_col`.
 
         mcnemar_table(scores, instruction_col="with_instruction", steering_col="steered",
@@ -134,26 +165,45 @@ def mcnemar_table(df: pd.DataFrame, *, instruction_col: str, steering_col: str, 
     """
     values = pd.unique(df[steering_col])
     if len(values) != 2 or baseline not in list(values):
-        raise ValueError(f"{steering_col!r} must hold exactly two values, one of them the "
-                         f"baseline {baseline!r}; found {list(values)}")
+        raise ValueError(
+            f"{steering_col!r} must hold exactly two values, one of them the "
+            f"baseline {baseline!r}; found {list(values)}"
+        )
     treated = next(v for v in values if v != baseline)
     pair, keys = _as_list(pair_col), [*by, instruction_col]
     if df.duplicated([*keys, steering_col, *pair]).any():
-        raise ValueError(f"a ({', '.join(pair)}) appears twice in one condition of "
-                         f"({', '.join([*keys, steering_col])}); pairs must be unique")
+        raise ValueError(
+            f"a ({', '.join(pair)}) appears twice in one condition of "
+            f"({', '.join([*keys, steering_col])}); pairs must be unique"
+        )
     lines = []
     for cond, group in df.groupby(keys, sort=True):
         # reindex, not wide[[False, True]], which pandas would read as a row mask
-        both = (group.assign(_ok=group[correct_col].astype(bool))
-                .pivot(index=pair, columns=steering_col, values="_ok")
-                .reindex(columns=[baseline, treated]).dropna())
+        both = (
+            group.assign(_ok=group[correct_col].astype(bool))
+            .pivot(index=pair, columns=steering_col, values="_ok")
+            .reindex(columns=[baseline, treated])
+            .dropna()
+        )
         n_unpaired = len(group) - 2 * len(both)
         if len(both):
             res = mcnemar_exact(both.iloc[:, 0].astype(bool), both.iloc[:, 1].astype(bool))
         else:
-            res = {"acc_a": math.nan, "acc_b": math.nan, "b01": 0, "b10": 0,
-                   "statistic": math.nan, "pvalue": math.nan}
-        lines.append((*cond, len(both), n_unpaired, res["acc_a"], res["acc_b"], res["b01"],
-                      res["b10"], res["statistic"], res["pvalue"]))
-    return pd.DataFrame(lines, columns=[*keys, "n_pairs", "n_unpaired", "acc_unsteered",
-                                        "acc_steered", "b01", "b10", "statistic", "pvalue"])
+            res = {"acc_a": math.nan, "acc_b": math.nan, "b01": 0, "b10": 0, "statistic": math.nan, "pvalue": math.nan}
+        lines.append(
+            (
+                *cond,
+                len(both),
+                n_unpaired,
+                res["acc_a"],
+                res["acc_b"],
+                res["b01"],
+                res["b10"],
+                res["statistic"],
+                res["pvalue"],
+            )
+        )
+    return pd.DataFrame(
+        lines,
+        columns=[*keys, "n_pairs", "n_unpaired", "acc_unsteered", "acc_steered", "b01", "b10", "statistic", "pvalue"],
+    )

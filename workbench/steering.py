@@ -23,6 +23,7 @@ The hook computes in the activation's dtype on the activation's device; vectors 
 the CPU and are cast on first use (once per device and dtype). Specs compare equal when their
 fields do (`Steering.__eq__` compares vectors by value) and are hashable.
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,7 @@ class Steering:
         object.__setattr__(self, "weight", _weight(self.weight))
         object.__setattr__(self, "positions", _positions(self.positions))
         if self.layer not in self.vector.layers:
-            raise ValueError(f"layer {self.layer} is not among the vector's layers "
-                             f"{list(self.vector.layers)}")
+            raise ValueError(f"layer {self.layer} is not among the vector's layers {list(self.vector.layers)}")
         if self.mode == "adjust":
             self.vector.z_bar(self.layer)  # raises when z-bar is unknown
         derived_at = self.vector.meta.get("hook")
@@ -69,7 +69,8 @@ class Steering:
             raise ValueError(
                 f"this vector was derived at hook {_short(derived_at)!r} but the spec steers at "
                 f"{_short(self.hook)!r}. Fix: pass hook={_short(derived_at)!r} to wb.Steering, or "
-                f"derive the vector at that hook (wb.cache_pairs(..., hook={_short(self.hook)!r}))")
+                f"derive the vector at that hook (wb.cache_pairs(..., hook={_short(self.hook)!r}))"
+            )
 
     def coefficients(self) -> tuple[Tensor, float, float]:
         """(d, a, b) such that the intervention is x + (a + b * x.d) * d."""
@@ -91,26 +92,35 @@ def _weight(w) -> float:
     if isinstance(w, Tensor) and w.dim() == 0 and w.dtype != torch.bool:
         w = float(w)
     if isinstance(w, bool) or not isinstance(w, numbers.Real) or not math.isfinite(w):
-        raise ValueError(f"steering weight must be a finite number, got {w!r} "
-                         f"({type(w).__name__}). Fix: pass a real number, e.g. weight=2.0")
+        raise ValueError(
+            f"steering weight must be a finite number, got {w!r} "
+            f"({type(w).__name__}). Fix: pass a real number, e.g. weight=2.0"
+        )
     return float(w)
 
 
 def _positions(positions) -> str | tuple[int, ...]:
     if isinstance(positions, str):
         if positions not in NAMED_POSITIONS:
-            raise ValueError(f"unknown positions {positions!r}: use one of "
-                             f"{NAMED_POSITIONS}, a token index or a tuple of token indices")
+            raise ValueError(
+                f"unknown positions {positions!r}: use one of "
+                f"{NAMED_POSITIONS}, a token index or a tuple of token indices"
+            )
         return positions
-    items = [positions] if isinstance(positions, (numbers.Integral, Tensor)) and \
-        getattr(positions, "ndim", 0) == 0 else positions
+    items = (
+        [positions]
+        if isinstance(positions, (numbers.Integral, Tensor)) and getattr(positions, "ndim", 0) == 0
+        else positions
+    )
     try:
         if any(isinstance(p, bool) for p in items):
             raise TypeError
         out = tuple(operator.index(p) for p in items)
     except TypeError:
-        raise ValueError(f"positions must be 'all', 'prompt', 'generated', a token index or a "
-                         f"tuple of token indices (ints), got {positions!r}") from None
+        raise ValueError(
+            f"positions must be 'all', 'prompt', 'generated', a token index or a "
+            f"tuple of token indices (ints), got {positions!r}"
+        ) from None
     if not out:
         raise ValueError("positions is an empty tuple: give at least one token index")
     return out
@@ -121,8 +131,7 @@ def _short(hook: str) -> str:
     return str(hook).rsplit(".", 1)[-1].removeprefix("hook_")
 
 
-def check_positions(positions: str | tuple[int, ...], prompt_lens: Sequence[int],
-                    new_tokens: int = 0) -> None:
+def check_positions(positions: str | tuple[int, ...], prompt_lens: Sequence[int], new_tokens: int = 0) -> None:
     """Refuse explicit indices that no row has: rows of prompts of `prompt_lens` tokens, each
     followed by up to `new_tokens` generated ones."""
     if isinstance(positions, str) or not len(prompt_lens):
@@ -131,13 +140,13 @@ def check_positions(positions: str | tuple[int, ...], prompt_lens: Sequence[int]
     end = longest + new_tokens
     bad = [i for i in positions if not -longest <= i < end]
     if bad:
-        seen = f"{longest} prompt tokens" + (f" and up to {new_tokens} generated ones"
-                                              if new_tokens else "")
+        seen = f"{longest} prompt tokens" + (f" and up to {new_tokens} generated ones" if new_tokens else "")
         raise ValueError(
             f"steering positions {bad} reach no token: the longest row has {seen} "
             f"(indices count tokens of the unpadded sequence from 0; negative ones count back "
             f"from the prompt's end, -1 its last token). Fix: give indices from {-longest} to "
-            f"{end - 1}, e.g. -1 for the last prompt token")
+            f"{end - 1}, e.g. -1 for the last prompt token"
+        )
 
 
 @dataclass
@@ -188,8 +197,7 @@ class _Term:
         """(d, a, b, indices) on `device` in `dtype`: copied once, not at every decode step."""
         key = (torch.device(device), dtype)
         if key not in self._cast:
-            idx = None if isinstance(self.positions, str) else \
-                torch.tensor(self.positions, device=device)
+            idx = None if isinstance(self.positions, str) else torch.tensor(self.positions, device=device)
             self._cast[key] = (*(t.to(device, dtype) for t in (self.d, self.a, self.b)), idx)
         return self._cast[key]
 
@@ -222,6 +230,7 @@ def _steering_hook(terms: list[_Term], ctx: PositionContext):
             coef = coef * t.mask(pos, prompt_lens, idx)
             x = x + coef[..., None] * d[:, None, :]
         return x
+
     return hook
 
 
@@ -270,8 +279,9 @@ def build_hooks(model, rows: Sequence[Sequence[Steering]], ctx: PositionContext)
 
 
 @contextmanager
-def steer(model, *specs: Steering, rows: Sequence[Sequence[Steering]] | None = None,
-          context: PositionContext | None = None) -> Iterator:
+def steer(
+    model, *specs: Steering, rows: Sequence[Sequence[Steering]] | None = None, context: PositionContext | None = None
+) -> Iterator:
     """Apply `specs` to every row (or `rows[i]` to row i) while the block runs.
 
     The hooks are added through TransformerBridge's own `model.hooks`, which removes exactly the

@@ -2,6 +2,7 @@
 
 Same architecture family and hook names as SmolLM2 (4 layers, d_model 64); no files, no hub.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,12 @@ def byte_tokenizer(chat: bool):
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<|endoftext|>", eos_token="<|im_end|>" if chat else "<|endoftext|>",
-        pad_token="<pad>", unk_token=None)
+        tokenizer_object=core,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>" if chat else "<|endoftext|>",
+        pad_token="<pad>",
+        unk_token=None,
+    )
     # TransformerBridge re-reads a tokenizer from `name_or_path` unless it already adds BOS
     tokenizer.init_kwargs.update(name_or_path="tiny-byte-level", add_bos_token=True)
     if chat:
@@ -39,11 +44,18 @@ def tiny_hf_model(kind: str = "instruct", seed: int = 0, d_model: int = 64, n_la
 
     tokenizer = byte_tokenizer(chat=kind == "instruct")
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=4 * d_model,
-        num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True, attn_implementation="eager",
+        vocab_size=len(tokenizer),
+        hidden_size=d_model,
+        intermediate_size=4 * d_model,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+        attn_implementation="eager",
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

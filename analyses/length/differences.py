@@ -3,6 +3,7 @@ queries (each query contributes its mean difference over n = 1..5).
 
     .venv/bin/python analyses/length/differences.py analyses/length/run
 """
+
 import sys
 
 import numpy as np
@@ -19,9 +20,19 @@ for (arm, with_instruction), g in scores.groupby(["arm", "with_instruction"]):
         wide = g.pivot_table(index=["query", "max_n"], columns="weight", values=metric, aggfunc="first").astype(float)
         for c in [w for w in wide.columns if w != 0]:
             per_query = (wide[c] - wide[0]).groupby(level="query").mean().to_numpy()
-            ci = bootstrap((per_query,), np.mean, n_resamples=5000, method="percentile",
-                           random_state=np.random.default_rng(0)).confidence_interval
-            lines.append(dict(arm=arm, with_instruction=with_instruction, metric=metric, weight=c,
-                              difference=per_query.mean(), ci_low=ci.low, ci_high=ci.high))
+            ci = bootstrap(
+                (per_query,), np.mean, n_resamples=5000, method="percentile", random_state=np.random.default_rng(0)
+            ).confidence_interval
+            lines.append(
+                dict(
+                    arm=arm,
+                    with_instruction=with_instruction,
+                    metric=metric,
+                    weight=c,
+                    difference=per_query.mean(),
+                    ci_low=ci.low,
+                    ci_high=ci.high,
+                )
+            )
 table = pd.DataFrame(lines)
 print(md_table(table))

@@ -10,6 +10,7 @@ returns a map, `project_out` and `control_vector`, which return vectors, and
     A.separation_intervals(A.projection_separation(held_out_acts, vec1), n_boot=1000)
     A.logit_lens(model, vec1)                       # what the vector promotes, per layer
 """
+
 from workbench.analysis.controls import control_vector, project_out
 from workbench.analysis.embedding import difference_embedding
 from workbench.analysis.geometry import (

@@ -4,6 +4,7 @@ The analyses take the workbench's own objects (a `SteeringVector`, a `PairActiva
 as raw tensors: `per_layer_rows` and `pair_tensors` turn either into plain float tensors and the
 layer list they belong to, refusing layers that do not match.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -47,8 +48,10 @@ def check_pairs(with_acts: Tensor, without_acts: Tensor, layers: Sequence[int]) 
 def _slots(have: Sequence[int], want: Sequence[int], name: str) -> list[int]:
     missing = [l for l in want if l not in have]
     if missing:
-        raise ValueError(f"{name} has no layer {missing} (it has layers {list(have)}). Fix: derive or "
-                         f"cache it over those layers, or pass layers= within {list(have)}")
+        raise ValueError(
+            f"{name} has no layer {missing} (it has layers {list(have)}). Fix: derive or "
+            f"cache it over those layers, or pass layers= within {list(have)}"
+        )
     return [list(have).index(l) for l in want]
 
 
@@ -79,13 +82,15 @@ def common_layers(items: Sequence, layers: Sequence[int] | None, names: Sequence
         raise ValueError("plain tensors need layers= (the model layer of each row)")
     if len({l for _, l in own}) > 1:
         detail = "; ".join(f"{n}: {list(l)}" for n, l in own)
-        raise ValueError(f"the vectors cover different layers ({detail}). Fix: pass layers= with "
-                         f"layers all of them have")
+        raise ValueError(
+            f"the vectors cover different layers ({detail}). Fix: pass layers= with layers all of them have"
+        )
     return list(own[0][1])
 
 
-def pair_tensors(with_acts, without_acts=None, layers: Sequence[int] | None = None,
-                 name: str = "activations") -> tuple[Tensor, Tensor, list[int]]:
+def pair_tensors(
+    with_acts, without_acts=None, layers: Sequence[int] | None = None, name: str = "activations"
+) -> tuple[Tensor, Tensor, list[int]]:
     """(n_pairs, n_layers, d) float tensors of both sides and their layers.
 
     From a PairActivations (one activation per prompt; `layers` selects among its layers, default
@@ -97,8 +102,10 @@ def pair_tensors(with_acts, without_acts=None, layers: Sequence[int] | None = No
         acts = with_acts
         w, wo = acts.with_instruction, acts.without_instruction
         if not isinstance(w, Tensor) or not isinstance(wo, Tensor) or w.ndim != 3:
-            raise ValueError(f"{name}: needs one activation per prompt (position 'last', 'mean' or an "
-                             f"int), not position {acts.position!r}. Fix: cache with position='last'")
+            raise ValueError(
+                f"{name}: needs one activation per prompt (position 'last', 'mean' or an "
+                f"int), not position {acts.position!r}. Fix: cache with position='last'"
+            )
         want = list(acts.layers) if layers is None else [int(l) for l in layers]
         slots = _slots(acts.layers, want, name)
         return as_float(w[:, slots]), as_float(wo[:, slots]), want

@@ -10,6 +10,7 @@ instruction sentence. Part of it is what appending *any* sentence does to the la
 the control vector (pairs appending a neutral sentence, `wb.pairs.control_pairs`) measures that
 part. Removing its direction (`project_out`) keeps what is specific to the instruction.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,9 +26,17 @@ from workbench.pairs import CONTROL_ID, NEUTRAL_SENTENCES, control_pairs
 from workbench.vectors import SteeringVector, derive
 
 
-def control_vector(model, queries: Sequence[str], *, n: int | None = 64, seed: int = 0,
-                   layers: Sequence[int] | None = None, method: str = "mean_diff", batch_size: int = 16,
-                   sentences: Sequence[str] = NEUTRAL_SENTENCES) -> SteeringVector:
+def control_vector(
+    model,
+    queries: Sequence[str],
+    *,
+    n: int | None = 64,
+    seed: int = 0,
+    layers: Sequence[int] | None = None,
+    method: str = "mean_diff",
+    batch_size: int = 16,
+    sentences: Sequence[str] = NEUTRAL_SENTENCES,
+) -> SteeringVector:
     """The control vector of `model`: derived (by `method`) from `control_pairs(queries, n, seed)`,
     the queries with and without a neutral sentence, cached like instruction pairs (last prompt
     token, resid_post, every layer unless `layers`). Its `meta["instruction_id"]` is

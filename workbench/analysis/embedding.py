@@ -5,6 +5,7 @@ In a notebook:
     difference_embedding({"title": acts1, "json": acts2}, layer=12, method="tsne")   # x, y, label, example
     difference_embedding(diffs, labels, method="tsne")    # diffs = with_acts[:, slot] - without_acts[:, slot]
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -8,6 +8,7 @@
 Each takes the workbench's objects (SteeringVector, PairActivations; their layers are used and
 checked) or plain tensors with `layers=`.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,7 +28,9 @@ CASES = ("same_instruction_across_queries", "with_vs_without_same_query", "acros
 
 
 def cosine_matrix(
-    vectors: Mapping[str, Float[Tensor, "n_layers d_model"]], layers: Sequence[int] | None = None, *,
+    vectors: Mapping[str, Float[Tensor, "n_layers d_model"]],
+    layers: Sequence[int] | None = None,
+    *,
     project_out=None,
 ) -> pd.DataFrame:
     """Cosine between every ordered pair of instruction vectors (diagonal included), per layer.

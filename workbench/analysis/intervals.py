@@ -15,6 +15,7 @@ What is resampled, and what is not:
   use held-out pairs, so the interval is about new requests, not the direction's fit.
 Neither covers the choice of phrasings, model seed or prompt template.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -49,8 +50,16 @@ def _bounds(samples: np.ndarray, ci: float, method: str = "percentile", point=No
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def bootstrap_cosines(acts: Mapping[str, object], layers: Sequence[int] | None = None, *, n_boot: int = 1000,
-                      ci: float = 0.95, seed: int = 0, method: str = "basic", chunk: int = 200) -> pd.DataFrame:
+def bootstrap_cosines(
+    acts: Mapping[str, object],
+    layers: Sequence[int] | None = None,
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    method: str = "basic",
+    chunk: int = 200,
+) -> pd.DataFrame:
     """Per-layer cosine between the mean-difference vectors of every two pair sets, with a
     bootstrap interval over pairs.
 
@@ -98,8 +107,19 @@ def bootstrap_cosines(acts: Mapping[str, object], layers: Sequence[int] | None =
     for i, j in pairs:
         point = torch.einsum("ld,ld->l", unit(diffs[names[i]].mean(0)), unit(diffs[names[j]].mean(0))).numpy()
         low, high = np.clip(_bounds(torch.cat(samples[(i, j)]).numpy(), ci, method, point), -1, 1)
-        rows.append(pd.DataFrame(dict(layer=layers, instruction_a=names[i], instruction_b=names[j],
-                                      cosine=point, ci_low=low, ci_high=high, n_boot=n_boot)))
+        rows.append(
+            pd.DataFrame(
+                dict(
+                    layer=layers,
+                    instruction_a=names[i],
+                    instruction_b=names[j],
+                    cosine=point,
+                    ci_low=low,
+                    ci_high=high,
+                    n_boot=n_boot,
+                )
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -114,8 +134,15 @@ def _shared_layers(acts: Mapping[str, object], layers):
     return list(next(iter(own.values())))
 
 
-def separation_intervals(df: pd.DataFrame, by: Sequence[str] = ("layer",), *, n_boot: int = 1000,
-                         ci: float = 0.95, seed: int = 0, method: str = "percentile") -> pd.DataFrame:
+def separation_intervals(
+    df: pd.DataFrame,
+    by: Sequence[str] = ("layer",),
+    *,
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    method: str = "percentile",
+) -> pd.DataFrame:
     """`separation(df, by)` (AUROC and Cohen's d per group) with bootstrap intervals.
 
     `df`: `projection_separation` output (columns `example, side, projection` plus `by`). When

@@ -7,6 +7,7 @@ In a notebook:
     m.apply_direction(vec_src)      # an instruction vector carried into the target space
     save_linear_map(m, "maps/2b_to_9b_l12"); load_linear_map("maps/2b_to_9b_l12")
 """
+
 from __future__ import annotations
 
 import json
@@ -105,7 +106,7 @@ def fit_linear_map(
         if labels.shape != (n,):
             raise ValueError(f"groups must give one label per row ({n}), got shape {labels.shape}")
         unique = rng.permutation(np.unique(labels))
-        held = np.isin(labels, unique[:round(len(unique) * test_fraction)])
+        held = np.isin(labels, unique[: round(len(unique) * test_fraction)])
         train, test = np.flatnonzero(~held), np.flatnonzero(held)
         n_test = len(test)
     if len(train) < 2:

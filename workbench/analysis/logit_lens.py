@@ -27,6 +27,7 @@ The lens skips the layers after the read-out point (it is a logit *lens*): at ea
 tokens are often unrelated to what steering there does. Ties and a model's final logit
 soft-capping (monotone) do not change the ranks.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,8 +71,7 @@ def _unembed(model, x: Tensor) -> Tensor:
     return (x.to(device=w_u.device, dtype=w_u.dtype) @ w_u).float().cpu()
 
 
-def logit_lens(model, vec, layers: Sequence[int] | None = None, *, k: int = 10,
-               baseline=None) -> pd.DataFrame:
+def logit_lens(model, vec, layers: Sequence[int] | None = None, *, k: int = 10, baseline=None) -> pd.DataFrame:
     """Top and bottom `k` tokens of each layer's direction of `vec` (a SteeringVector, or a
     (n_layers, d_model) tensor with `layers`).
 
@@ -111,12 +111,16 @@ def lens_agreement(df: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     token appears. Columns `layer, side, token, token_id, n_examples, share, mean_rank`, most
     shared first; `top` keeps that many tokens per layer and side."""
     n = df.groupby("layer")["example"].nunique().rename("n_total")
-    out = (df.groupby(["layer", "side", "token_id", "token"], sort=False)
-           .agg(n_examples=("example", "nunique"), mean_rank=("rank", "mean")).reset_index()
-           .merge(n, left_on="layer", right_index=True))
+    out = (
+        df.groupby(["layer", "side", "token_id", "token"], sort=False)
+        .agg(n_examples=("example", "nunique"), mean_rank=("rank", "mean"))
+        .reset_index()
+        .merge(n, left_on="layer", right_index=True)
+    )
     out["share"] = out["n_examples"] / out["n_total"]
-    out = out.sort_values(["layer", "side", "n_examples", "mean_rank"], ascending=[True, True, False, True],
-                          kind="stable")
+    out = out.sort_values(
+        ["layer", "side", "n_examples", "mean_rank"], ascending=[True, True, False, True], kind="stable"
+    )
     if top is not None:
         out = out.groupby(["layer", "side"], sort=False).head(top)
     cols = ["layer", "side", "token", "token_id", "n_examples", "share", "mean_rank"]
@@ -125,8 +129,10 @@ def lens_agreement(df: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
 
 def _check_width(model, x: Tensor) -> None:
     if x.shape[-1] != model.cfg.d_model:
-        raise ValueError(f"width {x.shape[-1]} does not match the model's d_model {model.cfg.d_model}. "
-                         f"Fix: read a vector out through the model it was derived on")
+        raise ValueError(
+            f"width {x.shape[-1]} does not match the model's d_model {model.cfg.d_model}. "
+            f"Fix: read a vector out through the model it was derived on"
+        )
 
 
 def _top_bottom(model, logits: Tensor, k: int, keys: dict) -> pd.DataFrame:
@@ -139,8 +145,12 @@ def _top_bottom(model, logits: Tensor, k: int, keys: dict) -> pd.DataFrame:
     for side, largest in zip(SIDES, (True, False)):
         values, ids = logits.topk(k, dim=-1, largest=largest)  # sorted: rank 1 first
         frame: dict[str, Any] = {name: np.repeat(np.asarray(v), k) for name, v in keys.items()}
-        frame.update(side=side, rank=np.tile(np.arange(1, k + 1), n), token_id=ids.reshape(-1).numpy(),
-                     logit=values.reshape(-1).numpy())
+        frame.update(
+            side=side,
+            rank=np.tile(np.arange(1, k + 1), n),
+            token_id=ids.reshape(-1).numpy(),
+            logit=values.reshape(-1).numpy(),
+        )
         frames.append(pd.DataFrame(frame))
     out = pd.concat(frames, ignore_index=True)
     order = [*keys, "side", "rank"]

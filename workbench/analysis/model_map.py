@@ -13,6 +13,7 @@ depth (`matched_layers`). Every text is read alone, in each model's own raw-text
 (BOS first for models whose prompt format asks for it). Held-out R² holds out whole texts, so
 positions of one text never sit on both sides of the split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -58,8 +59,7 @@ class ModelMaps:
         for (m, _, t), lm in self.maps.items():
             if m == method and t == tgt_layer:
                 return lm
-        raise KeyError(f"no {method} map into target layer {tgt_layer}; fitted: "
-                       f"{sorted({t for _, _, t in self.maps})}")
+        raise KeyError(f"no {method} map into target layer {tgt_layer}; fitted: {sorted({t for _, _, t in self.maps})}")
 
     def map_vector(self, vector, method: str = "ridge", target=None):
         """The source vector's per-layer directions carried into the target's layers (one per
@@ -73,10 +73,19 @@ class ModelMaps:
         pairs = sorted((t, self.get(t, method).provenance["src_layer"]) for m, _, t in self.maps if m == method)
         if not pairs:
             raise ValueError(f"no {method} maps fitted; methods: {sorted({m for m, _, _ in self.maps})}")
-        return carry_directions(vector, pairs, lambda s, t, d: self.get(t, method).apply_direction(d), target,
-                                z_from_source=False,
-                                meta=dict(model=self.provenance["target"], weight_hash=self.provenance["target_hash"],
-                                          mapped_from=vector.meta.get("model"), map_method=method))
+        return carry_directions(
+            vector,
+            pairs,
+            lambda s, t, d: self.get(t, method).apply_direction(d),
+            target,
+            z_from_source=False,
+            meta=dict(
+                model=self.provenance["target"],
+                weight_hash=self.provenance["target_hash"],
+                mapped_from=vector.meta.get("model"),
+                map_method=method,
+            ),
+        )
 
     def save(self, directory: str | Path, method: str = "ridge") -> Path:
         """Save the `method` maps as src{s}_tgt{t}, the layout TransferConfig(linear_map=...) reads."""
@@ -89,9 +98,15 @@ class ModelMaps:
 
 
 @torch.no_grad()
-def paired_residuals(source, target, texts: Sequence[str], layer_pairs: Sequence[tuple[int, int]], *,
-                     batch_size: int = 16, show_progress: bool | None = None
-                     ) -> tuple[dict[tuple[int, int], tuple[Tensor, Tensor]], Tensor]:
+def paired_residuals(
+    source,
+    target,
+    texts: Sequence[str],
+    layer_pairs: Sequence[tuple[int, int]],
+    *,
+    batch_size: int = 16,
+    show_progress: bool | None = None,
+) -> tuple[dict[tuple[int, int], tuple[Tensor, Tensor]], Tensor]:
     """Residual streams (resid_post) of both models at the aligned positions of every text:
     {(s, t): (X (n, d_src), Y (n, d_tgt))} and the text index of every row."""
     if not texts:
@@ -122,35 +137,63 @@ def _read(model, ids, read, layers, batch_size, show_progress) -> Tensor:
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     got: dict[int, Tensor] = {}
     for index in progress(list(batched(order, batch_size)), "reading", show_progress):
-        got.update(zip(index, _run_batch(model, [ids[i] for i in index], [read[i] for i in index],
-                                         names, reduce_mean=False)))
+        got.update(
+            zip(index, _run_batch(model, [ids[i] for i in index], [read[i] for i in index], names, reduce_mean=False))
+        )
     return torch.cat([got[i] for i in range(len(ids))]).float()  # (positions, layers, d)
 
 
-def fit_model_maps(source, target, texts: Sequence[str], *, target_layers: Sequence[int] | None = None,
-                   methods: Sequence[str] = ("ridge", "procrustes"), alpha: float = 10.0,
-                   test_fraction: float = 0.2, seed: int = 0, batch_size: int = 16,
-                   show_progress: bool | None = None) -> ModelMaps:
+def fit_model_maps(
+    source,
+    target,
+    texts: Sequence[str],
+    *,
+    target_layers: Sequence[int] | None = None,
+    methods: Sequence[str] = ("ridge", "procrustes"),
+    alpha: float = 10.0,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 16,
+    show_progress: bool | None = None,
+) -> ModelMaps:
     """Fit source -> target maps at matched relative depth for every target layer (or
     `target_layers`), by each method; R² on held-out texts."""
     si, ti = model_info(source), model_info(target)
-    pairs = [(s, t) for s, t in _target_matched(si.n_layers, ti.n_layers)
-             if target_layers is None or t in target_layers]
-    data, groups = paired_residuals(source, target, texts, pairs, batch_size=batch_size,
-                                    show_progress=show_progress)
+    pairs = [
+        (s, t) for s, t in _target_matched(si.n_layers, ti.n_layers) if target_layers is None or t in target_layers
+    ]
+    data, groups = paired_residuals(source, target, texts, pairs, batch_size=batch_size, show_progress=show_progress)
     maps, rows = {}, []
     for (s, t), (x, y) in data.items():
         for method in methods:
-            lm = fit_linear_map(x, y, method=method, alpha=alpha, test_fraction=test_fraction,
-                                seed=seed, groups=groups)
-            lm.provenance.update(source=si.name, target=ti.name, src_layer=s, tgt_layer=t,
-                                 n_texts=len(set(groups.tolist())))
+            lm = fit_linear_map(x, y, method=method, alpha=alpha, test_fraction=test_fraction, seed=seed, groups=groups)
+            lm.provenance.update(
+                source=si.name, target=ti.name, src_layer=s, tgt_layer=t, n_texts=len(set(groups.tolist()))
+            )
             maps[(method, s, t)] = lm
-            rows.append(dict(src_layer=s, tgt_layer=t, depth=t / max(ti.n_layers - 1, 1), method=method,
-                             r2_heldout=lm.r2_heldout, n_train=lm.n_train, n_test=lm.n_test))
-    return ModelMaps(maps, pd.DataFrame(rows),
-                     dict(source=si.name, target=ti.name, target_hash=ti.weight_hash,
-                          source_hash=si.weight_hash, n_texts=len(texts), alpha=alpha))
+            rows.append(
+                dict(
+                    src_layer=s,
+                    tgt_layer=t,
+                    depth=t / max(ti.n_layers - 1, 1),
+                    method=method,
+                    r2_heldout=lm.r2_heldout,
+                    n_train=lm.n_train,
+                    n_test=lm.n_test,
+                )
+            )
+    return ModelMaps(
+        maps,
+        pd.DataFrame(rows),
+        dict(
+            source=si.name,
+            target=ti.name,
+            target_hash=ti.weight_hash,
+            source_hash=si.weight_hash,
+            n_texts=len(texts),
+            alpha=alpha,
+        ),
+    )
 
 
 def _target_matched(n_src: int, n_tgt: int) -> list[tuple[int, int]]:

@@ -5,6 +5,7 @@ In a notebook:
     proj = projection_separation(held_out_acts, vec)        # or (with_acts, without_acts, directions, layers)
     separation(proj)        # layer, auroc, cohens_d, ...
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,8 +44,9 @@ def projection_separation(
     if isinstance(with_acts, PairActivations) and directions is None and without_acts is not None:
         directions, without_acts = without_acts, None  # projection_separation(acts, vec)
     if directions is None:
-        raise ValueError("projection_separation needs directions: pass (acts, vec) or "
-                         "(with_acts, without_acts, directions, layers)")
+        raise ValueError(
+            "projection_separation needs directions: pass (acts, vec) or (with_acts, without_acts, directions, layers)"
+        )
     w, wo, layers = pair_tensors(with_acts, without_acts, layers)
     d, _ = per_layer_rows(directions, layers, "directions")
     if project_out is not None:

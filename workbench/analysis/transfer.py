@@ -7,6 +7,7 @@ In a notebook:
     compare_mapped(m.apply_direction(src_vecs), own_vecs, tgt_layers)
     cross_application_matrix(results)                     # vector_source x target_model
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,7 +35,8 @@ def _per_layer_cosine(a, b, layers: Sequence[int] | None) -> pd.DataFrame:
 
 
 def cross_model_cosine(
-    vecs_a: Float[Tensor, "n_layers d_model"], vecs_b: Float[Tensor, "n_layers d_model"],
+    vecs_a: Float[Tensor, "n_layers d_model"],
+    vecs_b: Float[Tensor, "n_layers d_model"],
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Per-layer cosine between two models' vectors of equal width (e.g. IT vs base):
@@ -46,7 +48,8 @@ def cross_model_cosine(
 
 
 def compare_mapped(
-    mapped: Float[Tensor, "n_layers d_model"], own: Float[Tensor, "n_layers d_model"],
+    mapped: Float[Tensor, "n_layers d_model"],
+    own: Float[Tensor, "n_layers d_model"],
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Per-layer cosine between vectors mapped in from another model and the target's own.

@@ -7,6 +7,7 @@ of a resume.
     check_out(out)                                       # a directory, or nothing yet
     check_prompts_fit(model, prompts, max_new_tokens=96, truncate=False)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -16,8 +17,16 @@ from pathlib import Path
 from typing import Any, Iterable
 
 # fields that count something: at least 1 wherever an experiment config has them
-POSITIVE = ("max_new_tokens", "batch_size", "n_pairs", "n_validation", "layer_step", "limit",
-            "n_length_pairs", "max_query_chars")
+POSITIVE = (
+    "max_new_tokens",
+    "batch_size",
+    "n_pairs",
+    "n_validation",
+    "layer_step",
+    "limit",
+    "n_length_pairs",
+    "max_query_chars",
+)
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -59,27 +68,34 @@ def check_config(cfg: Any) -> None:
         elif f.name in POSITIVE and isinstance(value, int) and value < 1:
             problems.append(f"{f.name}={value!r} must be at least 1")
     if problems:
-        raise ValueError(f"invalid {type(cfg).__name__}: {'; '.join(problems)}. Fix: correct "
-                         f"the option (or --set KEY=VALUE) and run again; nothing was written.")
+        raise ValueError(
+            f"invalid {type(cfg).__name__}: {'; '.join(problems)}. Fix: correct "
+            f"the option (or --set KEY=VALUE) and run again; nothing was written."
+        )
 
 
 def check_out(out: str | Path) -> Path:
     """The run directory: an existing directory (resumed) or a path that does not exist yet."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a directory. Fix: pass a directory path "
-                         f"(a new one starts a run, an existing run directory resumes it).")
+        raise ValueError(
+            f"--out {out} is a file, not a directory. Fix: pass a directory path "
+            f"(a new one starts a run, an existing run directory resumes it)."
+        )
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
-                raise ValueError(f"--out {out}: {parent} is a file, so the run directory cannot "
-                                 f"be made under it. Fix: pass another --out.")
+                raise ValueError(
+                    f"--out {out}: {parent} is a file, so the run directory cannot "
+                    f"be made under it. Fix: pass another --out."
+                )
             break
     return out
 
 
-def check_prompts_fit(model, prompts: Iterable[tuple[str, str]], *, max_new_tokens: int,
-                      truncate: bool = False, fmt=None) -> None:
+def check_prompts_fit(
+    model, prompts: Iterable[tuple[str, str]], *, max_new_tokens: int, truncate: bool = False, fmt=None
+) -> None:
     """Every (label, plain prompt) pair, formatted for `model`, leaves room for `max_new_tokens`
     in its context; with `truncate` the generation will cut prompt starts instead."""
     if truncate:
@@ -102,11 +118,15 @@ def check_prompts_fit(model, prompts: Iterable[tuple[str, str]], *, max_new_toke
             f"with max_new_tokens={max_new_tokens}: {shown}{more}. Fix: --truncate (or --set "
             f"truncate=true) to cut each prompt's start, recorded per generation; a lower "
             f"max_new_tokens; shorter prompts in the data; or a model with a longer context. "
-            f"Nothing was computed.")
+            f"Nothing was computed."
+        )
 
 
 def row_prompts(rows) -> list[tuple[str, str]]:
     """(label, prompt) of every row with and, where it has one, without its instruction."""
-    return [(f"{r.row_id}{tag}", text) for r in rows
-            for tag, text in (("", r.prompt), (" (without)", r.prompt_without_instruction))
-            if text is not None]
+    return [
+        (f"{r.row_id}{tag}", text)
+        for r in rows
+        for tag, text in (("", r.prompt), (" (without)", r.prompt_without_instruction))
+        if text is not None
+    ]

@@ -11,6 +11,7 @@ as in workbench.experiments.length). Four arms: none, format alone, length alone
 Steering specs in one row's list); with and without the two instructions in the prompt. Each
 condition is reported as a point (format accuracy, length accuracy), loose IFEval verdicts.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -22,10 +23,22 @@ import pandas as pd
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
 from workbench.experiments.format import LANGUAGE, _as_row
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, depth_layer,
-                                        instruction_verdicts, job_id, layer_search, raw_weight,
-                                        residual_norms, run_grid, save_scores, search_layers,
-                                        vector_specs)
+from workbench.experiments.grid import (
+    NONE,
+    Settings,
+    accuracy_table,
+    short_base_queries,
+    depth_layer,
+    instruction_verdicts,
+    job_id,
+    layer_search,
+    raw_weight,
+    residual_norms,
+    run_grid,
+    save_scores,
+    search_layers,
+    vector_specs,
+)
 from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
@@ -39,8 +52,12 @@ ARMS = ("none", "format", "length", "both")
 class CompositionConfig(Settings):
     model: str = "smollm2-135m-instruct"
     limit: int | None = 40  # test prompts: base queries, each with one (format instruction, n)
-    format_instructions: tuple[str, ...] = ("change_case:english_lowercase", "change_case:english_capital",
-                                            "punctuation:no_comma", "startend:quotation")
+    format_instructions: tuple[str, ...] = (
+        "change_case:english_lowercase",
+        "change_case:english_capital",
+        "punctuation:no_comma",
+        "startend:quotation",
+    )
     max_sentences: int = 5
     n_pairs: int = 64  # training pairs per format vector
     n_length_pairs: int = 50  # training queries of the conciseness vector
@@ -53,8 +70,16 @@ class CompositionConfig(Settings):
     weight_unit: str = "norm_percent"  # or "raw"
     max_new_tokens: int = 256
     # quick(): lowercase only, four short prompts, few pairs, few layers, short answers
-    QUICK = dict(limit=4, format_instructions=("change_case:english_lowercase",), n_pairs=8,
-                 n_length_pairs=8, n_validation=2, layer_step=8, max_new_tokens=48, max_query_chars=300)
+    QUICK = dict(
+        limit=4,
+        format_instructions=("change_case:english_lowercase",),
+        n_pairs=8,
+        n_length_pairs=8,
+        n_validation=2,
+        layer_step=8,
+        max_new_tokens=48,
+        max_query_chars=300,
+    )
 
 
 def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[IFEvalRow]:
@@ -64,20 +89,30 @@ def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[
     for i, q in enumerate(queries):
         iid, n = combos[i % len(combos)]
         pair = wb.instruction_pairs([q], iid, seed=seed + i)[0]
-        rows.append(IFEvalRow(f"c{i}", f"{pair.with_instruction} {sentence_instruction(n)}",
-                              (iid, SENTENCES), (pair.kwargs, at_most(n)), q, extra=dict(max_n=n)))
+        rows.append(
+            IFEvalRow(
+                f"c{i}",
+                f"{pair.with_instruction} {sentence_instruction(n)}",
+                (iid, SENTENCES),
+                (pair.kwargs, at_most(n)),
+                q,
+                extra=dict(max_n=n),
+            )
+        )
     return rows
 
 
-def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, executor=None,
-                    show_progress: bool | None = None) -> RunDir:
+def run_composition(
+    cfg: CompositionConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+) -> RunDir:
     """Run (or resume) the composition experiment into `out`; returns the run directory."""
     if LANGUAGE in cfg.format_instructions:
         raise ValueError(f"{LANGUAGE} needs one vector per language; compose another format instruction")
     model = model or wb.load_model(cfg.model, **load_args(cfg))
-    split = wb.split_queries(short_base_queries(cfg.max_query_chars), seed=cfg.seed,
-                             validation=cfg.n_validation + (cfg.limit or 40))
-    val_q, test_q = split.validation[:cfg.n_validation], split.validation[cfg.n_validation:]
+    split = wb.split_queries(
+        short_base_queries(cfg.max_query_chars), seed=cfg.seed, validation=cfg.n_validation + (cfg.limit or 40)
+    )
+    val_q, test_q = split.validation[: cfg.n_validation], split.validation[cfg.n_validation :]
     test = composed_rows(test_q, cfg.format_instructions, cfg.max_sentences, cfg.seed)
     check_out(out)
     check_prompts_fit(model, row_prompts(test), max_new_tokens=cfg.max_new_tokens)
@@ -89,22 +124,35 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, exec
     run.record("candidate_layers", layers)
 
     # vectors: one per format instruction, and the conciseness vector
-    wanted = {iid: (iid, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed))
-              for iid in cfg.format_instructions}
+    wanted = {
+        iid: (iid, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed))
+        for iid in cfg.format_instructions
+    }
     fmt = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
-    concise = length_vectors(run, model, split.train, n_pairs=cfg.n_length_pairs, seed=cfg.seed,
-                             classes=("extremely_concise",), batch_size=cfg.batch_size,
-                             executor=executor)["extremely_concise"]
+    concise = length_vectors(
+        run,
+        model,
+        split.train,
+        n_pairs=cfg.n_length_pairs,
+        seed=cfg.seed,
+        classes=("extremely_concise",),
+        batch_size=cfg.batch_size,
+        executor=executor,
+    )["extremely_concise"]
     norms = residual_norms(run, model, split.train[:16], [length_layer], batch_size=cfg.batch_size)
     length_raw = raw_weight(cfg.length_weight, length_layer, norms, cfg.weight_unit)
     run.record("length", dict(layer=length_layer, c=cfg.length_weight, unit=cfg.weight_unit, raw=length_raw))
 
     # the format layer, searched as in the format experiment
     fmt_specs = vector_specs({"format": fmt}, "adjust")
-    val = [_as_row(p, f"val/{iid}/{i}") for iid in cfg.format_instructions
-           for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))]
-    chosen = layer_search(run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, executor=executor,
-                          show_progress=show_progress)
+    val = [
+        _as_row(p, f"val/{iid}/{i}")
+        for iid in cfg.format_instructions
+        for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))
+    ]
+    chosen = layer_search(
+        run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, executor=executor, show_progress=show_progress
+    )
 
     def format_layer(row, with_instruction):
         return chosen[("format", row.instruction_id_list[0], with_instruction)]
@@ -117,9 +165,16 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, exec
             shape = tuple(fmt_specs("format", row, layer, 1.0)) if layer != NONE else ()
             prompt = row.prompt if with_instruction else row.prompt_without_instruction
             for arm, steering in zip(ARMS, [(), shape, lengthen, shape + lengthen]):
-                tags = dict(row_id=row.row_id, arm=arm, with_instruction=with_instruction,
-                            steered=bool(steering), format_instruction=row.instruction_id_list[0],
-                            format_layer=layer, length_layer=length_layer, max_n=row.extra["max_n"])
+                tags = dict(
+                    row_id=row.row_id,
+                    arm=arm,
+                    with_instruction=with_instruction,
+                    steered=bool(steering),
+                    format_instruction=row.instruction_id_list[0],
+                    format_layer=layer,
+                    length_layer=length_layer,
+                    max_n=row.extra["max_n"],
+                )
                 jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
     res = run_grid(run, model, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     verdicts = instruction_verdicts(jobs, res)
@@ -135,8 +190,10 @@ def run_composition(cfg: CompositionConfig, out: str | Path, *, model=None, exec
 
 def write_tables(run: RunDir, res: pd.DataFrame) -> None:
     """Per condition: format, length and both-followed accuracy (Wilson intervals), fluency."""
-    for by, name in ((["with_instruction", "arm"], "conditions"),
-                     (["format_instruction", "with_instruction", "arm"], "per_instruction")):
+    for by, name in (
+        (["with_instruction", "arm"], "conditions"),
+        (["format_instruction", "with_instruction", "arm"], "per_instruction"),
+    ):
         table = accuracy_table(res, by, means=("n_tokens",)).set_index(by)
         table = table[["n", "n_tokens", "ppl_median", "degenerate"]]
         for metric, prefix in (("format_ok", "format_"), ("length_ok", "length_"), ("loose", "both_")):

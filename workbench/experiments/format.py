@@ -15,6 +15,7 @@
 3. The test prompts in four conditions: no instruction, + steering, instruction, + steering,
    each steered condition with the setting its search chose.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,8 +67,18 @@ class FormatConfig:
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:
         """A smoke-sized run: few pairs, few prompts, few layers, short answers."""
-        return replace(cls(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32,
-                           search_prompts=(1, 2), search_keep=(1,), limit=13), **overrides)
+        return replace(
+            cls(
+                n_pairs=8,
+                n_validation=2,
+                layer_step=8,
+                max_new_tokens=32,
+                search_prompts=(1, 2),
+                search_keep=(1,),
+                limit=13,
+            ),
+            **overrides,
+        )
 
 
 def _stratified(rows: list[IFEvalRow], limit: int | None) -> list[IFEvalRow]:
@@ -91,16 +102,17 @@ def vector_name(row: IFEvalRow) -> str:
 
 def _validation_rows(queries, iid, languages, n, seed) -> list[IFEvalRow]:
     if iid == LANGUAGE:  # cycle through the test set's languages
-        pairs = [wb.instruction_pairs([q], iid, kwargs={"language": languages[i % len(languages)]},
-                                      seed=seed + i)[0] for i, q in enumerate(queries[:n])]
+        pairs = [
+            wb.instruction_pairs([q], iid, kwargs={"language": languages[i % len(languages)]}, seed=seed + i)[0]
+            for i, q in enumerate(queries[:n])
+        ]
     else:
         pairs = wb.instruction_pairs(queries[:n], iid, seed=seed)
     return [_as_row(p, f"val/{iid}/{i}") for i, p in enumerate(pairs)]
 
 
 def _as_row(pair: PromptPair, key: str) -> IFEvalRow:
-    return IFEvalRow(key, pair.with_instruction, (pair.instruction_id,), (pair.kwargs,),
-                     pair.without_instruction)
+    return IFEvalRow(key, pair.with_instruction, (pair.instruction_id,), (pair.kwargs,), pair.without_instruction)
 
 
 def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, vectors) -> Job:
@@ -110,8 +122,15 @@ def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, ve
     prompt = row.prompt if with_instruction else row.prompt_without_instruction
     vec = vectors[vector_name(row)]
     spec = (wb.Steering(vec, cand.layer, cand.mode, cand.weight(vec)),) if cand.steered else ()
-    tags = dict(row_id=row.row_id, instruction_id=iid, with_instruction=with_instruction,
-                layer=cand.layer, mode=cand.mode, strength=cand.strength, steered=cand.steered)
+    tags = dict(
+        row_id=row.row_id,
+        instruction_id=iid,
+        with_instruction=with_instruction,
+        layer=cand.layer,
+        mode=cand.mode,
+        strength=cand.strength,
+        steered=cand.steered,
+    )
     return Job(f"{phase}/{cond}/{cand.label}/{row.row_id}", prompt, row, spec, tags)
 
 
@@ -126,13 +145,13 @@ def _test_jobs(rows, vectors, chosen) -> list[Job]:
     for row in rows:
         for with_instruction in (False, True):
             best = chosen[(row.instruction_id_list[0], with_instruction)]
-            jobs += [_job("test", row, with_instruction, c, vectors)
-                     for c in dict.fromkeys([Candidate(), best])]
+            jobs += [_job("test", row, with_instruction, c, vectors) for c in dict.fromkeys([Candidate(), best])]
     return jobs
 
 
-def run_format(cfg: FormatConfig, out: str | Path, *, model=None, executor=None,
-               show_progress: bool | None = None) -> RunDir:
+def run_format(
+    cfg: FormatConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+) -> RunDir:
     """Run (or resume) the format experiment into `out`; returns the run directory.
     `executor`: where generation runs (workbench.executor; default this process)."""
     check_config(cfg)
@@ -142,43 +161,71 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, executor=None,
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
     if cfg.search_prompts[-1] > cfg.n_validation:
-        raise ValueError(f"the search's last round needs {cfg.search_prompts[-1]} validation "
-                         f"prompts per instruction but n_validation is {cfg.n_validation}. Fix: "
-                         f"--set n_validation={cfg.search_prompts[-1]} or smaller search_prompts")
+        raise ValueError(
+            f"the search's last round needs {cfg.search_prompts[-1]} validation "
+            f"prompts per instruction but n_validation is {cfg.n_validation}. Fix: "
+            f"--set n_validation={cfg.search_prompts[-1]} or smaller search_prompts"
+        )
     n_layers = model.cfg.n_layers
     layers = list(cfg.layers) if cfg.layers else list(range(n_layers // 5, n_layers, cfg.layer_step))
     if not all(0 <= layer < n_layers for layer in layers):
-        raise ValueError(f"candidate layers {layers} are not all layers of {cfg.model} (0 to "
-                         f"{n_layers - 1}). Fix: --set layers=... within that range")
-    split = wb.split_queries(wb.base_queries(), exclude=test, seed=cfg.seed,
-                             validation=cfg.n_validation * 3)
+        raise ValueError(
+            f"candidate layers {layers} are not all layers of {cfg.model} (0 to "
+            f"{n_layers - 1}). Fix: --set layers=... within that range"
+        )
+    split = wb.split_queries(wb.base_queries(), exclude=test, seed=cfg.seed, validation=cfg.n_validation * 3)
     instructions = [i for i in FORMAT_INSTRUCTIONS if any(r.instruction_id_list[0] == i for r in test)]
     languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
-    val_rows = [r for iid in instructions
-                for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
+    val_rows = [
+        r
+        for iid in instructions
+        for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)
+    ]
     # the data against the model, before any compute: every prompt must fit the context
-    check_prompts_fit(model, [(f"{tag} {r.key}", p) for tag, rows in (("test", test), ("validation", val_rows))
-                              for r in rows for p in (r.prompt, r.prompt_without_instruction)],
-                      max_new_tokens=cfg.max_new_tokens, truncate=cfg.truncate)
+    check_prompts_fit(
+        model,
+        [
+            (f"{tag} {r.key}", p)
+            for tag, rows in (("test", test), ("validation", val_rows))
+            for r in rows
+            for p in (r.prompt, r.prompt_without_instruction)
+        ],
+        max_new_tokens=cfg.max_new_tokens,
+        truncate=cfg.truncate,
+    )
     run = RunDir.open(out, "format", cfg, model=model, data_hash=rows_hash(test))
-    run.record("split", dict(n_train=len(split.train), n_validation=len(split.validation),
-                             excluded_eval_queries=split.excluded, seed=split.seed))
+    run.record(
+        "split",
+        dict(
+            n_train=len(split.train),
+            n_validation=len(split.validation),
+            excluded_eval_queries=split.excluded,
+            seed=split.seed,
+        ),
+    )
     run.record("format", wb.default_format(model).to_dict())
     run.record("candidate_layers", layers)
 
     # 1. vectors
     wanted = {}
     for iid in instructions:
-        for lang in (languages if iid == LANGUAGE else [None]):
+        for lang in languages if iid == LANGUAGE else [None]:
             name = f"{iid}/{lang}" if lang else iid
-            wanted[name] = (name, wb.instruction_pairs(split.train, iid, n=cfg.n_pairs, seed=cfg.seed,
-                                                       kwargs={"language": lang} if lang else None))
+            wanted[name] = (
+                name,
+                wb.instruction_pairs(
+                    split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None
+                ),
+            )
     vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
 
     # 2. the search on validation prompts, with and without the instruction
     candidates = candidate_grid(layers, adjust=cfg.adjust, add=cfg.add)
-    groups = {(iid, w): [r for r in val_rows if r.instruction_id_list[0] == iid]
-              for iid in instructions for w in (False, True)}
+    groups = {
+        (iid, w): [r for r in val_rows if r.instruction_id_list[0] == iid]
+        for iid in instructions
+        for w in (False, True)
+    }
     validation: dict[str, pd.DataFrame] = {}
 
     def jobs_for(group, rows, cand):
@@ -191,34 +238,67 @@ def run_format(cfg: FormatConfig, out: str | Path, *, model=None, executor=None,
             # its instruction, unsteered, is the same for every instruction), scored per job
             first = {_same_text(j): j for j in reversed(todo)}
             unique = [j for j in todo if first[_same_text(j)] is j]
-            gens = run_jobs(run, model, unique, phase="validation", max_new_tokens=cfg.max_new_tokens,
-                            batch_size=cfg.batch_size, truncate=cfg.truncate,
-                            executor=executor, show_progress=show_progress)
+            gens = run_jobs(
+                run,
+                model,
+                unique,
+                phase="validation",
+                max_new_tokens=cfg.max_new_tokens,
+                batch_size=cfg.batch_size,
+                truncate=cfg.truncate,
+                executor=executor,
+                show_progress=show_progress,
+            )
             made = {_same_text(j): g for j, g in zip(unique, gens.to_dict("records"))}
-            gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags}
-                                 for j in todo])
+            gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags} for j in todo])
             # degeneration in the search is judged by repetition, which needs no model
             scored = add_fluency(model, score_jobs(todo, gens), with_perplexity=False)
             validation.update((r["job"], r) for r in scored.to_dict("records"))
         return pd.DataFrame([validation[j.id] for j in jobs])
 
     plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
-    chosen = successive_halving(run, groups, candidates, jobs_for, evaluate, plan=plan,
-                                name="search", group_names=("instruction_id", "with_instruction"))
+    chosen = successive_halving(
+        run,
+        groups,
+        candidates,
+        jobs_for,
+        evaluate,
+        plan=plan,
+        name="search",
+        group_names=("instruction_id", "with_instruction"),
+    )
     val = pd.DataFrame(list(validation.values()))
     # every field quoted: a bare carriage return inside a response would split the row
     val.to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
-    choices = pd.DataFrame([dict(instruction_id=g[0], with_instruction=g[1], layer=c.layer,
-                                 mode=c.mode, strength=c.strength, label=c.label)
-                            for g, c in chosen.items()])
+    choices = pd.DataFrame(
+        [
+            dict(
+                instruction_id=g[0],
+                with_instruction=g[1],
+                layer=c.layer,
+                mode=c.mode,
+                strength=c.strength,
+                label=c.label,
+            )
+            for g, c in chosen.items()
+        ]
+    )
     choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
     run.record("chosen", choices.to_dict("records"))
 
     # 3. the test set in four conditions
     test_jobs = _test_jobs(test, vectors, chosen)
-    res = run_jobs(run, model, test_jobs, phase="test", max_new_tokens=cfg.max_new_tokens,
-                   batch_size=cfg.batch_size, truncate=cfg.truncate, executor=executor,
-                   show_progress=show_progress)
+    res = run_jobs(
+        run,
+        model,
+        test_jobs,
+        phase="test",
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        truncate=cfg.truncate,
+        executor=executor,
+        show_progress=show_progress,
+    )
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one
@@ -252,12 +332,23 @@ def write_tables(run: RunDir, scored: pd.DataFrame) -> None:
         mcnemar_table(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
         per = two_by_two(scored, by=["instruction_id"], **kw)
         if len(chosen):
-            per = per.merge(chosen[["instruction_id", "with_instruction", "layer", "mode", "strength"]],
-                            on=["instruction_id", "with_instruction"], how="left")
+            per = per.merge(
+                chosen[["instruction_id", "with_instruction", "layer", "mode", "strength"]],
+                on=["instruction_id", "with_instruction"],
+                how="left",
+            )
         per.to_csv(run.file("tables", f"per_instruction_{metric}.csv"), index=False)
     if "ppl" in scored:
-        (scored.groupby(["with_instruction", "steered"])
-         .agg(n=("job", "size"), median_ppl=("ppl", "median"), mean_distinct_2=("distinct_2", "mean"),
-              degenerate_rate=("degenerate", "mean"), mean_tokens=("n_tokens", "mean"),
-              cut_at_limit=("finish_reason", lambda s: float((s == "length").mean())))
-         .reset_index().to_csv(run.file("tables", "fluency.csv"), index=False))
+        (
+            scored.groupby(["with_instruction", "steered"])
+            .agg(
+                n=("job", "size"),
+                median_ppl=("ppl", "median"),
+                mean_distinct_2=("distinct_2", "mean"),
+                degenerate_rate=("degenerate", "mean"),
+                mean_tokens=("n_tokens", "mean"),
+                cut_at_limit=("finish_reason", lambda s: float((s == "length").mean())),
+            )
+            .reset_index()
+            .to_csv(run.file("tables", "fluency.csv"), index=False)
+        )

@@ -12,6 +12,7 @@ NONE means no steering. Jobs with the same prompt and steering share one generat
 without the instruction serves every variant of its query (all n of "at most n sentences"), and
 no steering serves every arm.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,6 @@ from workbench.steering import Steering
 
 NONE = -1  # the "no steering" layer
 WEIGHT_UNITS = ("norm_percent", "raw")
-
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,9 @@ def depth_layer(n_layers: int, depth: float) -> int:
     return min(max(round(depth * n_layers), 0), n_layers - 1)
 
 
-def residual_norms(run: RunDir, model, queries: Sequence[str], layers: Sequence[int], *,
-                   batch_size: int) -> dict[int, float]:
+def residual_norms(
+    run: RunDir, model, queries: Sequence[str], layers: Sequence[int], *, batch_size: int
+) -> dict[int, float]:
     """Mean norm of the residual stream after each of `layers` at the last prompt token of the
     plain `queries`: the unit of weights given in percent of the norm. Recorded in run.json (a
     resumed run reuses it)."""
@@ -115,9 +116,15 @@ def job_id(phase: str, arm: str, prompt: str, steering: Sequence[Steering]) -> s
     return f"{phase}/{arm if steering else 'none'}/{hashlib.sha256(what.encode()).hexdigest()[:20]}"
 
 
-def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, specs: Specs, *,
-              tags: Callable[[IFEvalRow], dict] | None = None,
-              conditions: Sequence[bool] = (False, True)) -> list[Job]:
+def grid_jobs(
+    rows: Sequence[IFEvalRow],
+    phase: str,
+    candidates: Candidates,
+    specs: Specs,
+    *,
+    tags: Callable[[IFEvalRow], dict] | None = None,
+    conditions: Sequence[bool] = (False, True),
+) -> list[Job]:
     """One job per row x instruction in the prompt (or not) x candidate; `specs(arm, row, layer,
     weight)` gives the steering of a steered candidate. Tags: row_id, arm, instruction_id,
     with_instruction, layer, weight, steered, and `tags(row)`."""
@@ -127,15 +134,31 @@ def grid_jobs(rows: Sequence[IFEvalRow], phase: str, candidates: Candidates, spe
             prompt = row.prompt if with_instruction else row.prompt_without_instruction
             for arm, layer, weight in candidates(row, with_instruction):
                 steering = () if layer == NONE else tuple(specs(arm, row, layer, weight))
-                info = dict(row_id=row.row_id, arm=arm, instruction_id=row.instruction_id_list[0],
-                            with_instruction=with_instruction, layer=int(layer), weight=float(weight),
-                            steered=bool(steering), **(tags(row) if tags else {}))
+                info = dict(
+                    row_id=row.row_id,
+                    arm=arm,
+                    instruction_id=row.instruction_id_list[0],
+                    with_instruction=with_instruction,
+                    layer=int(layer),
+                    weight=float(weight),
+                    steered=bool(steering),
+                    **(tags(row) if tags else {}),
+                )
                 jobs.append(Job(job_id(phase, arm, prompt, steering), prompt, row, steering, info))
     return jobs
 
 
-def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str, perplexity: bool = True,
-             executor=None, show_progress: bool | None = None) -> pd.DataFrame:
+def run_grid(
+    run: RunDir,
+    model,
+    jobs: Sequence[Job],
+    cfg,
+    *,
+    phase: str,
+    perplexity: bool = True,
+    executor=None,
+    show_progress: bool | None = None,
+) -> pd.DataFrame:
     """Generate each distinct job once (resumable), then one line per job of `jobs`: its tags,
     the response, IFEval strict/loose (all of the row's instructions) and fluency. Searches pass
     perplexity=False, as the format experiment does: degeneration is then judged by repetition
@@ -143,8 +166,16 @@ def run_grid(run: RunDir, model, jobs: Sequence[Job], cfg, *, phase: str, perple
     from workbench.scoring import score_ifeval
 
     unique = list({j.id: j for j in jobs}.values())
-    gens = run_jobs(run, model, unique, phase=phase, max_new_tokens=cfg.max_new_tokens,
-                    batch_size=cfg.batch_size, executor=executor, show_progress=show_progress)
+    gens = run_jobs(
+        run,
+        model,
+        unique,
+        phase=phase,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        executor=executor,
+        show_progress=show_progress,
+    )
     fluency = add_fluency(model, gens[["job", "response"]], with_perplexity=perplexity)
     fluency = fluency.drop(columns="response").set_index("job")
     by_id = gens.set_index("job")[["response", "n_tokens", "finish_reason"]]
@@ -165,12 +196,21 @@ def instruction_verdicts(jobs: Sequence[Job], scored: pd.DataFrame, metric: str 
     return wide.reindex(range(len(jobs))).reset_index(drop=True)
 
 
-def search(run: RunDir, scored: pd.DataFrame, name: str, *, group: Sequence[str],
-           candidate: str = "layer", none_value: float = NONE, steered_only: bool = False) -> dict:
+def search(
+    run: RunDir,
+    scored: pd.DataFrame,
+    name: str,
+    *,
+    group: Sequence[str],
+    candidate: str = "layer",
+    none_value: float = NONE,
+    steered_only: bool = False,
+) -> dict:
     """Choose a layer (or weight) per group with jobs.choose_candidate; writes tables/{name}_sweep.csv
     and tables/{name}_choices.csv, records the choices; returns {group key tuple: value}."""
-    sweep, choices = choose_candidate(scored, group=group, candidate=candidate, none_value=none_value,
-                                  steered_only=steered_only)
+    sweep, choices = choose_candidate(
+        scored, group=group, candidate=candidate, none_value=none_value, steered_only=steered_only
+    )
     sweep.to_csv(run.file("tables", f"{name}_sweep.csv"), index=False)
     choices.to_csv(run.file("tables", f"{name}_choices.csv"), index=False)
     records = choices.to_dict("records")
@@ -178,8 +218,14 @@ def search(run: RunDir, scored: pd.DataFrame, name: str, *, group: Sequence[str]
     return {tuple(r[g] for g in group): r[candidate] for r in records}
 
 
-def accuracy_table(scored: pd.DataFrame, by: Sequence[str], *, metric: str = "loose",
-                   means: Sequence[str] = (), cluster: str | None = None) -> pd.DataFrame:
+def accuracy_table(
+    scored: pd.DataFrame,
+    by: Sequence[str],
+    *,
+    metric: str = "loose",
+    means: Sequence[str] = (),
+    cluster: str | None = None,
+) -> pd.DataFrame:
     """Per group: n, accuracy of `metric` with a 95% interval (ci_low, ci_high), the mean of each
     of `means`, the median response perplexity and the share of degenerate responses. The
     interval is Wilson's over the lines, or, when lines come in correlated clusters (the column
@@ -191,38 +237,60 @@ def accuracy_table(scored: pd.DataFrame, by: Sequence[str], *, metric: str = "lo
     for key, g in scored.groupby(list(by), sort=True):
         key = key if isinstance(key, tuple) else (key,)
         k, n = int(g[metric].astype(bool).sum()), len(g)
-        low, high = (clustered_accuracy_ci(g[metric].astype(bool), g[cluster]) if cluster
-                     else accuracy_ci(k, n))
+        low, high = clustered_accuracy_ci(g[metric].astype(bool), g[cluster]) if cluster else accuracy_ci(k, n)
         extra = dict(n_clusters=int(g[cluster].nunique())) if cluster else {}
-        lines.append(dict(zip(by, key), n=n, **extra, accuracy=k / n, ci_low=low, ci_high=high,
-                          **{m: float(g[m].mean()) for m in means},
-                          ppl_median=float(g["ppl"].median()), degenerate=float(g["degenerate"].mean())))
+        lines.append(
+            dict(
+                zip(by, key),
+                n=n,
+                **extra,
+                accuracy=k / n,
+                ci_low=low,
+                ci_high=high,
+                **{m: float(g[m].mean()) for m in means},
+                ppl_median=float(g["ppl"].median()),
+                degenerate=float(g["degenerate"].mean()),
+            )
+        )
     return pd.DataFrame(lines)
 
 
-def vector_specs(vectors: dict[str, dict[str, wb.SteeringVector]], mode: str, *,
-                 cross_model: Sequence[str] = ()) -> Specs:
+def vector_specs(
+    vectors: dict[str, dict[str, wb.SteeringVector]], mode: str, *, cross_model: Sequence[str] = ()
+) -> Specs:
     """Specs of arms that steer each row with its own instruction's vector
     (`vectors[arm][format.vector_name(row)]`); arms in `cross_model` carry another model's vectors."""
     from workbench.experiments.format import vector_name
 
     def specs(arm, row, layer, weight):
-        return [wb.Steering(vectors[arm][vector_name(row)], layer, mode, weight,
-                            allow_cross_model=arm in cross_model)]
+        return [wb.Steering(vectors[arm][vector_name(row)], layer, mode, weight, allow_cross_model=arm in cross_model)]
+
     return specs
 
 
-def layer_search(run: RunDir, model, rows: Sequence[IFEvalRow], arms: Sequence[str], specs: Specs,
-                 layers: Sequence[int], weight: float, cfg, *, executor=None,
-                 show_progress: bool | None = None) -> dict:
+def layer_search(
+    run: RunDir,
+    model,
+    rows: Sequence[IFEvalRow],
+    arms: Sequence[str],
+    specs: Specs,
+    layers: Sequence[int],
+    weight: float,
+    cfg,
+    *,
+    executor=None,
+    show_progress: bool | None = None,
+) -> dict:
     """The format experiment's layer search, per arm: validation rows with and without the
     instruction x (no steering + each candidate layer at `weight`); writes validation_scores.csv
     and tables/layer_search_*.csv; returns {(arm, instruction_id, with_instruction): layer}."""
+
     def candidates(row, with_instruction):
         return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
 
     jobs = grid_jobs(rows, "validation", candidates, specs)
-    scored = run_grid(run, model, jobs, cfg, phase="validation", perplexity=False, executor=executor,
-                      show_progress=show_progress)
+    scored = run_grid(
+        run, model, jobs, cfg, phase="validation", perplexity=False, executor=executor, show_progress=show_progress
+    )
     save_scores(scored, run.file("validation_scores.csv"))
     return search(run, scored, "layer_search", group=["arm", "instruction_id", "with_instruction"])

@@ -5,6 +5,7 @@ A job is one prompt with one steering configuration. Jobs from every condition a
 layer run together as per-row-steered batches, in this process or on Ray workers (executor=);
 each finished batch is appended to the run's generations.jsonl, so re-running skips what is done.
 """
+
 from __future__ import annotations
 
 import functools
@@ -36,16 +37,18 @@ class Job:
     tags: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-def vectors_for(run: RunDir, model, name: str, pairs: Sequence[PromptPair], *,
-                batch_size: int = 16) -> wb.SteeringVector:
+def vectors_for(
+    run: RunDir, model, name: str, pairs: Sequence[PromptPair], *, batch_size: int = 16
+) -> wb.SteeringVector:
     """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers.
     A saved vector is never deleted: one of another model is an error, and an unreadable file
     (cut short by a kill) is moved aside to `<file>.corrupt` and derived again."""
     return vectors_for_all(run, model, {name: (name, pairs)}, batch_size=batch_size)[name]
 
 
-def vectors_for_all(run: RunDir, model, wanted: dict[Any, tuple[str, Sequence[PromptPair]]], *,
-                    batch_size: int = 16, executor=None) -> dict[Any, wb.SteeringVector]:
+def vectors_for_all(
+    run: RunDir, model, wanted: dict[Any, tuple[str, Sequence[PromptPair]]], *, batch_size: int = 16, executor=None
+) -> dict[Any, wb.SteeringVector]:
     """`vectors_for` for many: {key: (name, pairs)} -> {key: vector}. The vectors not saved yet
     are derived by the executor (each caches its pairs: on Ray workers, several at once) and
     saved here as each arrives, so an interrupted phase resumes from the saved ones."""
@@ -93,14 +96,27 @@ def _saved_vector(run: RunDir, model, name: str) -> wb.SteeringVector | None:
         path.replace(path.with_name(path.name + ".corrupt"))
         return None
     except ValueError as err:
-        raise ValueError(f"{path} holds a vector that does not fit this model: {err}. A resume "
-                         f"never replaces saved vectors. Fix: pass another --out for this "
-                         f"model (or move {run.path} away)") from err
+        raise ValueError(
+            f"{path} holds a vector that does not fit this model: {err}. A resume "
+            f"never replaces saved vectors. Fix: pass another --out for this "
+            f"model (or move {run.path} away)"
+        ) from err
 
 
-def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
-             batch_size: int, sampling: wb.Sampling = wb.Sampling(), stop=None,
-             truncate: bool = False, executor=None, show_progress: bool | None = None) -> pd.DataFrame:
+def run_jobs(
+    run: RunDir,
+    model,
+    jobs: Sequence[Job],
+    *,
+    phase: str,
+    max_new_tokens: int,
+    batch_size: int,
+    sampling: wb.Sampling = wb.Sampling(),
+    stop=None,
+    truncate: bool = False,
+    executor=None,
+    show_progress: bool | None = None,
+) -> pd.DataFrame:
     """Generate every job not yet in the run; returns all of `jobs`' generations as a table.
     `truncate`: cut the start of prompts too long for the context (the count is recorded).
     `executor`: where the batches run (workbench.executor: this process by default, or Ray
@@ -115,8 +131,15 @@ def run_jobs(run: RunDir, model, jobs: Sequence[Job], *, phase: str, max_new_tok
     todo = [j for j in jobs if j.id not in done]
     start = time.perf_counter()
     batches = job_batches(model, todo, batch_size)
-    work = functools.partial(generate_records, phase=phase, max_new_tokens=max_new_tokens,
-                             batch_size=batch_size, sampling=sampling, stop=stop, truncate=truncate)
+    work = functools.partial(
+        generate_records,
+        phase=phase,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        sampling=sampling,
+        stop=stop,
+        truncate=truncate,
+    )
     show = show_progress is not False and len(batches) > 1
     bar = _bar(len(batches), f"{phase} ({len(todo)} to go)") if show else None
     for records in executor.imap(model, work, batches):
@@ -147,18 +170,45 @@ def job_batches(model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
     return [[jobs[i] for i in index] for index in batched(order, batch_size)]
 
 
-def generate_records(model, jobs: Sequence[Job], *, phase: str, max_new_tokens: int,
-                     batch_size: int, sampling: wb.Sampling, stop, truncate: bool) -> list[dict]:
+def generate_records(
+    model,
+    jobs: Sequence[Job],
+    *,
+    phase: str,
+    max_new_tokens: int,
+    batch_size: int,
+    sampling: wb.Sampling,
+    stop,
+    truncate: bool,
+) -> list[dict]:
     """One batch of jobs generated on `model`: the lines run_jobs appends to generations.jsonl
     (run by the executor, in this process or a worker)."""
-    table = wb.generate_table(model, [j.prompt for j in jobs], [list(j.steering) for j in jobs],
-                              max_new_tokens=max_new_tokens, batch_size=batch_size,
-                              sampling=sampling, stop=stop, truncate=truncate, show_progress=False)
-    return [dict(job=j.id, phase=phase, key=j.row.key, **j.tags, prompt=j.prompt,
-                 response=g.response, n_tokens=int(g.n_tokens), finish_reason=g.finish_reason,
-                 steering=g.steering,
-                 **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}))
-            for j, g in zip(jobs, table.itertuples())]
+    table = wb.generate_table(
+        model,
+        [j.prompt for j in jobs],
+        [list(j.steering) for j in jobs],
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        sampling=sampling,
+        stop=stop,
+        truncate=truncate,
+        show_progress=False,
+    )
+    return [
+        dict(
+            job=j.id,
+            phase=phase,
+            key=j.row.key,
+            **j.tags,
+            prompt=j.prompt,
+            response=g.response,
+            n_tokens=int(g.n_tokens),
+            finish_reason=g.finish_reason,
+            steering=g.steering,
+            **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}),
+        )
+        for j, g in zip(jobs, table.itertuples())
+    ]
 
 
 def _bar(total: int, desc: str):
@@ -196,9 +246,15 @@ def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) ->
     return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
 
 
-def choose_candidate(scored: pd.DataFrame, *, group: Sequence[str], metric: str = "loose",
-                 none_value: int | float = -1, candidate: str = "layer",
-                 steered_only: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def choose_candidate(
+    scored: pd.DataFrame,
+    *,
+    group: Sequence[str],
+    metric: str = "loose",
+    none_value: int | float = -1,
+    candidate: str = "layer",
+    steered_only: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per group, the candidate layer (`none_value` = no steering) with the best mean `metric`.
     A steered layer is dropped when it has more degenerate outputs than no steering has (the
     paper's "any degenerate output" rule when the unsteered outputs are clean; a small model's
@@ -208,10 +264,11 @@ def choose_candidate(scored: pd.DataFrame, *, group: Sequence[str], metric: str 
     rule but never chooses it (a sweep that needs some steered candidate).
     Returns (the per-candidate table, the choices with their reasons)."""
     cols = [*group, candidate]
-    table = (scored.groupby(cols)
-             .agg(accuracy=(metric, "mean"), n=(metric, "size"),
-                  degenerate=("degenerate", "sum"))
-             .reset_index())
+    table = (
+        scored.groupby(cols)
+        .agg(accuracy=(metric, "mean"), n=(metric, "size"), degenerate=("degenerate", "sum"))
+        .reset_index()
+    )
     choices = []
     for key, g in table.groupby(list(group)):
         key = key if isinstance(key, tuple) else (key,)
@@ -220,15 +277,20 @@ def choose_candidate(scored: pd.DataFrame, *, group: Sequence[str], metric: str 
         bad = (g["degenerate"] > allowed) & ~is_none
         ok, dropped = g[~bad & ~(is_none & steered_only)], sorted(_py(v) for v in g.loc[bad, candidate])
         ranked = ok.assign(_none=ok[candidate] != none_value).sort_values(
-            ["accuracy", "_none", candidate], ascending=[False, True, True])
+            ["accuracy", "_none", candidate], ascending=[False, True, True]
+        )
         best = ranked.iloc[0] if len(ranked) else None
         baseline = g.loc[is_none, "accuracy"]
-        choices.append(dict(zip(group, key),
-                            **{candidate: _py(best[candidate]) if best is not None else none_value},
-                            accuracy=float(best["accuracy"]) if best is not None else float("nan"),
-                            no_steering_accuracy=float(baseline.iloc[0]) if len(baseline) else float("nan"),
-                            dropped_degenerate=dropped,
-                            reason=_reason(best, baseline, dropped, none_value, candidate)))
+        choices.append(
+            dict(
+                zip(group, key),
+                **{candidate: _py(best[candidate]) if best is not None else none_value},
+                accuracy=float(best["accuracy"]) if best is not None else float("nan"),
+                no_steering_accuracy=float(baseline.iloc[0]) if len(baseline) else float("nan"),
+                dropped_degenerate=dropped,
+                reason=_reason(best, baseline, dropped, none_value, candidate),
+            )
+        )
     return table, pd.DataFrame(choices)
 
 

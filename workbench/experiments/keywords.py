@@ -23,6 +23,7 @@
 
 Weights are percents of the layer's mean residual norm by default (see workbench.experiments.length).
 """
+
 from __future__ import annotations
 
 import random
@@ -34,9 +35,20 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
-                                        raw_weight, residual_norms, run_grid, save_scores, search,
-                                        search_layers, short_rows)
+from workbench.experiments.grid import (
+    NONE,
+    Settings,
+    accuracy_table,
+    short_base_queries,
+    grid_jobs,
+    raw_weight,
+    residual_norms,
+    run_grid,
+    save_scores,
+    search,
+    search_layers,
+    short_rows,
+)
 from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
@@ -50,12 +62,20 @@ ARMS = {  # arm: (which rows, which vector, sign of the weight)
     "exclude_vector": (EXCLUDE, "exclude", 1.0),
 }
 PHRASINGS = {
-    "include": ['Include the word "{w}" in your answer.', "Your response must contain the word {w}.",
-                'Make sure to use the word "{w}".', 'Use the word "{w}" somewhere in your reply.',
-                'The word "{w}" has to appear in the output.'],
-    "exclude": ['Do not use the word "{w}" in your answer.', "Your response must not contain the word {w}.",
-                'Avoid the word "{w}" entirely.', 'Never say "{w}".',
-                'The word "{w}" must not appear in the output.'],
+    "include": [
+        'Include the word "{w}" in your answer.',
+        "Your response must contain the word {w}.",
+        'Make sure to use the word "{w}".',
+        'Use the word "{w}" somewhere in your reply.',
+        'The word "{w}" has to appear in the output.',
+    ],
+    "exclude": [
+        'Do not use the word "{w}" in your answer.',
+        "Your response must not contain the word {w}.",
+        'Avoid the word "{w}" entirely.',
+        'Never say "{w}".',
+        'The word "{w}" must not appear in the output.',
+    ],
 }
 
 
@@ -74,8 +94,9 @@ class KeywordsConfig(Settings):
     weights: tuple[float, ...] = (0, 10, 20, 40, 80)  # the weight grid; 0 = no steering
     weight_unit: str = "norm_percent"  # or "raw"
     # quick(): two short prompts per kind, few pairs, few layers, one weight, short answers
-    QUICK = dict(limit=2, n_pairs=6, n_validation=2, layer_step=8, weights=(0, 40),
-                 max_new_tokens=32, max_query_chars=300)
+    QUICK = dict(
+        limit=2, n_pairs=6, n_validation=2, layer_step=8, weights=(0, 40), max_new_tokens=32, max_query_chars=300
+    )
 
 
 def words(row: IFEvalRow) -> list[str]:
@@ -85,8 +106,7 @@ def words(row: IFEvalRow) -> list[str]:
 
 def word_match(row: IFEvalRow, response: str) -> bool:
     """Every word present (inclusion) or none present (exclusion), as whole words, any case."""
-    found = [re.search(rf"\b{re.escape(w)}\b", response, flags=re.IGNORECASE) is not None
-             for w in words(row)]
+    found = [re.search(rf"\b{re.escape(w)}\b", response, flags=re.IGNORECASE) is not None for w in words(row)]
     return all(found) if row.instruction_id_list[0] == INCLUDE else not any(found)
 
 
@@ -94,9 +114,10 @@ def word_pairs(queries, word: str, kind: str, *, n: int, seed: int) -> list[Prom
     """(query + an instruction to include / avoid `word`) vs (query)."""
     rng = random.Random(f"{seed}/{kind}/{word}")
     iid, kwarg = (INCLUDE, "keywords") if kind == "include" else (EXCLUDE, "forbidden_words")
-    return [PromptPair(f"{kind}/{word}/{i}", f"{q} {rng.choice(PHRASINGS[kind]).format(w=word)}", q,
-                       iid, {kwarg: [word]})
-            for i, q in enumerate(rng.sample(list(queries), min(n, len(queries))))]
+    return [
+        PromptPair(f"{kind}/{word}/{i}", f"{q} {rng.choice(PHRASINGS[kind]).format(w=word)}", q, iid, {kwarg: [word]})
+        for i, q in enumerate(rng.sample(list(queries), min(n, len(queries))))
+    ]
 
 
 def _slug(word: str) -> str:
@@ -104,24 +125,28 @@ def _slug(word: str) -> str:
 
 
 def _test_rows(cfg: KeywordsConfig) -> list[IFEvalRow]:
-    rows = short_rows(wb.format_test_rows(cfg.data, cfg.without_data, instructions=(INCLUDE, EXCLUDE)),
-                      cfg.max_query_chars)
-    return [r for iid in (INCLUDE, EXCLUDE)
-            for r in [r for r in rows if r.instruction_id_list[0] == iid][:cfg.limit]]
+    rows = short_rows(
+        wb.format_test_rows(cfg.data, cfg.without_data, instructions=(INCLUDE, EXCLUDE)), cfg.max_query_chars
+    )
+    return [r for iid in (INCLUDE, EXCLUDE) for r in [r for r in rows if r.instruction_id_list[0] == iid][: cfg.limit]]
 
 
 def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
     out = []
     for name in ("inclusion_validation.jsonl", "exclusion_validation.jsonl"):
         rows = wb.load_ifeval(data_path(name))
-        out += [replace(r, key=f"val/{r.instruction_id_list[0]}/{r.key}",
-                        row_id=f"val/{r.instruction_id_list[0]}/{r.row_id}")
-                for r in random.Random(seed).sample(rows, min(n, len(rows)))]
+        out += [
+            replace(
+                r, key=f"val/{r.instruction_id_list[0]}/{r.key}", row_id=f"val/{r.instruction_id_list[0]}/{r.row_id}"
+            )
+            for r in random.Random(seed).sample(rows, min(n, len(rows)))
+        ]
     return out
 
 
-def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=None,
-                 show_progress: bool | None = None) -> RunDir:
+def run_keywords(
+    cfg: KeywordsConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+) -> RunDir:
     """Run (or resume) the keyword experiment into `out`; returns the run directory."""
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
@@ -136,15 +161,22 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=N
     run.record("format", wb.default_format(model).to_dict())
     layers = search_layers(model.cfg.n_layers, cfg.layer_step, cfg.layers)
     run.record("candidate_layers", layers)
-    split = wb.split_queries(short_base_queries(cfg.max_query_chars), exclude=test + val, seed=cfg.seed,
-                             validation=0)
+    split = wb.split_queries(short_base_queries(cfg.max_query_chars), exclude=test + val, seed=cfg.seed, validation=0)
 
     # 1. a vector per word and kind, for the words of the arms' rows
-    need = sorted({(ARMS[a][1], w) for a in cfg.arms for r in test + val
-                   if r.instruction_id_list[0] == ARMS[a][0] for w in words(r)})
-    wanted = {(kind, w): (f"{kind}/{_slug(w)}",
-                          word_pairs(split.train, w, kind, n=cfg.n_pairs, seed=cfg.seed))
-              for kind, w in need}
+    need = sorted(
+        {
+            (ARMS[a][1], w)
+            for a in cfg.arms
+            for r in test + val
+            if r.instruction_id_list[0] == ARMS[a][0]
+            for w in words(r)
+        }
+    )
+    wanted = {
+        (kind, w): (f"{kind}/{_slug(w)}", word_pairs(split.train, w, kind, n=cfg.n_pairs, seed=cfg.seed))
+        for kind, w in need
+    }
     vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
     norms = residual_norms(run, model, split.train[:16], layers, batch_size=cfg.batch_size)
 
@@ -166,6 +198,7 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=N
                     layer = at_layer[(a, with_instruction)]
                     out += [(a, layer, c) for c in weights if c]
             return out
+
         return candidates
 
     group = ["arm", "with_instruction"]
@@ -173,22 +206,34 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=N
 
     # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
     val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)
-    scored = run_grid(run, model, val_jobs, cfg, phase="validation", perplexity=False,
-                      executor=executor, show_progress=show_progress)
+    scored = run_grid(
+        run, model, val_jobs, cfg, phase="validation", perplexity=False, executor=executor, show_progress=show_progress
+    )
     layer_of = search(run, scored, "layer_search", group=group, steered_only=True)
     weight_jobs = grid_jobs(val, "validation", grid(layer_of, cfg.weights), specs, tags=tags)
-    wscored = run_grid(run, model, weight_jobs, cfg, phase="validation", perplexity=False,
-                       executor=executor, show_progress=show_progress)
+    wscored = run_grid(
+        run,
+        model,
+        weight_jobs,
+        cfg,
+        phase="validation",
+        perplexity=False,
+        executor=executor,
+        show_progress=show_progress,
+    )
     weight_of = search(run, wscored, "weight_search", group=group, candidate="weight", none_value=0.0)
-    save_scores(pd.concat([scored.assign(stage="layer"), wscored.assign(stage="weight")]),
-                run.file("validation_scores.csv"))
+    save_scores(
+        pd.concat([scored.assign(stage="layer"), wscored.assign(stage="weight")]), run.file("validation_scores.csv")
+    )
 
     # 3. the test prompts over the weight grid at the chosen layer
     test_jobs = grid_jobs(test, "test", grid(layer_of, cfg.weights), specs, tags=tags)
     res = run_grid(run, model, test_jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     res["word_match"] = [word_match(j.row, t) for j, t in zip(test_jobs, res["response"])]
-    res["chosen"] = [w == weight_of[(arm, with_instruction)]
-                     for arm, with_instruction, w in zip(res["arm"], res["with_instruction"], res["weight"])]
+    res["chosen"] = [
+        w == weight_of[(arm, with_instruction)]
+        for arm, with_instruction, w in zip(res["arm"], res["with_instruction"], res["weight"])
+    ]
     save_scores(res, run.file("scores.csv"))
     write_tables(run, res, layer_of, weight_of, norms, cfg)
     from workbench.report import write_report
@@ -197,22 +242,27 @@ def run_keywords(cfg: KeywordsConfig, out: str | Path, *, model=None, executor=N
     return run
 
 
-def write_tables(run: RunDir, res: pd.DataFrame, layer_of: dict, weight_of: dict, norms: dict,
-                 cfg: KeywordsConfig) -> None:
+def write_tables(
+    run: RunDir, res: pd.DataFrame, layer_of: dict, weight_of: dict, norms: dict, cfg: KeywordsConfig
+) -> None:
     for metric in ("loose", "word_match"):
-        sweep = accuracy_table(res, ["arm", "with_instruction", "weight"], metric=metric,
-                               means=("distinct_2", "n_tokens"))
+        sweep = accuracy_table(
+            res, ["arm", "with_instruction", "weight"], metric=metric, means=("distinct_2", "n_tokens")
+        )
         sweep["layer"] = [layer_of[(a, w)] for a, w in zip(sweep["arm"], sweep["with_instruction"])]
-        sweep["raw_weight"] = [raw_weight(c, layer, norms, cfg.weight_unit) if layer != NONE else 0.0
-                               for c, layer in zip(sweep["weight"], sweep["layer"])]
+        sweep["raw_weight"] = [
+            raw_weight(c, layer, norms, cfg.weight_unit) if layer != NONE else 0.0
+            for c, layer in zip(sweep["weight"], sweep["layer"])
+        ]
         sweep.to_csv(run.file("tables", f"weight_sweep_{metric}.csv"), index=False)
     # the headline: no steering vs the validation-chosen weight (none vs none when 0 was chosen)
     head = res[(res["weight"] == 0) | res["chosen"]]
-    head = pd.concat([head[head["weight"] == 0],
-                      head[head["chosen"]].assign(steered=True)]).drop_duplicates(
-        ["arm", "with_instruction", "steered", "row_id"])
+    head = pd.concat([head[head["weight"] == 0], head[head["chosen"]].assign(steered=True)]).drop_duplicates(
+        ["arm", "with_instruction", "steered", "row_id"]
+    )
     table = accuracy_table(head, ["arm", "with_instruction", "steered"], means=("word_match",))
     table["layer"] = [layer_of[(a, w)] for a, w in zip(table["arm"], table["with_instruction"])]
-    table["weight"] = [weight_of[(a, w)] if s else 0.0
-                       for a, w, s in zip(table["arm"], table["with_instruction"], table["steered"])]
+    table["weight"] = [
+        weight_of[(a, w)] if s else 0.0 for a, w, s in zip(table["arm"], table["with_instruction"], table["steered"])
+    ]
     table.to_csv(run.file("tables", "headline.csv"), index=False)

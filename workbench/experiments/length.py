@@ -20,6 +20,7 @@ norm differs from a small model's. With weight_unit="norm_percent" (the default)
 of the mean residual norm at the steering layer (last prompt token of plain queries), so the
 grid means the same push on any model; "raw" uses c as given. The tables carry both.
 """
+
 from __future__ import annotations
 
 import random
@@ -30,8 +31,18 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, depth_layer,
-                                        grid_jobs, raw_weight, residual_norms, run_grid, save_scores)
+from workbench.experiments.grid import (
+    NONE,
+    Settings,
+    accuracy_table,
+    short_base_queries,
+    depth_layer,
+    grid_jobs,
+    raw_weight,
+    residual_norms,
+    run_grid,
+    save_scores,
+)
 from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
@@ -41,16 +52,25 @@ from workbench.pairs import PromptPair
 SENTENCES = "length_constraints:number_sentences"
 # Five length classes, most concise first; one phrasing is drawn per training pair.
 PHRASINGS = {
-    "extremely_concise": ["Be extremely concise.", "Answer as briefly as you possibly can.",
-                          "Keep your reply extremely short.", "Use as few words as possible.",
-                          "Your answer must be extremely brief."],
-    "concise": ["Be concise.", "Keep your answer short.", "Answer briefly.",
-                "Your reply should be brief."],
-    "moderate": ["Give an answer of moderate length.", "Make the answer neither too short nor too long.",
-                 "Aim for a medium-length reply."],
+    "extremely_concise": [
+        "Be extremely concise.",
+        "Answer as briefly as you possibly can.",
+        "Keep your reply extremely short.",
+        "Use as few words as possible.",
+        "Your answer must be extremely brief.",
+    ],
+    "concise": ["Be concise.", "Keep your answer short.", "Answer briefly.", "Your reply should be brief."],
+    "moderate": [
+        "Give an answer of moderate length.",
+        "Make the answer neither too short nor too long.",
+        "Aim for a medium-length reply.",
+    ],
     "verbose": ["Be verbose.", "Give a long, detailed answer.", "Your reply should be long and thorough."],
-    "extremely_verbose": ["Be extremely verbose.", "Give an extremely long and exhaustive answer.",
-                          "Make your reply as long and detailed as you possibly can."],
+    "extremely_verbose": [
+        "Be extremely verbose.",
+        "Give an extremely long and exhaustive answer.",
+        "Make your reply as long and detailed as you possibly can.",
+    ],
 }
 DIRECTIONS = {"concise": "extremely_concise", "verbose": "extremely_verbose"}
 
@@ -93,9 +113,18 @@ def length_pairs(queries, cls: str, *, n: int, seed: int, against: str | None = 
     return pairs
 
 
-def length_vectors(run: RunDir, model, queries, *, n_pairs: int, seed: int, baseline: str = "plain",
-                   classes=tuple(PHRASINGS), batch_size: int = 16,
-                   executor=None) -> dict[str, wb.SteeringVector]:
+def length_vectors(
+    run: RunDir,
+    model,
+    queries,
+    *,
+    n_pairs: int,
+    seed: int,
+    baseline: str = "plain",
+    classes=tuple(PHRASINGS),
+    batch_size: int = 16,
+    executor=None,
+) -> dict[str, wb.SteeringVector]:
     """The vector of each length class (named length/<class>); with baseline="opposite" only the
     two extremes, each contrasted with the other."""
     if baseline not in ("plain", "opposite"):
@@ -103,21 +132,27 @@ def length_vectors(run: RunDir, model, queries, *, n_pairs: int, seed: int, base
     opposite = {"extremely_concise": "extremely_verbose", "extremely_verbose": "extremely_concise"}
     if baseline == "opposite":
         classes = [c for c in classes if c in opposite]
-    wanted = {c: (f"length/{c}" + ("_vs_opposite" if baseline == "opposite" else ""),
-                  length_pairs(queries, c, n=n_pairs, seed=seed,
-                               against=opposite[c] if baseline == "opposite" else None))
-              for c in classes}
+    wanted = {
+        c: (
+            f"length/{c}" + ("_vs_opposite" if baseline == "opposite" else ""),
+            length_pairs(queries, c, n=n_pairs, seed=seed, against=opposite[c] if baseline == "opposite" else None),
+        )
+        for c in classes
+    }
     return vectors_for_all(run, model, wanted, batch_size=batch_size, executor=executor)
 
 
 def length_rows(queries, max_sentences: int, instruction=sentence_instruction) -> list[IFEvalRow]:
-    return [IFEvalRow(f"q{i}/n{n}", f"{q} {instruction(n)}", (SENTENCES,), (at_most(n),), q,
-                      extra=dict(query=i, max_n=n))
-            for i, q in enumerate(queries) for n in range(1, max_sentences + 1)]
+    return [
+        IFEvalRow(f"q{i}/n{n}", f"{q} {instruction(n)}", (SENTENCES,), (at_most(n),), q, extra=dict(query=i, max_n=n))
+        for i, q in enumerate(queries)
+        for n in range(1, max_sentences + 1)
+    ]
 
 
-def run_length(cfg: LengthConfig, out: str | Path, *, model=None, executor=None,
-               show_progress: bool | None = None) -> RunDir:
+def run_length(
+    cfg: LengthConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+) -> RunDir:
     """Run (or resume) the length experiment into `out`; returns the run directory."""
     from workbench.scoring import count_sentences
 
@@ -135,13 +170,28 @@ def run_length(cfg: LengthConfig, out: str | Path, *, model=None, executor=None,
     run.record("layer", layer)
 
     classes = tuple(PHRASINGS) if cfg.all_classes else tuple(DIRECTIONS[d] for d in cfg.directions)
-    vectors = length_vectors(run, model, split.train, n_pairs=cfg.n_pairs, seed=cfg.seed,
-                             baseline=cfg.baseline, classes=classes, batch_size=cfg.batch_size,
-                             executor=executor)
+    vectors = length_vectors(
+        run,
+        model,
+        split.train,
+        n_pairs=cfg.n_pairs,
+        seed=cfg.seed,
+        baseline=cfg.baseline,
+        classes=classes,
+        batch_size=cfg.batch_size,
+        executor=executor,
+    )
     norms = residual_norms(run, model, split.train[:16], [layer], batch_size=cfg.batch_size)
     steer = {d: vectors[DIRECTIONS[d]] for d in cfg.directions}
-    run.record("weights", [dict(c=c, raw=raw_weight(c, layer, norms, cfg.weight_unit),
-                                unit=cfg.weight_unit, residual_norm=norms[layer]) for c in cfg.weights])
+    run.record(
+        "weights",
+        [
+            dict(
+                c=c, raw=raw_weight(c, layer, norms, cfg.weight_unit), unit=cfg.weight_unit, residual_norm=norms[layer]
+            )
+            for c in cfg.weights
+        ],
+    )
 
     def candidates(row, with_instruction):
         return [(d, layer if c else NONE, c) for d in cfg.directions for c in cfg.weights]
@@ -169,11 +219,14 @@ def write_tables(run: RunDir, scored: pd.DataFrame, vectors: dict, layer: int) -
     # a weight-0 line counts once per direction (its generation is shared). The lines of one base
     # query are correlated (without the instruction they are one response scored at every n), so
     # intervals resample queries
-    for by, name in ((["arm", "with_instruction", "weight"], "by_weight"),
-                     (["arm", "with_instruction", "weight", "max_n"], "by_n")):
+    for by, name in (
+        (["arm", "with_instruction", "weight"], "by_weight"),
+        (["arm", "with_instruction", "weight", "max_n"], "by_n"),
+    ):
         for metric in ("loose", "at_most_n"):
             accuracy_table(scored, by, metric=metric, means=means, cluster="query").to_csv(
-                run.file("tables", f"{name}_{metric}.csv"), index=False)
+                run.file("tables", f"{name}_{metric}.csv"), index=False
+            )
     names = list(vectors)
     units = {c: vectors[c].direction(layer) for c in names}
     cos = pd.DataFrame([dict(a=a, b=b, cosine=float(units[a] @ units[b])) for a in names for b in names])

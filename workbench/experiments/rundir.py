@@ -13,6 +13,7 @@ so is one another process holds open (run.lock): two runs appending to one gener
 would each generate every job. Lines of generations.jsonl that cannot be read are moved to
 generations.rejected.jsonl, with a warning, and only their jobs are generated again.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -39,10 +40,14 @@ def _json(value: Any) -> Any:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -89,29 +94,45 @@ class RunDir:
     @classmethod
     def _open(cls, path: Path, experiment: str, config: Any, *, model, data_hash: str) -> RunDir:
         info = model_info(model)
-        identity = dict(experiment=experiment, model=info.name, weight_hash=info.weight_hash,
-                        data_hash=data_hash, config=_json(config))
+        identity = dict(
+            experiment=experiment,
+            model=info.name,
+            weight_hash=info.weight_hash,
+            data_hash=data_hash,
+            config=_json(config),
+        )
         run_file = path / "run.json"
         if run_file.exists():
             old = _read_state(run_file)
             diffs = [k for k in identity if not _same(k, old.get("identity", {}).get(k), identity[k])]
             if diffs:
-                detail = "; ".join(f"{k}: {old.get('identity', {}).get(k)!r} here, {identity[k]!r} now"
-                                   for k in diffs if k != "config")
+                detail = "; ".join(
+                    f"{k}: {old.get('identity', {}).get(k)!r} here, {identity[k]!r} now" for k in diffs if k != "config"
+                )
                 if "config" in diffs:
                     a, b = old["identity"].get("config", {}), identity["config"]
                     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))  # None = absent
                     detail += "; config differs in " + ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in keys)
-                raise ValueError(f"{path} holds a run made with another {', '.join(diffs)} "
-                                 f"({detail.strip('; ')}). Fix: pass a new --out directory, or the "
-                                 f"same settings to resume it.")
+                raise ValueError(
+                    f"{path} holds a run made with another {', '.join(diffs)} "
+                    f"({detail.strip('; ')}). Fix: pass a new --out directory, or the "
+                    f"same settings to resume it."
+                )
             run = cls(path)
             run.state.setdefault("resumed", []).append(_now())
             run.save()
             return run
-        state = dict(identity=identity, model_info=info.to_dict(), versions=library_versions(),
-                     lock_hash=lock_hash(), git_commit=git_commit(), created=_now(), choices={},
-                     timings={}, notes=[])
+        state = dict(
+            identity=identity,
+            model_info=info.to_dict(),
+            versions=library_versions(),
+            lock_hash=lock_hash(),
+            git_commit=git_commit(),
+            created=_now(),
+            choices={},
+            timings={},
+            notes=[],
+        )
         _write_json(run_file, state)
         return cls(path)
 
@@ -162,9 +183,12 @@ class RunDir:
         cut_short = len(bad) == 1 and bad[0][0] == len(lines)  # the normal trace of a kill
         if bad and not cut_short:
             numbers = ", ".join(str(n) for n, _ in bad)
-            warnings.warn(f"{path}: {len(bad)} unreadable line(s) (line {numbers}) "
-                          f"moved to {path.with_suffix('.rejected.jsonl').name}; their jobs will be "
-                          f"generated again", stacklevel=2)
+            warnings.warn(
+                f"{path}: {len(bad)} unreadable line(s) (line {numbers}) "
+                f"moved to {path.with_suffix('.rejected.jsonl').name}; their jobs will be "
+                f"generated again",
+                stacklevel=2,
+            )
         return done
 
     @staticmethod
@@ -206,11 +230,14 @@ def _read_state(run_file: Path) -> dict:
     try:
         state = json.loads(run_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"{run_file} is not valid JSON (truncated?): {err}. Fix: restore it "
-                         f"(e.g. from version control), or pass a new --out directory.") from None
+        raise ValueError(
+            f"{run_file} is not valid JSON (truncated?): {err}. Fix: restore it "
+            f"(e.g. from version control), or pass a new --out directory."
+        ) from None
     if not isinstance(state, dict):
-        raise ValueError(f"{run_file} holds no run record (a JSON object). Fix: restore it, or "
-                         f"pass a new --out directory.")
+        raise ValueError(
+            f"{run_file} holds no run record (a JSON object). Fix: restore it, or pass a new --out directory."
+        )
     return state
 
 
@@ -236,9 +263,11 @@ class _Lock:
                     file.seek(0)
                     pid = file.read().strip() or "unknown"
                     file.close()
-                    raise ValueError(f"{path} is in use by another run (pid {pid}): two runs "
-                                     f"appending to one directory would each generate every job. "
-                                     f"Fix: wait for it to finish, or pass another --out.") from None
+                    raise ValueError(
+                        f"{path} is in use by another run (pid {pid}): two runs "
+                        f"appending to one directory would each generate every job. "
+                        f"Fix: wait for it to finish, or pass another --out."
+                    ) from None
             file.truncate(0)
             file.write(str(os.getpid()))
             file.flush()
@@ -271,4 +300,3 @@ def _write_json(path: Path, value: Any) -> None:
         f.write(json.dumps(value, indent=1, default=str))
         _sync(f)
     tmp.replace(path)
-

@@ -13,6 +13,7 @@ of them. No steering runs in every round (it is the bar to beat); a steered fina
 only when its `good` rate on all prompts is strictly above no steering's. Every round is
 recorded in run.json (`<name>_rounds`) and in tables/<name>_rounds.csv.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -52,8 +53,9 @@ class Candidate:
         return float(self.strength)
 
 
-def candidate_grid(layers: Sequence[int], *, adjust: Sequence[float] = (1.0,),
-                   add: Sequence[float] = (), ablate: Sequence[float] = ()) -> list[Candidate]:
+def candidate_grid(
+    layers: Sequence[int], *, adjust: Sequence[float] = (1.0,), add: Sequence[float] = (), ablate: Sequence[float] = ()
+) -> list[Candidate]:
     """No steering, then every layer x (mode, strength)."""
     out = [Candidate()]
     for layer in layers:
@@ -72,8 +74,10 @@ class Halving:
 
     def __post_init__(self):
         if len(self.keep) != len(self.prompts) - 1 or list(self.prompts) != sorted(self.prompts):
-            raise ValueError(f"Halving needs increasing prompts and one keep per round but the "
-                             f"last, got prompts={self.prompts}, keep={self.keep}")
+            raise ValueError(
+                f"Halving needs increasing prompts and one keep per round but the "
+                f"last, got prompts={self.prompts}, keep={self.keep}"
+            )
 
 
 Group = Hashable
@@ -84,21 +88,31 @@ Evaluate = Callable[[list[Job], int], pd.DataFrame]  # -> lines with job, loose,
 def summarize(lines: pd.DataFrame) -> dict:
     """n, good (followed and not degenerate), loose and degenerate rates of some scored lines."""
     good = lines["loose"].astype(bool) & ~lines["degenerate"].astype(bool)
-    return dict(n=len(lines), good=float(good.mean()), loose=float(lines["loose"].mean()),
-                degenerate=float(lines["degenerate"].mean()))
+    return dict(
+        n=len(lines),
+        good=float(good.mean()),
+        loose=float(lines["loose"].mean()),
+        degenerate=float(lines["degenerate"].mean()),
+    )
 
 
 def _rank(stats: dict[Candidate, dict]) -> list[Candidate]:
     """Steered candidates best first: more good, then fewer degenerate, then grid order."""
     steered = [c for c in stats if c.steered]
-    return sorted(steered, key=lambda c: (-stats[c]["good"], stats[c]["degenerate"],
-                                          steered.index(c)))
+    return sorted(steered, key=lambda c: (-stats[c]["good"], stats[c]["degenerate"], steered.index(c)))
 
 
-def successive_halving(run: RunDir, groups: dict[Group, Sequence[IFEvalRow]],
-                       candidates: Sequence[Candidate], jobs_for: JobsFor, evaluate: Evaluate, *,
-                       plan: Halving = Halving(), name: str = "search",
-                       group_names: Sequence[str] = ("group",)) -> dict[Group, Candidate]:
+def successive_halving(
+    run: RunDir,
+    groups: dict[Group, Sequence[IFEvalRow]],
+    candidates: Sequence[Candidate],
+    jobs_for: JobsFor,
+    evaluate: Evaluate,
+    *,
+    plan: Halving = Halving(),
+    name: str = "search",
+    group_names: Sequence[str] = ("group",),
+) -> dict[Group, Candidate]:
     """Choose a candidate per group; `jobs_for(group, rows, candidate)` makes the jobs of one
     candidate on some rows of a group, and `evaluate(jobs, round)` generates and scores them
     (all groups of a round at once, so they share batches). Groups that are tuples are recorded
@@ -107,9 +121,11 @@ def successive_halving(run: RunDir, groups: dict[Group, Sequence[IFEvalRow]],
         raise ValueError("the candidates must start with no steering (Candidate()), the baseline")
     short = {g: len(rows) for g, rows in groups.items() if len(rows) < plan.prompts[-1]}
     if short:
-        raise ValueError(f"the search needs {plan.prompts[-1]} validation prompts per group; "
-                         f"these have fewer: {short}. Fix: more validation prompts, or a plan "
-                         f"with fewer")
+        raise ValueError(
+            f"the search needs {plan.prompts[-1]} validation prompts per group; "
+            f"these have fewer: {short}. Fix: more validation prompts, or a plan "
+            f"with fewer"
+        )
     alive = {g: list(candidates) for g in groups}
     records, choices = [], {}
     for round_, n in enumerate(plan.prompts):
@@ -119,21 +135,29 @@ def successive_halving(run: RunDir, groups: dict[Group, Sequence[IFEvalRow]],
             stats = {c: summarize(lines.loc[[j.id for j in jobs_of[(g, c)]]]) for c in alive[g]}
             last = round_ == len(plan.prompts) - 1
             ranked = _rank(stats)
-            kept = ranked if last else ranked[:plan.keep[round_]]
+            kept = ranked if last else ranked[: plan.keep[round_]]
             for c in alive[g]:
-                records.append(dict(round=round_, n_prompts=n, **_named(g, group_names), **asdict(c),
-                                    label=c.label, **stats[c],
-                                    kept=(not c.steered) or c in kept))
+                records.append(
+                    dict(
+                        round=round_,
+                        n_prompts=n,
+                        **_named(g, group_names),
+                        **asdict(c),
+                        label=c.label,
+                        **stats[c],
+                        kept=(not c.steered) or c in kept,
+                    )
+                )
             if last:
                 none, best = stats[candidates[0]], (ranked[0] if ranked else None)
-                choices[g] = best if best is not None and stats[best]["good"] > none["good"] \
-                    else candidates[0]
+                choices[g] = best if best is not None and stats[best]["good"] > none["good"] else candidates[0]
             else:
                 alive[g] = [candidates[0], *kept]
     table = pd.DataFrame(records)
     table.to_csv(run.file("tables", f"{name}_rounds.csv"), index=False)
-    run.record(f"{name}_plan", dict(prompts=list(plan.prompts), keep=list(plan.keep),
-                                    candidates=[c.label for c in candidates]))
+    run.record(
+        f"{name}_plan", dict(prompts=list(plan.prompts), keep=list(plan.keep), candidates=[c.label for c in candidates])
+    )
     run.record(f"{name}_rounds", records)
     return choices
 

@@ -21,6 +21,7 @@ layer pair, saved under maps/): the direction is mapped
 (LinearMap.apply_direction), renormalised, and z-bar recomputed as the mean projection of the
 target's own with-instruction activations (the training pairs) on the mapped direction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,9 +34,19 @@ from workbench.analysis.model_map import fit_model_maps
 from workbench.analysis.transfer import matched_layers
 from workbench.data import rows_hash
 from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
-from workbench.experiments.grid import (NONE, Settings, accuracy_table, short_base_queries, grid_jobs,
-                                        layer_search, run_grid, save_scores, search_layers,
-                                        short_rows, vector_specs)
+from workbench.experiments.grid import (
+    NONE,
+    Settings,
+    accuracy_table,
+    short_base_queries,
+    grid_jobs,
+    layer_search,
+    run_grid,
+    save_scores,
+    search_layers,
+    short_rows,
+    vector_specs,
+)
 from workbench.experiments.jobs import vectors_for_all
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
@@ -79,24 +90,40 @@ def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) 
             f"cannot steer {model_info(target).name!r} (d_model {target.cfg.d_model}) with vectors "
             f"of {model_info(source).name!r} (d_model {source.cfg.d_model}): the widths differ. "
             f"Fix: fit a linear map between their residual streams (fit_map=True, --fit-map) or "
-            f"give one (linear_map=DIR, --linear-map DIR, maps saved as src{{s}}_tgt{{t}})")
+            f"give one (linear_map=DIR, --linear-map DIR, maps saved as src{{s}}_tgt{{t}})"
+        )
     if cfg.linear_map:
         where = Path(cfg.linear_map)
         missing = [f"src{s}_tgt{t}" for t, s in layer_pairs if not (where / f"src{s}_tgt{t}.json").exists()]
         if missing:
-            raise ValueError(f"{where} lacks the maps {missing}. Fix: save one per matched layer pair "
-                             f"with workbench.analysis.save_linear_map, or pass fit_map=True")
+            raise ValueError(
+                f"{where} lacks the maps {missing}. Fix: save one per matched layer pair "
+                f"with workbench.analysis.save_linear_map, or pass fit_map=True"
+            )
         return {(s, t): load_linear_map(where / f"src{s}_tgt{t}") for t, s in layer_pairs}
     maps, todo = {}, [(t, s) for t, s in layer_pairs if not (run.path / "maps" / f"src{s}_tgt{t}.json").exists()]
     if todo:  # the same neutral texts through both models, positions aligned on characters
-        fit = fit_model_maps(source, target, texts, target_layers=[t for t, _ in todo],
-                             methods=(cfg.map_method,), alpha=cfg.map_alpha, seed=cfg.seed,
-                             batch_size=cfg.batch_size, show_progress=False)
+        fit = fit_model_maps(
+            source,
+            target,
+            texts,
+            target_layers=[t for t, _ in todo],
+            methods=(cfg.map_method,),
+            alpha=cfg.map_alpha,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            show_progress=False,
+        )
         fit.save(run.path / "maps", method=cfg.map_method)
     for t, s in layer_pairs:
         maps[(s, t)] = load_linear_map(run.path / "maps" / f"src{s}_tgt{t}")
-    run.record("linear_maps", [dict(source_layer=s, target_layer=t, method=m.method, r2_heldout=m.r2_heldout,
-                                    n_train=m.n_train) for (s, t), m in maps.items()])
+    run.record(
+        "linear_maps",
+        [
+            dict(source_layer=s, target_layer=t, method=m.method, r2_heldout=m.r2_heldout, n_train=m.n_train)
+            for (s, t), m in maps.items()
+        ],
+    )
     return maps
 
 
@@ -106,21 +133,31 @@ def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target
     target's PairActivations of the same pairs) when given, else the source's."""
     info = model_info(target)
     return carry_directions(
-        vec, layer_pairs, (lambda s, t, d: maps[(s, t)].apply_direction(d)) if maps else None, target_acts,
-        meta=dict(carried_to=dict(model=info.name, weight_hash=info.weight_hash, layer_pairs=list(layer_pairs),
-                                  mapped=maps is not None,
-                                  z_bar_from="target" if target_acts is not None else "source")))
+        vec,
+        layer_pairs,
+        (lambda s, t, d: maps[(s, t)].apply_direction(d)) if maps else None,
+        target_acts,
+        meta=dict(
+            carried_to=dict(
+                model=info.name,
+                weight_hash=info.weight_hash,
+                layer_pairs=list(layer_pairs),
+                mapped=maps is not None,
+                z_bar_from="target" if target_acts is not None else "source",
+            )
+        ),
+    )
 
 
-def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=None,
-                 executor=None, show_progress: bool | None = None) -> RunDir:
+def run_transfer(
+    cfg: TransferConfig, out: str | Path, *, source=None, target=None, executor=None, show_progress: bool | None = None
+) -> RunDir:
     """Run (or resume) the transfer experiment into `out`; returns the run directory."""
     if cfg.z_bar_from not in ("source", "target"):
         raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
     source = source or wb.load_model(cfg.source, **load_args(cfg))
     target = target or wb.load_model(cfg.target, **load_args(cfg))
-    test = _stratified(short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars),
-                       cfg.limit)
+    test = _stratified(short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars), cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
     src = model_info(source)
@@ -129,46 +166,64 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
     check_prompts_fit(target, row_prompts(test), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "transfer", cfg, model=target, data_hash=data_hash)
     run.record("source", src.to_dict())
-    run.record("formats", {name: wb.default_format(m).to_dict()
-                           for name, m in (("source", source), ("target", target))})
+    run.record(
+        "formats", {name: wb.default_format(m).to_dict() for name, m in (("source", source), ("target", target))}
+    )
     layers = search_layers(target.cfg.n_layers, cfg.layer_step, cfg.layers)
     layer_pairs = [(t, s) for t, s in matched_layers(target.cfg.n_layers, source.cfg.n_layers) if t in layers]
     run.record("candidate_layers", layers)
     run.record("layer_pairs", [dict(target_layer=t, source_layer=s) for t, s in layer_pairs])
-    split = wb.split_queries(short_base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed,
-                             validation=cfg.n_validation * 3)
+    split = wb.split_queries(
+        short_base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed, validation=cfg.n_validation * 3
+    )
     languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
     instructions = list(dict.fromkeys(r.instruction_id_list[0] for r in test))
 
     # vectors: the target's own, the source's, and the source's carried to the target's layers
     pairs = {}
     for iid in instructions:
-        for lang in (languages if iid == LANGUAGE else [None]):
+        for lang in languages if iid == LANGUAGE else [None]:
             pairs[f"{iid}/{lang}" if lang else iid] = wb.instruction_pairs(
-                split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None)
+                split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None
+            )
+
     def derived(arm, model):
-        return vectors_for_all(run, model, {name: (f"{arm}/{name}", p) for name, p in pairs.items()},
-                               batch_size=cfg.batch_size, executor=executor)
+        return vectors_for_all(
+            run,
+            model,
+            {name: (f"{arm}/{name}", p) for name, p in pairs.items()},
+            batch_size=cfg.batch_size,
+            executor=executor,
+        )
 
     own, theirs = derived("own", target), derived("source", source)
-    maps = _maps(run, source, target, list(split.train[:cfg.map_texts]), cfg, layer_pairs)
+    maps = _maps(run, source, target, list(split.train[: cfg.map_texts]), cfg, layer_pairs)
     carried = {}
     for name, vec in theirs.items():
         path = run.path / "vectors" / "carried" / f"{name.replace(':', '__')}.safetensors"
         if not path.exists():
             acts = None
             if maps is not None or cfg.z_bar_from == "target":
-                acts = wb.cache_pairs(target, pairs[name], layers=[t for t, _ in layer_pairs],
-                                      batch_size=cfg.batch_size, show_progress=False)
+                acts = wb.cache_pairs(
+                    target,
+                    pairs[name],
+                    layers=[t for t, _ in layer_pairs],
+                    batch_size=cfg.batch_size,
+                    show_progress=False,
+                )
             carry(vec, target, layer_pairs, maps, acts).save(path)
         carried[name] = wb.SteeringVector.load(path)
     specs = vector_specs({"own": own, "source": carried}, cfg.mode, cross_model=("source",))
 
     # layer search on the target, per vector source, with and without the instruction
-    val = [r for iid in instructions
-           for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)]
-    chosen = layer_search(run, target, val, ARMS, specs, layers, cfg.weight, cfg, executor=executor,
-                          show_progress=show_progress)
+    val = [
+        r
+        for iid in instructions
+        for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)
+    ]
+    chosen = layer_search(
+        run, target, val, ARMS, specs, layers, cfg.weight, cfg, executor=executor, show_progress=show_progress
+    )
 
     # the test prompts: target alone, its own vector, the source's vector
     def candidates(row, with_instruction):
@@ -180,9 +235,11 @@ def run_transfer(cfg: TransferConfig, out: str | Path, *, source=None, target=No
     save_scores(res, run.file("scores.csv"))
     for metric in ("loose", "strict"):
         accuracy_table(res, ["with_instruction", "arm"], metric=metric).to_csv(
-            run.file("tables", f"conditions_{metric}.csv"), index=False)
+            run.file("tables", f"conditions_{metric}.csv"), index=False
+        )
         accuracy_table(res, ["instruction_id", "with_instruction", "arm"], metric=metric).to_csv(
-            run.file("tables", f"per_instruction_{metric}.csv"), index=False)
+            run.file("tables", f"per_instruction_{metric}.csv"), index=False
+        )
     from workbench.report import write_report
 
     write_report(run.path)

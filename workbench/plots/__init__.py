@@ -5,6 +5,7 @@ showing or saving it. `export` is the one function that writes files.
     fig = P.layer_sweep(results)
     P.export(fig, "layer_sweep", out_dir="figures")          # PNG; formats=("png", "html") for HTML too
 """
+
 from workbench.plots.contrast import detect_vs_steer
 from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix

@@ -1,4 +1,5 @@
 """Shared look and input checks for the figure builders."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

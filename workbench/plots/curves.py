@@ -9,6 +9,7 @@ In a notebook:
     cosine_baselines(bootstrap_cosines(...), split_half_stability(...), random_cosine_band(d))
     weight_sweep(weights_df)                 # accuracy and fluency vs weight
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -27,9 +28,18 @@ def _error_y(g: pd.DataFrame, value: str) -> dict | None:
 _REFERENCE_DASH = ("dot", "dashdot", "longdash")
 
 
-def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str = "accuracy", *,
-                facet: str | None = None, fluency: str | None = None, references: pd.DataFrame | None = None,
-                max_lines: int = 4, cols: int = 3, title: str | None = None) -> go.Figure:
+def layer_sweep(
+    df: pd.DataFrame,
+    series: str | None = "instruction",
+    value: str = "accuracy",
+    *,
+    facet: str | None = None,
+    fluency: str | None = None,
+    references: pd.DataFrame | None = None,
+    max_lines: int = 4,
+    cols: int = 3,
+    title: str | None = None,
+) -> go.Figure:
     """Accuracy vs steering layer: one line per `series` value, one panel per `facet` value.
 
     Input: columns `layer, <value>` plus `<series>` / `<facet>` when named (optional
@@ -69,14 +79,19 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
     titles = []
     for r, kind in enumerate(kinds):
         if kind == "acc":
-            cells = panels[(r // rows_per) * n_cols:(r // rows_per + 1) * n_cols]
+            cells = panels[(r // rows_per) * n_cols : (r // rows_per + 1) * n_cols]
             titles += [str(c) for c in cells] + [""] * (n_cols - len(cells))
         elif kind == "flu":
             titles += [""] * n_cols
-    fig = make_subplots(rows=n_sub, cols=n_cols, specs=specs, subplot_titles=titles if facet else None,
-                        row_heights=[dict(acc=0.6, flu=0.25, gap=0.15)[k] for k in kinds] if fluency else None,
-                        vertical_spacing=0.025 / max(1, n_rows) ** 0.5 if fluency else 0.12 / max(1, n_rows) ** 0.5,
-                        horizontal_spacing=0.06 if n_cols > 1 else 0.02)
+    fig = make_subplots(
+        rows=n_sub,
+        cols=n_cols,
+        specs=specs,
+        subplot_titles=titles if facet else None,
+        row_heights=[dict(acc=0.6, flu=0.25, gap=0.15)[k] for k in kinds] if fluency else None,
+        vertical_spacing=0.025 / max(1, n_rows) ** 0.5 if fluency else 0.12 / max(1, n_rows) ** 0.5,
+        horizontal_spacing=0.06 if n_cols > 1 else 0.02,
+    )
     shown: set[str] = set()
 
     def legend(key: str) -> bool:
@@ -92,33 +107,73 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
             label = str(name) if series else value
             style = dict(color=color(i if series else 0))
             line = rows[rows["layer"].notna()].sort_values("layer")
-            fig.add_trace(go.Scatter(
-                x=line["layer"], y=line[value], mode="lines+markers", name=label, legendgroup=label,
-                showlegend=legend(label), line=style, error_y=_error_y(line, value), offsetgroup=str(i),
-            ), row=row, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=line["layer"],
+                    y=line[value],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=legend(label),
+                    line=style,
+                    error_y=_error_y(line, value),
+                    offsetgroup=str(i),
+                ),
+                row=row,
+                col=col,
+            )
             base = rows[rows["layer"].isna()]
             if len(base) > 1:
-                raise ValueError(f"layer_sweep: {len(base)} no-steering rows for {series}={name!r}"
-                                 + (f" in panel {panel!r}" if facet else ""))
+                raise ValueError(
+                    f"layer_sweep: {len(base)} no-steering rows for {series}={name!r}"
+                    + (f" in panel {panel!r}" if facet else "")
+                )
             if len(base) == 1:
                 base_label = f"{label}: no steering" if series else "no steering"
-                fig.add_trace(go.Scatter(
-                    x=x_range, y=[base[value].item()] * 2, mode="lines", name=base_label, legendgroup=label,
-                    showlegend=legend(base_label), line=dict(style, dash="dash"),
-                ), row=row, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=x_range,
+                        y=[base[value].item()] * 2,
+                        mode="lines",
+                        name=base_label,
+                        legendgroup=label,
+                        showlegend=legend(base_label),
+                        line=dict(style, dash="dash"),
+                    ),
+                    row=row,
+                    col=col,
+                )
             if fluency:
                 flu = rows.sort_values("layer")
-                fig.add_trace(go.Scatter(
-                    x=flu.loc[flu["layer"].notna(), "layer"], y=flu.loc[flu["layer"].notna(), fluency],
-                    mode="lines+markers", name=f"{label}: {fluency}", legendgroup=label, showlegend=False,
-                    line=dict(style, width=1.5), marker=dict(size=5), offsetgroup=str(i),
-                ), row=row + 1, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=flu.loc[flu["layer"].notna(), "layer"],
+                        y=flu.loc[flu["layer"].notna(), fluency],
+                        mode="lines+markers",
+                        name=f"{label}: {fluency}",
+                        legendgroup=label,
+                        showlegend=False,
+                        line=dict(style, width=1.5),
+                        marker=dict(size=5),
+                        offsetgroup=str(i),
+                    ),
+                    row=row + 1,
+                    col=col,
+                )
                 if flu["layer"].isna().any():
-                    fig.add_trace(go.Scatter(
-                        x=x_range, y=[flu.loc[flu["layer"].isna(), fluency].iloc[0]] * 2, mode="lines",
-                        name=f"{label}: {fluency}, no steering", legendgroup=label, showlegend=False,
-                        line=dict(style, dash="dash", width=1.5),
-                    ), row=row + 1, col=col)
+                    fig.add_trace(
+                        go.Scatter(
+                            x=x_range,
+                            y=[flu.loc[flu["layer"].isna(), fluency].iloc[0]] * 2,
+                            mode="lines",
+                            name=f"{label}: {fluency}, no steering",
+                            legendgroup=label,
+                            showlegend=False,
+                            line=dict(style, dash="dash", width=1.5),
+                        ),
+                        row=row + 1,
+                        col=col,
+                    )
         if references is not None:
             refs = references
             if facet and facet in references.columns:
@@ -127,11 +182,19 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
                 level = refs.loc[refs["reference"] == ref, value]
                 if level.empty:
                     continue
-                fig.add_trace(go.Scatter(
-                    x=x_range, y=[level.iloc[0]] * 2, mode="lines", name=str(ref), legendgroup=f"ref:{ref}",
-                    showlegend=legend(f"ref:{ref}"),
-                    line=dict(color="rgb(90,90,90)", dash=_REFERENCE_DASH[j % len(_REFERENCE_DASH)], width=2),
-                ), row=row, col=col)
+                fig.add_trace(
+                    go.Scatter(
+                        x=x_range,
+                        y=[level.iloc[0]] * 2,
+                        mode="lines",
+                        name=str(ref),
+                        legendgroup=f"ref:{ref}",
+                        showlegend=legend(f"ref:{ref}"),
+                        line=dict(color="rgb(90,90,90)", dash=_REFERENCE_DASH[j % len(_REFERENCE_DASH)], width=2),
+                    ),
+                    row=row,
+                    col=col,
+                )
     ticks = sorted(steered["layer"].unique())
     fig.update_xaxes(tickvals=ticks, range=[x_range[0] - 1, x_range[1] + 1])  # the swept layers, not 4.5
     bounded = df[value].between(0, 1).all()
@@ -141,8 +204,9 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
             fig.update_yaxes(range=[-0.05, 1.05], row=row, col=col)
         if fluency:
             fig.update_xaxes(showticklabels=False, row=row, col=col)  # the fluency panel below has them
-            fig.update_yaxes(range=[-0.05, 1.05] if df[fluency].between(0, 1).all() else None,
-                             nticks=3, row=row + 1, col=col)
+            fig.update_yaxes(
+                range=[-0.05, 1.05] if df[fluency].between(0, 1).all() else None, nticks=3, row=row + 1, col=col
+            )
             if col == 1:
                 fig.update_yaxes(title_text=fluency, row=row + 1, col=col)
         if p + n_cols >= len(panels):  # no panel below this one
@@ -151,7 +215,9 @@ def layer_sweep(df: pd.DataFrame, series: str | None = "instruction", value: str
             fig.update_yaxes(title_text=value, row=row, col=col)
     many = facet is not None
     fig.update_layout(
-        template=TEMPLATE, scattermode="group", scattergap=0.75,
+        template=TEMPLATE,
+        scattermode="group",
+        scattergap=0.75,
         title=title or ("Accuracy vs layer" if value == "accuracy" else f"{value} vs steering layer"),
         height=(300 + (170 if fluency else 0)) * n_rows + 160 if many else (560 if fluency else None),
         width=max(700, 360 * n_cols + 140) if many else None,
@@ -180,19 +246,32 @@ def projection_curves(df: pd.DataFrame, standardize: bool = False) -> go.Figure:
         upper, lower = s["mean"] + s["std"].fillna(0), s["mean"] - s["std"].fillna(0)
         fig.add_trace(
             go.Scatter(
-                x=list(s["layer"]) + list(s["layer"])[::-1], y=list(upper) + list(lower)[::-1], fill="toself",
-                mode="lines", line=dict(width=0), fillcolor=color(i), opacity=0.25, hoverinfo="skip",
-                name=f"{side} ± sd", legendgroup=side, showlegend=False,
+                x=list(s["layer"]) + list(s["layer"])[::-1],
+                y=list(upper) + list(lower)[::-1],
+                fill="toself",
+                mode="lines",
+                line=dict(width=0),
+                fillcolor=color(i),
+                opacity=0.25,
+                hoverinfo="skip",
+                name=f"{side} ± sd",
+                legendgroup=side,
+                showlegend=False,
             )
         )
         fig.add_trace(
-            go.Scatter(x=s["layer"], y=s["mean"], mode="lines+markers", name=side, legendgroup=side,
-                       line=dict(color=color(i)))
+            go.Scatter(
+                x=s["layer"], y=s["mean"], mode="lines+markers", name=side, legendgroup=side, line=dict(color=color(i))
+            )
         )
     fig.update_layout(
-        template=TEMPLATE, xaxis_title="layer",
-        yaxis_title=("projection, standardized (without: mean 0, pooled sd 1)" if standardize
-                     else "projection on instruction direction"),
+        template=TEMPLATE,
+        xaxis_title="layer",
+        yaxis_title=(
+            "projection, standardized (without: mean 0, pooled sd 1)"
+            if standardize
+            else "projection on instruction direction"
+        ),
         title="Projection with vs without the instruction" + (" (standardized per layer)" if standardize else ""),
     )
     return fig
@@ -226,27 +305,41 @@ def separation_curves(df: pd.DataFrame, series: str | None = None) -> go.Figure:
         for row, col, label in ((1, "auroc", "AUROC"), (2, "cohens_d", "Cohen's d")):
             bars = None
             if {f"{col}_low", f"{col}_high"} <= set(g.columns):
-                bars = dict(type="data", array=g[f"{col}_high"] - g[col], arrayminus=g[col] - g[f"{col}_low"],
-                            thickness=1)
+                bars = dict(
+                    type="data", array=g[f"{col}_high"] - g[col], arrayminus=g[col] - g[f"{col}_low"], thickness=1
+                )
             fig.add_trace(
                 go.Scatter(
-                    x=g["layer"], y=g[col], mode="lines+markers", name=label if name is None else str(name),
-                    legendgroup=str(name), showlegend=name is not None and row == 1, line=dict(color=color(i)),
-                    error_y=bars, offsetgroup=str(i),
+                    x=g["layer"],
+                    y=g[col],
+                    mode="lines+markers",
+                    name=label if name is None else str(name),
+                    legendgroup=str(name),
+                    showlegend=name is not None and row == 1,
+                    line=dict(color=color(i)),
+                    error_y=bars,
+                    offsetgroup=str(i),
                 ),
-                row=row, col=1,
+                row=row,
+                col=1,
             )
     fig.add_hline(y=0.5, line_dash="dot", line_color="grey", row=1, col=1)
     fig.update_yaxes(title_text="AUROC", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="Cohen's d", row=2, col=1)
     fig.update_xaxes(title_text="layer", row=2, col=1)
-    fig.update_layout(template=TEMPLATE, title="Separation of with / without along the direction",
-                      scattermode="group", scattergap=0.7)
+    fig.update_layout(
+        template=TEMPLATE, title="Separation of with / without along the direction", scattermode="group", scattergap=0.7
+    )
     return fig
 
 
-def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.DataFrame,
-                     method: str = "exact", by_pair: bool | None = None) -> go.Figure:
+def cosine_baselines(
+    cosines: pd.DataFrame,
+    stability: pd.DataFrame,
+    band: pd.DataFrame,
+    method: str = "exact",
+    by_pair: bool | None = None,
+) -> go.Figure:
     """Cosines between different instructions' vectors per layer, against two baselines.
 
     Inputs: `cosine_matrix` or `bootstrap_cosines` (each unordered pair of distinct
@@ -273,8 +366,13 @@ def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.Da
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
-            x=[x[0], x[-1], x[-1], x[0]], y=[b["low"], b["low"], b["high"], b["high"]], fill="toself",
-            mode="lines", line=dict(width=0), fillcolor="rgba(214,39,40,0.15)", hoverinfo="skip",
+            x=[x[0], x[-1], x[-1], x[0]],
+            y=[b["low"], b["low"], b["high"], b["high"]],
+            fill="toself",
+            mode="lines",
+            line=dict(width=0),
+            fillcolor="rgba(214,39,40,0.15)",
+            hoverinfo="skip",
             name=f"random directions, {b['q_high'] - b['q_low']:.0%} band (d={int(b['d_model'])})",
         )
     )
@@ -283,30 +381,69 @@ def cosine_baselines(cosines: pd.DataFrame, stability: pd.DataFrame, band: pd.Da
             g = off[(off["instruction_a"] == a) & (off["instruction_b"] == c)].sort_values("layer")
             label = f"{a} · {c}"
             if {"ci_low", "ci_high"} <= set(g.columns):
-                fig.add_trace(go.Scatter(
-                    x=list(g["layer"]) + list(g["layer"])[::-1], y=list(g["ci_high"]) + list(g["ci_low"])[::-1],
-                    fill="toself", mode="lines", line=dict(width=0), fillcolor=_PAIR_FILL[k % len(_PAIR_FILL)],
-                    hoverinfo="skip", name=f"{label} interval", legendgroup=label, showlegend=False,
-                ))
-            fig.add_trace(go.Scatter(x=g["layer"], y=g["cosine"], mode="lines+markers", name=label,
-                                     legendgroup=label, line=dict(color="black", dash=_PAIR_DASH[k % len(_PAIR_DASH)],
-                                                                   width=2.5)))
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(g["layer"]) + list(g["layer"])[::-1],
+                        y=list(g["ci_high"]) + list(g["ci_low"])[::-1],
+                        fill="toself",
+                        mode="lines",
+                        line=dict(width=0),
+                        fillcolor=_PAIR_FILL[k % len(_PAIR_FILL)],
+                        hoverinfo="skip",
+                        name=f"{label} interval",
+                        legendgroup=label,
+                        showlegend=False,
+                    )
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=g["layer"],
+                    y=g["cosine"],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    line=dict(color="black", dash=_PAIR_DASH[k % len(_PAIR_DASH)], width=2.5),
+                )
+            )
     else:
         fig.add_trace(
             go.Scatter(
-                x=x + x[::-1], y=list(across["max"]) + list(across["min"])[::-1], fill="toself", mode="lines",
-                line=dict(width=0), fillcolor="rgba(0,0,0,0.15)", hoverinfo="skip",
+                x=x + x[::-1],
+                y=list(across["max"]) + list(across["min"])[::-1],
+                fill="toself",
+                mode="lines",
+                line=dict(width=0),
+                fillcolor="rgba(0,0,0,0.15)",
+                hoverinfo="skip",
                 name=f"across instructions: min-max of {len(off) // len(across)} pairs",
             )
         )
-        fig.add_trace(go.Scatter(x=x, y=across["median"], mode="lines+markers", name="across instructions: median",
-                                 line=dict(color="black", width=3)))
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=across["median"],
+                mode="lines+markers",
+                name="across instructions: median",
+                line=dict(color="black", width=3),
+            )
+        )
     for i, name in enumerate(in_order(stability["instruction"])):
         s = stability[stability["instruction"] == name].sort_values("layer")
-        fig.add_trace(go.Scatter(x=s["layer"], y=s["cosine_mean"], mode="lines", name=f"split-half: {name}",
-                                 line=dict(color=color(i), dash="dot")))
-    fig.update_layout(template=TEMPLATE, xaxis_title="layer", yaxis_title="cosine",
-                      title="Instruction vectors: across instructions vs split halves vs random")
+        fig.add_trace(
+            go.Scatter(
+                x=s["layer"],
+                y=s["cosine_mean"],
+                mode="lines",
+                name=f"split-half: {name}",
+                line=dict(color=color(i), dash="dot"),
+            )
+        )
+    fig.update_layout(
+        template=TEMPLATE,
+        xaxis_title="layer",
+        yaxis_title="cosine",
+        title="Instruction vectors: across instructions vs split halves vs random",
+    )
     return fig
 
 
@@ -324,13 +461,20 @@ def weight_sweep(df: pd.DataFrame, quality: str = "fluency") -> go.Figure:
     d = df.sort_values("weight")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     fig.add_trace(
-        go.Scatter(x=d["weight"], y=d["accuracy"], mode="lines+markers", name="accuracy",
-                   line=dict(color=color(0)), error_y=_error_y(d, "accuracy")),
+        go.Scatter(
+            x=d["weight"],
+            y=d["accuracy"],
+            mode="lines+markers",
+            name="accuracy",
+            line=dict(color=color(0)),
+            error_y=_error_y(d, "accuracy"),
+        ),
         secondary_y=False,
     )
     fig.add_trace(
-        go.Scatter(x=d["weight"], y=d[quality], mode="lines+markers", name=quality,
-                   line=dict(color=color(1), dash="dot")),
+        go.Scatter(
+            x=d["weight"], y=d[quality], mode="lines+markers", name=quality, line=dict(color=color(1), dash="dot")
+        ),
         secondary_y=True,
     )
     fig.update_yaxes(title_text="accuracy", secondary_y=False)

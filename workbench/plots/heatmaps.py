@@ -6,6 +6,7 @@ In a notebook:
     cosine_heatmap_by_layer(cosine_matrix(vectors, layers))     # slider over layers
     transfer_matrix(cross_application_matrix(results))
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -36,8 +37,11 @@ def cosine_heatmap(df: pd.DataFrame, layer: int) -> go.Figure:
     """Instruction x instruction cosine at one layer (input: `cosine_matrix`). One Heatmap trace."""
     require_columns(df, ["layer", "instruction_a", "instruction_b", "cosine"], "cosine_heatmap")
     square = _cosine_square(df, layer)
-    fig = go.Figure(go.Heatmap(z=square.to_numpy(), x=list(square.columns), y=list(square.index),
-                               name=f"layer {layer}", **_COSINE_STYLE))
+    fig = go.Figure(
+        go.Heatmap(
+            z=square.to_numpy(), x=list(square.columns), y=list(square.index), name=f"layer {layer}", **_COSINE_STYLE
+        )
+    )
     return _square_layout(fig, f"Cosine between instruction vectors, layer {layer}")
 
 
@@ -52,8 +56,11 @@ def cosine_heatmap_by_layer(df: pd.DataFrame) -> go.Figure:
         frames=[go.Frame(data=[go.Heatmap(z=squares[layer].to_numpy())], name=str(layer)) for layer in layers],
     )
     steps = [
-        dict(method="animate", label=str(layer),
-             args=[[str(layer)], dict(mode="immediate", frame=dict(duration=0, redraw=True))])
+        dict(
+            method="animate",
+            label=str(layer),
+            args=[[str(layer)], dict(mode="immediate", frame=dict(duration=0, redraw=True))],
+        )
         for layer in layers
     ]
     fig.update_layout(sliders=[dict(active=0, currentvalue=dict(prefix="layer "), steps=steps)])
@@ -67,8 +74,14 @@ def transfer_matrix(df: pd.DataFrame, value: str = "accuracy") -> go.Figure:
     """
     fig = go.Figure(
         go.Heatmap(
-            z=df.to_numpy(dtype=float), x=[str(c) for c in df.columns], y=[str(i) for i in df.index],
-            zmin=0, zmax=1, colorscale="Viridis", texttemplate="%{z:.3f}", colorbar=dict(title=value),
+            z=df.to_numpy(dtype=float),
+            x=[str(c) for c in df.columns],
+            y=[str(i) for i in df.index],
+            zmin=0,
+            zmax=1,
+            colorscale="Viridis",
+            texttemplate="%{z:.3f}",
+            colorbar=dict(title=value),
         )
     )
     fig.update_xaxes(title_text="target model")

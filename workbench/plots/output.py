@@ -10,6 +10,7 @@ kaleido its path, so kaleido never searches or offers to download one; we never 
 honours), then `chromium`, `chromium-browser`, `google-chrome(-stable)`, `chrome` on PATH,
 then the usual /usr/bin locations (PATH may be trimmed in notebook kernels).
 """
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,10 @@ def export(
     folder of figures carries the bundle once. Pages and bundle must then be moved together.
     """
     if include_plotlyjs not in (True, "directory"):
-        raise ValueError(f"include_plotlyjs must be True (embedded) or 'directory' (shared), got "
-                         f"{include_plotlyjs!r}; a CDN link would not render offline")
+        raise ValueError(
+            f"include_plotlyjs must be True (embedded) or 'directory' (shared), got "
+            f"{include_plotlyjs!r}; a CDN link would not render offline"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []

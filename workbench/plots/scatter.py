@@ -5,6 +5,7 @@ In a notebook:
     embedding_scatter(difference_embedding(diffs, labels, method="tsne"))
     two_by_two_bars(summary)     # instruction in prompt x steered
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -21,7 +22,11 @@ def embedding_scatter(df: pd.DataFrame, title: str = "Difference vectors") -> go
         g = df[df["label"] == label]
         fig.add_trace(
             go.Scatter(
-                x=g["x"], y=g["y"], mode="markers", name=str(label), marker=dict(color=color(i), size=7),
+                x=g["x"],
+                y=g["y"],
+                mode="markers",
+                name=str(label),
+                marker=dict(color=color(i), size=7),
                 customdata=g["example"] if "example" in g else None,
                 hovertemplate="%{customdata}<extra>%{fullData.name}</extra>" if "example" in g else None,
             )
@@ -47,12 +52,21 @@ def two_by_two_bars(df: pd.DataFrame) -> go.Figure:
         d = df[df["steered"] == steered].set_index("instruction_in_prompt").reindex([False, True])
         fig.add_trace(
             go.Bar(
-                x=[groups[k] for k in d.index], y=d["accuracy"], name=name, marker_color=color(i),
+                x=[groups[k] for k in d.index],
+                y=d["accuracy"],
+                name=name,
+                marker_color=color(i),
                 error_y=dict(type="data", array=d["ci_high"] - d["accuracy"], arrayminus=d["accuracy"] - d["ci_low"]),
                 # labels at the bar's foot keep clear of the error bar
-                texttemplate="%{y:.3f}", textposition="inside", insidetextanchor="start",
+                texttemplate="%{y:.3f}",
+                textposition="inside",
+                insidetextanchor="start",
             )
         )
-    fig.update_layout(template=TEMPLATE, barmode="group", yaxis=dict(title="accuracy", range=[0, 1]),
-                      title="Steering with and without the instruction in the prompt")
+    fig.update_layout(
+        template=TEMPLATE,
+        barmode="group",
+        yaxis=dict(title="accuracy", range=[0, 1]),
+        title="Steering with and without the instruction in the prompt",
+    )
     return fig

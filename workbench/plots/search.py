@@ -4,6 +4,7 @@ In a notebook:
 
     fig = P.search_rounds(rounds[rounds["instruction_id"] == "detectable_format:title"])
 """
+
 from __future__ import annotations
 
 import pandas as pd
@@ -18,25 +19,44 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
     y = the share followed and not degenerate; a line per candidate, ending where the search
     dropped it. No steering is the black dashed line. Hover shows loose and degenerate rates."""
     conditions = sorted(rounds["with_instruction"].unique())
-    fig = make_subplots(rows=1, cols=len(conditions), shared_yaxes=True,
-                        subplot_titles=[("with" if c else "without") + " the instruction"
-                                        for c in conditions])
+    fig = make_subplots(
+        rows=1,
+        cols=len(conditions),
+        shared_yaxes=True,
+        subplot_titles=[("with" if c else "without") + " the instruction" for c in conditions],
+    )
     for col, cond in enumerate(conditions, start=1):
         part = rounds[rounds["with_instruction"] == cond]
         for label, g in part.groupby("label", sort=False):
             g = g.sort_values("n_prompts")
             none = label == "none"
-            fig.add_trace(go.Scatter(
-                x=g["n_prompts"], y=g["good"], mode="lines+markers", name=label,
-                legendgroup=label, showlegend=col == 1,
-                line=dict(color="black", dash="dash", width=3) if none else dict(width=1.5),
-                customdata=g[["loose", "degenerate", "n"]].to_numpy(),
-                hovertemplate=(f"{label}<br>%{{x}} prompts: good %{{y:.2f}}, loose "
-                               "%{customdata[0]:.2f}, degenerate %{customdata[1]:.2f}<extra></extra>")),
-                row=1, col=col)
-        fig.update_xaxes(title_text="validation prompts (round)", type="log",
-                         tickvals=sorted(part["n_prompts"].unique()), row=1, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=g["n_prompts"],
+                    y=g["good"],
+                    mode="lines+markers",
+                    name=label,
+                    legendgroup=label,
+                    showlegend=col == 1,
+                    line=dict(color="black", dash="dash", width=3) if none else dict(width=1.5),
+                    customdata=g[["loose", "degenerate", "n"]].to_numpy(),
+                    hovertemplate=(
+                        f"{label}<br>%{{x}} prompts: good %{{y:.2f}}, loose "
+                        "%{customdata[0]:.2f}, degenerate %{customdata[1]:.2f}<extra></extra>"
+                    ),
+                ),
+                row=1,
+                col=col,
+            )
+        fig.update_xaxes(
+            title_text="validation prompts (round)",
+            type="log",
+            tickvals=sorted(part["n_prompts"].unique()),
+            row=1,
+            col=col,
+        )
     fig.update_yaxes(title_text="followed and not degenerate", range=[-0.03, 1.03], row=1, col=1)
-    fig.update_layout(template=TEMPLATE, title=title or "Search by round", height=420, width=1000,
-                      legend=dict(font=dict(size=9)))
+    fig.update_layout(
+        template=TEMPLATE, title=title or "Search by round", height=420, width=1000, legend=dict(font=dict(size=9))
+    )
     return fig
