@@ -19,10 +19,10 @@ if "torch" not in sys.modules:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
-import workbench as wb  # noqa: E402
+import workbench as wb
 
 _LOADED: dict[str, object] = {}
 

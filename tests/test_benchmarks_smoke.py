@@ -16,7 +16,7 @@ from workbench.twin import twin
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks import bench_baselines, report  # noqa: E402
+from benchmarks import bench_baselines, report
 
 LAYER = 2
 TOKENS = torch.tensor([[1, 5, 9, 20, 33, 7, 11]])

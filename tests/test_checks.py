@@ -105,7 +105,7 @@ def test_format_with_truncate_runs_prompts_longer_than_the_context(tmp_path, tin
 
 
 def test_cli_warns_when_the_tree_is_dirty(tmp_path, monkeypatch):
-    import workbench.experiments.rundir as rundir
+    from workbench.experiments import rundir
 
     monkeypatch.setattr(rundir, "git_commit", lambda: "abc123+dirty")
     result = CliRunner().invoke(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.metadata as md
 import hashlib
+import importlib.metadata as md
 import json
 import shutil
 import time

@@ -177,9 +177,8 @@ def test_user_hooks_survive_steering(tiny, tiny_vec, tokens, recorder):
     try:
         with wb.steer(tiny, wb.Steering(tiny_vec, layer=2, weight=3.0)):
             assert _count(tiny) == 2
-        with pytest.raises(ValueError):
-            with wb.steer(tiny, wb.Steering(tiny_vec, layer=2)):
-                raise ValueError
+        with pytest.raises(ValueError), wb.steer(tiny, wb.Steering(tiny_vec, layer=2)):
+            raise ValueError
         assert _count(tiny) == 1
         calls.clear()
         recorder(tiny, tokens, NAMES)
@@ -207,33 +206,28 @@ def test_per_row_specs_in_a_plain_forward(tiny, tiny_vec, tokens, base, recorder
     alone, _ = _steered(tiny, tokens[:1], recorder, spec)
     torch.testing.assert_close(rows[:1], alone, atol=1e-5, rtol=1e-5)
     assert torch.equal(rows[1], base[0][1])
-    with pytest.raises(ValueError, match="not both"):
-        with wb.steer(tiny, spec, rows=[[spec]]):
-            pass
+    with pytest.raises(ValueError, match="not both"), wb.steer(tiny, spec, rows=[[spec]]):
+        pass
 
 
 def test_specs_are_checked_against_the_model(tiny, tiny_vec, make_vector):
     narrow = make_vector(tiny, {1: torch.ones(32)})
-    with pytest.raises(ValueError, match="width 32"):
-        with wb.steer(tiny, wb.Steering(narrow, layer=1)):
-            pass
+    with pytest.raises(ValueError, match="width 32"), wb.steer(tiny, wb.Steering(narrow, layer=1)):
+        pass
     foreign = make_vector(tiny, {1: torch.ones(64)}, model="another", weight_hash="f" * 64)
-    with pytest.raises(ValueError, match="allow_cross_model=True"):
-        with wb.steer(tiny, wb.Steering(foreign, layer=1)):
-            pass
+    with pytest.raises(ValueError, match="allow_cross_model=True"), wb.steer(tiny, wb.Steering(foreign, layer=1)):
+        pass
     with wb.steer(tiny, wb.Steering(foreign, layer=1, allow_cross_model=True)):
         assert _count(tiny, "blocks.1.hook_resid_post") == 1
     deep = make_vector(tiny, {9: torch.ones(64)})
-    with pytest.raises(ValueError, match="layer 9.*only 4 layers"):
-        with wb.steer(tiny, wb.Steering(deep, layer=9)):
-            pass
+    with pytest.raises(ValueError, match="layer 9.*only 4 layers"), wb.steer(tiny, wb.Steering(deep, layer=9)):
+        pass
     odd = make_vector(tiny, {1: torch.ones(64)}, hook="resid_middle")  # spec and vector agree
     with pytest.raises(ValueError, match="unknown hook point 'resid_middle'"):
         with wb.steer(tiny, wb.Steering(odd, layer=1, hook="resid_middle")):
             pass
-    with pytest.raises(TypeError, match="wb.Steering"):
-        with wb.steer(tiny, tiny_vec):
-            pass
+    with pytest.raises(TypeError, match="wb.Steering"), wb.steer(tiny, tiny_vec):
+        pass
 
 
 @pytest.mark.parametrize(

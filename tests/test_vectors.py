@@ -195,9 +195,7 @@ def test_load_refuses_broken_files(tiny_vec, tmp_path):
         bad.write_bytes(content)
         with pytest.raises(VectorFileError, match="not a readable workbench steering vector"):
             wb.SteeringVector.load(bad)
-    from safetensors.torch import save_file
-
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, save_file
 
     plain = tmp_path / "plain.safetensors"  # a valid safetensors file, but not a vector
     save_file({"vectors": torch.zeros(2, 3)}, plain)

@@ -89,7 +89,7 @@ def test_page_data_points_each_answer_at_its_references(tmp_path):
     assert "<script src" not in page and "http" not in page.split('id="data"')[0]  # nothing fetched
     assert page.count("</script>") == 2  # the response's "</script>" is escaped inside the data
     data = json.loads(
-        re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S)
+        re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.DOTALL)
         .group(1)
         .replace("<\\/", "</")
     )

@@ -20,8 +20,8 @@ from workbench.vectors import METHODS, SteeringVector, derive
 
 __all__ = [
     "FORMAT_INSTRUCTIONS",
-    "IFEvalRow",
     "METHODS",
+    "IFEvalRow",
     "ModelInfo",
     "PairActivations",
     "PromptFormat",
@@ -42,8 +42,8 @@ __all__ = [
     "generate_table",
     "instruction_pairs",
     "list_models",
-    "load_model",
     "load_ifeval",
+    "load_model",
     "make_pairs",
     "model_info",
     "prompt_level",

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
-from jaxtyping import Float
 from torch import Tensor
 
 from workbench.models import input_device, model_info

@@ -19,7 +19,6 @@ import time
 import typing
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -70,23 +69,23 @@ RAY_ADDRESS = typer.Option(
 @reproduce.command("format")
 def reproduce_format(
     model: str = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())"),
-    data: Optional[Path] = typer.Option(None, help="test file (IFEval JSONL); default: the 163 IFEval format prompts"),
-    without_data: Optional[Path] = typer.Option(None, help="requests without instructions, joined by key"),
-    limit: Optional[int] = typer.Option(None, help="use the first N test prompts (round-robin over instructions)"),
+    data: Path | None = typer.Option(None, help="test file (IFEval JSONL); default: the 163 IFEval format prompts"),
+    without_data: Path | None = typer.Option(None, help="requests without instructions, joined by key"),
+    limit: int | None = typer.Option(None, help="use the first N test prompts (round-robin over instructions)"),
     quick: bool = typer.Option(False, help="smoke-sized run (minutes)"),
     out: Path = typer.Option(Path("runs/format"), help="run directory (resumed if it exists)"),
     batch_size: int = typer.Option(64, help="generation batch size"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="tokens per response"),
+    max_new_tokens: int | None = typer.Option(None, help="tokens per response"),
     seed: int = typer.Option(0),
     truncate: bool = typer.Option(
         False, help="cut the start of prompts too long for the context (the count is recorded per generation)"
     ),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
-    device: Optional[str] = DEVICE,
-    dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP,
-    workers: Optional[int] = WORKERS,
-    ray_address: Optional[str] = RAY_ADDRESS,
+    settings: list[str] | None = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    device_map: str | None = DEVICE_MAP,
+    workers: int | None = WORKERS,
+    ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """The format experiment: vectors, layer search, the test set in four conditions."""
     _offline()
@@ -111,7 +110,7 @@ def reproduce_format(
     _reproduce(run_format, cfg, out, workers=workers, ray_address=ray_address)
 
 
-def _configured(cls, quick: bool, settings: Optional[list[str]], **options):
+def _configured(cls, quick: bool, settings: list[str] | None, **options):
     """The config (quick or full) with the options given (None: keep) and `--set KEY=VALUE` pairs
     for any other field (tuples comma-separated, `none` for None, numbers and true/false as JSON)."""
     hints = typing.get_type_hints(cls)
@@ -195,14 +194,14 @@ def reproduce_length(
     model: str = MODEL,
     quick: bool = QUICK,
     out: Path = _out("length"),
-    limit: Optional[int] = typer.Option(None, help="evaluation base queries (default 50)"),
-    weights: Optional[str] = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
-    settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE,
-    dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP,
-    workers: Optional[int] = WORKERS,
-    ray_address: Optional[str] = RAY_ADDRESS,
+    limit: int | None = typer.Option(None, help="evaluation base queries (default 50)"),
+    weights: str | None = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
+    settings: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    device_map: str | None = DEVICE_MAP,
+    workers: int | None = WORKERS,
+    ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """Length: the conciseness vector on "answer using at most n sentences", over a weight grid."""
     from workbench.experiments.length import LengthConfig, run_length
@@ -232,15 +231,15 @@ def reproduce_keywords(
     model: str = MODEL,
     quick: bool = QUICK,
     out: Path = _out("keywords"),
-    limit: Optional[int] = typer.Option(None, help="first N test prompts of each kind"),
-    data: Optional[Path] = DATA,
-    without_data: Optional[Path] = WITHOUT,
-    settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE,
-    dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP,
-    workers: Optional[int] = WORKERS,
-    ray_address: Optional[str] = RAY_ADDRESS,
+    limit: int | None = typer.Option(None, help="first N test prompts of each kind"),
+    data: Path | None = DATA,
+    without_data: Path | None = WITHOUT,
+    settings: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    device_map: str | None = DEVICE_MAP,
+    workers: int | None = WORKERS,
+    ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
@@ -265,14 +264,14 @@ def reproduce_composition(
     model: str = MODEL,
     quick: bool = QUICK,
     out: Path = _out("composition"),
-    limit: Optional[int] = typer.Option(None, help="test prompts (default 40)"),
-    format_instructions: Optional[str] = typer.Option(None, help="comma-separated IFEval format ids to compose"),
-    settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE,
-    dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP,
-    workers: Optional[int] = WORKERS,
-    ray_address: Optional[str] = RAY_ADDRESS,
+    limit: int | None = typer.Option(None, help="test prompts (default 40)"),
+    format_instructions: str | None = typer.Option(None, help="comma-separated IFEval format ids to compose"),
+    settings: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    device_map: str | None = DEVICE_MAP,
+    workers: int | None = WORKERS,
+    ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """Composition: a format vector and the conciseness vector at once, each at its own layer."""
     from workbench.experiments.composition import CompositionConfig, run_composition
@@ -298,17 +297,17 @@ def reproduce_transfer(
     target: str = typer.Option("gemma3-270m", "--target", "--model", help="model steered"),
     quick: bool = QUICK,
     out: Path = _out("transfer"),
-    limit: Optional[int] = typer.Option(None, help="first N test prompts (round-robin over instructions)"),
+    limit: int | None = typer.Option(None, help="first N test prompts (round-robin over instructions)"),
     fit_map: bool = typer.Option(False, help="unequal widths: fit a linear map per matched layer pair"),
-    linear_map: Optional[Path] = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
-    data: Optional[Path] = DATA,
-    without_data: Optional[Path] = WITHOUT,
-    settings: Optional[list[str]] = SET,
-    device: Optional[str] = DEVICE,
-    dtype: Optional[str] = DTYPE,
-    device_map: Optional[str] = DEVICE_MAP,
-    workers: Optional[int] = WORKERS,
-    ray_address: Optional[str] = RAY_ADDRESS,
+    linear_map: Path | None = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
+    data: Path | None = DATA,
+    without_data: Path | None = WITHOUT,
+    settings: list[str] | None = SET,
+    device: str | None = DEVICE,
+    dtype: str | None = DTYPE,
+    device_map: str | None = DEVICE_MAP,
+    workers: int | None = WORKERS,
+    ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """Transfer: the source model's format vectors steering the target, beside the target's own."""
     from workbench.experiments.transfer import TransferConfig, run_transfer
@@ -375,7 +374,7 @@ def models() -> None:
 @app.command()
 def view(
     run_dir: Path,
-    out: Optional[Path] = typer.Option(None, help="where to write the page (default RUN_DIR/viewer.html)"),
+    out: Path | None = typer.Option(None, help="where to write the page (default RUN_DIR/viewer.html)"),
     open_browser: bool = typer.Option(False, "--open", help="also open it in the default browser"),
 ) -> None:
     """Write a self-contained HTML viewer of a run's generations (side by side, filterable) and print its path."""

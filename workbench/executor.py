@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 

@@ -14,8 +14,8 @@ prompt is cut so prompt + max_new_tokens fits, and the table reports how many to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import pandas as pd
 import torch

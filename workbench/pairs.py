@@ -23,8 +23,9 @@ Control pairs append a neutral sentence (no instruction) instead: `control_pairs
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -121,7 +122,7 @@ def base_queries(path=None) -> list[str]:
 
 
 def split_queries(
-    queries: Sequence[str], *, exclude: Iterable[IFEvalRow | str] = (), validation: int | float = 0.1, seed: int = 0
+    queries: Sequence[str], *, exclude: Iterable[IFEvalRow | str] = (), validation: float = 0.1, seed: int = 0
 ) -> QuerySplit:
     """Shuffle `queries` by `seed` into train / validation, after removing every query that is
     the base request of an evaluation prompt (the paper's code let them overlap)."""

@@ -14,7 +14,6 @@ import html
 import json
 from pathlib import Path
 
-
 from workbench.report_sections import BUILDERS
 from workbench.report_tables import Section, condition_label, md_table  # noqa: F401 (re-exported)
 

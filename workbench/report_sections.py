@@ -129,7 +129,7 @@ def length_sections(state: dict, run: Path, loose: pd.DataFrame) -> list[Section
     wide.columns = [c if isinstance(c, str) else f"c={c:g}" for c in wide.columns]
     instr = by_n[by_n["with_instruction"]]
     plain, steered = instr[instr["weight"] == 0], instr[instr["weight"] == 20]
-    span = lambda d: f"{d['accuracy'].min():.3f}-{d['accuracy'].max():.3f}"  # noqa: E731
+    span = lambda d: f"{d['accuracy'].min():.3f}-{d['accuracy'].max():.3f}"
     ours = f"{span(plain)} -> {span(steered)}" if len(steered) else "c = 20 is not in the grid"
     text = (
         f"Layer {choices.get('layer')}; weights in unit `{weights['unit'].iloc[0] if len(weights) else '?'}` "

@@ -29,9 +29,9 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor

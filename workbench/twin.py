@@ -21,8 +21,8 @@ from __future__ import annotations
 import copy
 import re
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
 
 import torch
 

@@ -18,16 +18,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from workbench.cache import PairActivations
-from workbench.models import library_versions, model_info
+from workbench.models import library_versions
 
 Method = Callable[[Tensor, Tensor], Tensor]
 METHODS: dict[str, Method] = {}
@@ -81,9 +81,9 @@ class SteeringVector:
 
     vectors: Float[Tensor, "n_layers d_model"]
     layers: tuple[int, ...]
-    z_bars: Float[Tensor, "n_layers"]  # mean projection of with-instruction activations on u
-    z_bars_without: Float[Tensor, "n_layers"]
-    norms: Float[Tensor, "n_layers"]  # norm of the raw (unnormalised) derived vector
+    z_bars: Float[Tensor, n_layers]  # mean projection of with-instruction activations on u
+    z_bars_without: Float[Tensor, n_layers]
+    norms: Float[Tensor, n_layers]  # norm of the raw (unnormalised) derived vector
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -127,11 +127,11 @@ class SteeringVector:
             raise ValueError(f"this vector has no layer {layer}; it has layers {list(self.layers)}")
         return self.layers.index(layer)
 
-    def vector(self, layer: int) -> Float[Tensor, "d_model"]:
+    def vector(self, layer: int) -> Float[Tensor, d_model]:
         """What `add` mode adds at weight 1: the unit direction times the vector's scale."""
         return self.vectors[self._slot(layer)]
 
-    def direction(self, layer: int) -> Float[Tensor, "d_model"]:
+    def direction(self, layer: int) -> Float[Tensor, d_model]:
         v = self.vector(layer)
         return v / v.norm().clamp(min=1e-12)
 

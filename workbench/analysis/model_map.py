@@ -16,9 +16,9 @@ positions of one text never sit on both sides of the split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch

@@ -13,8 +13,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 # fields that count something: at least 1 wherever an experiment config has them
 POSITIVE = (

@@ -22,12 +22,12 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.format import LANGUAGE, _as_row
 from workbench.experiments.grid import (
     NONE,
     Settings,
     accuracy_table,
-    short_base_queries,
     depth_layer,
     instruction_verdicts,
     job_id,
@@ -37,11 +37,11 @@ from workbench.experiments.grid import (
     run_grid,
     save_scores,
     search_layers,
+    short_base_queries,
     vector_specs,
 )
 from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 

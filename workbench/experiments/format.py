@@ -29,8 +29,8 @@ from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
 from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
 from workbench.experiments.rundir import RunDir
-from workbench.models import load_args
 from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
+from workbench.models import load_args
 from workbench.pairs import PromptPair
 
 LANGUAGE = "language:response_language"

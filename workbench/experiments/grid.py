@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, ClassVar, Iterable, Sequence
+from typing import ClassVar
 
 import pandas as pd
 import torch

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -251,7 +252,7 @@ def choose_candidate(
     *,
     group: Sequence[str],
     metric: str = "loose",
-    none_value: int | float = -1,
+    none_value: float = -1,
     candidate: str = "layer",
     steered_only: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

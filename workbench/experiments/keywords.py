@@ -35,11 +35,11 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
     NONE,
     Settings,
     accuracy_table,
-    short_base_queries,
     grid_jobs,
     raw_weight,
     residual_norms,
@@ -47,10 +47,10 @@ from workbench.experiments.grid import (
     save_scores,
     search,
     search_layers,
+    short_base_queries,
     short_rows,
 )
 from workbench.experiments.jobs import vectors_for_all
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 from workbench.pairs import PromptPair
@@ -202,7 +202,7 @@ def run_keywords(
         return candidates
 
     group = ["arm", "with_instruction"]
-    tags = lambda r: dict(words=words(r))  # noqa: E731
+    tags = lambda r: dict(words=words(r))
 
     # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
     val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)

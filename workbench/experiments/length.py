@@ -31,20 +31,20 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
     NONE,
     Settings,
     accuracy_table,
-    short_base_queries,
     depth_layer,
     grid_jobs,
     raw_weight,
     residual_norms,
     run_grid,
     save_scores,
+    short_base_queries,
 )
 from workbench.experiments.jobs import vectors_for_all
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 from workbench.pairs import PromptPair

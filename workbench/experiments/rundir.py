@@ -291,7 +291,7 @@ def _same(key: str, old, new) -> bool:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -16,8 +16,8 @@ recorded in run.json (`<name>_rounds`) and in tables/<name>_rounds.csv.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Hashable, Sequence
 
 import pandas as pd
 

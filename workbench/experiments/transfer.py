@@ -33,25 +33,24 @@ from workbench.analysis.linear_map import load_linear_map
 from workbench.analysis.model_map import fit_model_maps
 from workbench.analysis.transfer import matched_layers
 from workbench.data import rows_hash
+from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
 from workbench.experiments.grid import (
     NONE,
     Settings,
     accuracy_table,
-    short_base_queries,
     grid_jobs,
     layer_search,
     run_grid,
     save_scores,
     search_layers,
+    short_base_queries,
     short_rows,
     vector_specs,
 )
 from workbench.experiments.jobs import vectors_for_all
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.rundir import RunDir
-from workbench.models import load_args
-from workbench.models import model_info
+from workbench.models import load_args, model_info
 from workbench.vectors import carry_directions
 
 ARMS = ("own", "source")
