@@ -43,7 +43,7 @@ def check_kernel() -> None:
     spec = KernelSpecManager().get_kernel_spec(KERNEL)
     exe = spec.argv[0]
     # jupyter_client replaces a bare "python" / "python3" / "python3.X" with sys.executable
-    bare = {"python", f"python{sys.version_info[0]}", "python%i.%i" % sys.version_info[:2]}
+    bare = {"python", f"python{sys.version_info[0]}", f"python{sys.version_info[0]}.{sys.version_info[1]}"}
     if exe not in bare and Path(exe).resolve() != Path(sys.executable).resolve():
         raise SystemExit(
             f"the {KERNEL!r} kernel spec at {spec.resource_dir} runs {exe}, not {sys.executable}. "
@@ -103,10 +103,7 @@ def _cell_seconds(nb) -> dict[int, float]:
     for i, cell in enumerate(nb.cells):
         stamps = cell.metadata.get("execution", {})
         if "iopub.execute_input" in stamps and "shell.execute_reply" in stamps:
-            begin, end = (
-                datetime.fromisoformat(stamps[k].replace("Z", "+00:00"))
-                for k in ("iopub.execute_input", "shell.execute_reply")
-            )
+            begin, end = (datetime.fromisoformat(stamps[k]) for k in ("iopub.execute_input", "shell.execute_reply"))
             out[i] = (end - begin).total_seconds()
     return out
 

@@ -211,9 +211,11 @@ def test_non_finite_activations_raise(tiny, tiny_pairs):
     def poison(act, hook):
         return act * float("nan")
 
-    with tiny.hooks(fwd_hooks=[("blocks.1.hook_attn_out", poison)]):
-        with pytest.raises(FloatingPointError, match=f"pair '{tiny_pairs[0].key}'"):
-            wb.cache_pairs(tiny, tiny_pairs[:2], layers=[2])
+    with (
+        tiny.hooks(fwd_hooks=[("blocks.1.hook_attn_out", poison)]),
+        pytest.raises(FloatingPointError, match=f"pair '{tiny_pairs[0].key}'"),
+    ):
+        wb.cache_pairs(tiny, tiny_pairs[:2], layers=[2])
     # the same model, untouched, is fine again
     assert torch.isfinite(wb.cache_pairs(tiny, tiny_pairs[:2], layers=[2]).with_instruction).all()
 

@@ -116,8 +116,10 @@ def test_user_file_keys_extras_and_kwargs(tmp_path):
         ('{"prompt": "b", "key": true}', r"line 2: field 'key' is True"),
         (
             '{"prompt": "b", "instruction_id_list": ["detectable_format:number_bullet_lists"], "kwargs": [{"num_bullets": "3"}]}',
-            r"line 2: kwargs\[0\] \(detectable_format:number_bullet_lists\): 'num_bullets' is '3', the verifier needs an "
-            r"integer. Fix: .*\"num_bullets\": 3",
+            (
+                r"line 2: kwargs\[0\] \(detectable_format:number_bullet_lists\): 'num_bullets' is '3', the verifier needs an "
+                r"integer. Fix: .*\"num_bullets\": 3"
+            ),
         ),
         (
             '{"prompt": "b", "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": true, "relation": "less than"}]}',

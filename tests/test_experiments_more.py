@@ -358,6 +358,7 @@ def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProce
         [sys.executable, "-m", "workbench.cli", "reproduce", name, *args],
         cwd=ROOT,
         env=env,
+        check=False,
         capture_output=True,
         text=True,
         timeout=timeout,

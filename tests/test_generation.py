@@ -16,8 +16,10 @@ N_TINY = 12
 PROMPTS = [  # very different lengths; with batch_size=3 both batches are padded
     "Hi",
     "Tell me a story.",
-    "Write a long and detailed account of the history of bread making, from the first "
-    "flatbreads baked on hot stones to modern industrial bakeries, with dates.",
+    (
+        "Write a long and detailed account of the history of bread making, from the first "
+        "flatbreads baked on hot stones to modern industrial bakeries, with dates."
+    ),
     "What is two plus two? Answer briefly.",
     "Name a color.",
 ]

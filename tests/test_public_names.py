@@ -31,6 +31,8 @@ def test_every_wb_name_in_the_docs_exists():
         "    except AttributeError: missing.append(n)\n"
         "print('\\n'.join(missing))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *names], check=False, capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"wb names mentioned but missing: {out.stdout.split()}"

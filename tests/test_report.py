@@ -34,6 +34,7 @@ def tiny_run(tmp_path_factory, tiny):
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [find_chromium(), *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,

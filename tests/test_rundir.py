@@ -157,11 +157,13 @@ def test_a_second_process_is_refused_with_the_holders_pid(tmp_path, tiny):
         [
             sys.executable,
             "-c",
-            "import fcntl, os, sys, time\n"
-            f"f = open({str(path / 'run.lock')!r}, 'a+')\n"
-            "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
-            "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
-            "print('held', flush=True); time.sleep(60)\n",
+            (
+                "import fcntl, os, sys, time\n"
+                f"f = open({str(path / 'run.lock')!r}, 'a+')\n"
+                "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+                "f.truncate(0); f.write(str(os.getpid())); f.flush()\n"
+                "print('held', flush=True); time.sleep(60)\n"
+            ),
         ],
         stdout=subprocess.PIPE,
         text=True,

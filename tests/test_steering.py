@@ -162,10 +162,12 @@ def test_hooks_are_removed_on_exit_and_on_error(tiny, tiny_vec, tokens, base, re
     with wb.steer(tiny, spec):
         assert _count(tiny) == 1
     assert _count(tiny) == 0 and not tiny.list_hooks()
-    with pytest.raises(RuntimeError, match="boom"):
-        with wb.steer(tiny, spec, wb.Steering(tiny_vec, layer=0, mode="ablate")):
-            assert _count(tiny) == 1 and _count(tiny, "blocks.0.hook_resid_post") == 1
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        wb.steer(tiny, spec, wb.Steering(tiny_vec, layer=0, mode="ablate")),
+    ):
+        assert _count(tiny) == 1 and _count(tiny, "blocks.0.hook_resid_post") == 1
+        raise RuntimeError("boom")
     assert not tiny.list_hooks()
     logits, _ = recorder(tiny, tokens, NAMES)
     assert torch.equal(logits, base[0])  # the model is as it was
@@ -223,9 +225,11 @@ def test_specs_are_checked_against_the_model(tiny, tiny_vec, make_vector):
     with pytest.raises(ValueError, match="layer 9.*only 4 layers"), wb.steer(tiny, wb.Steering(deep, layer=9)):
         pass
     odd = make_vector(tiny, {1: torch.ones(64)}, hook="resid_middle")  # spec and vector agree
-    with pytest.raises(ValueError, match="unknown hook point 'resid_middle'"):
-        with wb.steer(tiny, wb.Steering(odd, layer=1, hook="resid_middle")):
-            pass
+    with (
+        pytest.raises(ValueError, match="unknown hook point 'resid_middle'"),
+        wb.steer(tiny, wb.Steering(odd, layer=1, hook="resid_middle")),
+    ):
+        pass
     with pytest.raises(TypeError, match="wb.Steering"), wb.steer(tiny, tiny_vec):
         pass
 
@@ -299,9 +303,12 @@ def test_positions_out_of_reach_in_a_plain_forward(tiny, tiny_vec, tokens):
     n = tokens.shape[1]
     for positions in ((1000,), (0, n), (-n - 1,)):
         spec = wb.Steering(tiny_vec, layer=1, positions=positions)
-        with pytest.raises(ValueError, match=rf"positions \[-?\d+\] reach no token.*{n} prompt tokens.*Fix"):
-            with wb.steer(tiny, spec), torch.no_grad():
-                tiny(tokens)
+        with (
+            pytest.raises(ValueError, match=rf"positions \[-?\d+\] reach no token.*{n} prompt tokens.*Fix"),
+            wb.steer(tiny, spec),
+            torch.no_grad(),
+        ):
+            tiny(tokens)
     with wb.steer(tiny, wb.Steering(tiny_vec, layer=1, positions=(n - 1, -n))), torch.no_grad():
         tiny(tokens)
 

@@ -317,7 +317,7 @@ def test_dotted_names_are_saved_apart(tiny, tiny_vec, tmp_path):
 
 def test_equality_and_hashing(tiny, tiny_vec, tmp_path):
     same = dataclasses.replace(tiny_vec, vectors=tiny_vec.vectors.clone())
-    assert tiny_vec == tiny_vec and tiny_vec == same and hash(tiny_vec) == hash(same)
+    assert tiny_vec == tiny_vec and tiny_vec == same  # noqa: PLR0124 (reflexive __eq__ is the point) and hash(tiny_vec) == hash(same)
     assert len({tiny_vec, same}) == 1
     assert tiny_vec != -tiny_vec and tiny_vec != 2 * tiny_vec and tiny_vec != "vector"
     assert tiny_vec != dataclasses.replace(tiny_vec, meta={**tiny_vec.meta, "model": "other"})

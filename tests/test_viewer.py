@@ -114,6 +114,7 @@ def _dom(page: Path, fragment: str) -> str:
             "--dump-dom",
             page.resolve().as_uri() + fragment,
         ],
+        check=False,
         capture_output=True,
         text=True,
         timeout=120,

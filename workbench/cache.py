@@ -275,7 +275,7 @@ class _Checkpoint:
             return None
         try:
             tensors = load_file(path)
-        except Exception:  # a file cut short by the interruption: recompute it
+        except Exception:  # noqa: BLE001 (a file cut short by the interruption, whatever the error: recompute it)
             return None
         return [tensors[str(i)] for i in range(len(tensors))]
 

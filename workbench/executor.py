@@ -221,7 +221,7 @@ class RayExecutor:
     def _replace(self, dead):
         try:
             self.ray.kill(dead, no_restart=True)
-        except Exception:  # already gone
+        except Exception:  # noqa: BLE001, S110 (already gone: Ray raises its own types for that)
             pass
         fresh = self._start()
         self._pool = [fresh if a is dead else a for a in self._pool]
@@ -249,7 +249,7 @@ class RayExecutor:
         for actor in self._pool:
             try:
                 self.ray.kill(actor, no_restart=True)
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 (already gone: Ray raises its own types for that)
                 pass
         for actor in self._pool:
             try:

@@ -190,7 +190,7 @@ def longest_run(text: str, *, max_unit: int = 32) -> tuple[str, int]:
     """
     best = ("", 0)
     for size in range(1, max_unit + 1):
-        for m in re.finditer(r"((?!\s{%d}).{%d})\1{2,}" % (size, size), text, re.DOTALL):
+        for m in re.finditer(rf"((?!\s{{{size}}}).{{{size}}})\1{{2,}}", text, re.DOTALL):
             if len(m.group()) > best[1]:
                 best = (m.group(1), len(m.group()))
     return best

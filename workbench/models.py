@@ -272,7 +272,7 @@ def _load_bundled(spec, dtype, device, device_map=None):
             try:
                 hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
                 tokenizer = _tokenizer(directory)
-            except Exception as err:  # a cache that passed the size check but does not parse
+            except Exception as err:  # noqa: BLE001 (a cache that passed the size check but does not parse)
                 problem = f"failed to load ({type(err).__name__}: {err})"
             try:
                 content = digest.result()

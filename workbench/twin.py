@@ -48,7 +48,7 @@ def twin(model, *, attention: str = ATTENTION):
     try:
         with torch.device("meta"):
             tw = type(hf)(config)
-    except Exception:  # an architecture whose constructor needs more than its config
+    except Exception:  # noqa: BLE001 (an architecture whose constructor needs more than its config)
         return _remember(model, key, None)
     ours = {_plain(k): v for k, v in hf.state_dict(keep_vars=True).items()}
     wanted = tw.state_dict(keep_vars=True)

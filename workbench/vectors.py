@@ -81,9 +81,9 @@ class SteeringVector:
 
     vectors: Float[Tensor, "n_layers d_model"]
     layers: tuple[int, ...]
-    z_bars: Float[Tensor, n_layers]  # mean projection of with-instruction activations on u
-    z_bars_without: Float[Tensor, n_layers]
-    norms: Float[Tensor, n_layers]  # norm of the raw (unnormalised) derived vector
+    z_bars: Float[Tensor, " n_layers"]  # mean projection of with-instruction activations on u
+    z_bars_without: Float[Tensor, " n_layers"]
+    norms: Float[Tensor, " n_layers"]  # norm of the raw (unnormalised) derived vector
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -127,11 +127,11 @@ class SteeringVector:
             raise ValueError(f"this vector has no layer {layer}; it has layers {list(self.layers)}")
         return self.layers.index(layer)
 
-    def vector(self, layer: int) -> Float[Tensor, d_model]:
+    def vector(self, layer: int) -> Float[Tensor, " d_model"]:
         """What `add` mode adds at weight 1: the unit direction times the vector's scale."""
         return self.vectors[self._slot(layer)]
 
-    def direction(self, layer: int) -> Float[Tensor, d_model]:
+    def direction(self, layer: int) -> Float[Tensor, " d_model"]:
         v = self.vector(layer)
         return v / v.norm().clamp(min=1e-12)
 
@@ -251,7 +251,7 @@ class SteeringVector:
         path = _existing(Path(path))
         try:
             with safe_open(path, "pt") as f:
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (the handle has keys(), no __iter__)
                 meta = json.loads((f.metadata() or {})["workbench"])
             vec = cls(
                 tensors["vectors"],
@@ -261,7 +261,7 @@ class SteeringVector:
                 tensors["norms"],
                 meta,
             )
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 (any failure to read is reported as one error, with the fix)
             raise VectorFileError(
                 f"{path} is not a readable workbench steering vector ({err}). "
                 f"Fix: re-derive and save it; the file may be truncated or "

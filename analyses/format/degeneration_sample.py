@@ -208,28 +208,38 @@ def borderline(df: pd.DataFrame) -> str:
         return f"{int(mask.sum())} row{'s' if mask.sum() != 1 else ''}"
 
     lines = [
-        f'- **Placeholder lists** ("* This is point 1", "* This is point 2", …: the format '
-        f"example of the IFEval instruction, copied): {rows(placeholders)}, "
-        f"{int((placeholders & df['new']).sum())} flagged. Numbers are masked when lines are "
-        f"compared, so three such items in a row are one line written three times. They count "
-        f"up and say nothing, but IFEval scores them as following the instruction; two items "
-        f"pass.",
-        f"- **Flagged by perplexity alone** (test phase only, SmolLM2 scoring its own response, "
-        f"floor 2.5): {rows(only_ppl)}, examples below. The floor is the paper's GPT-2 number "
-        f"and is kept; a model scoring its own greedy output puts fluent text below it too "
-        f"(code answers in the length and composition runs). Validation records no "
-        f"perplexity, so the layer search never uses this criterion.",
-        f"- **Distinct-2 from 0.50 to 0.55** on 20+ words, not flagged: {rows(near)}. "
-        f"Repetitive low-quality prose that partly recovers, and some loops that no criterion "
-        f"catches. Distinct-2 falls with length, so a higher threshold would start flagging "
-        f"long fluent answers.",
-        f"- **A line or sentence written exactly twice**, nothing flagged: {rows(said_twice)}. "
-        f'Mixed: a poem\'s refrain, "I am ready to assist you." at both ends, but also a '
-        f"paragraph that starts again and is cut by the 96-token limit. Flagging two copies "
-        f"would take the refrains with it.",
-        '- **Counting inside a line** ("[Math] 10, 2, 3, 4, …, 19", "2019-01-10 2019-01-11 …") '
-        "passes: `run` compares characters exactly. Counting over lines is flagged, because "
-        'lines are compared with numbers masked ("SECTION 1", "SECTION 2", …).',
+        (
+            f'- **Placeholder lists** ("* This is point 1", "* This is point 2", …: the format '
+            f"example of the IFEval instruction, copied): {rows(placeholders)}, "
+            f"{int((placeholders & df['new']).sum())} flagged. Numbers are masked when lines are "
+            f"compared, so three such items in a row are one line written three times. They count "
+            f"up and say nothing, but IFEval scores them as following the instruction; two items "
+            f"pass."
+        ),
+        (
+            f"- **Flagged by perplexity alone** (test phase only, SmolLM2 scoring its own response, "
+            f"floor 2.5): {rows(only_ppl)}, examples below. The floor is the paper's GPT-2 number "
+            f"and is kept; a model scoring its own greedy output puts fluent text below it too "
+            f"(code answers in the length and composition runs). Validation records no "
+            f"perplexity, so the layer search never uses this criterion."
+        ),
+        (
+            f"- **Distinct-2 from 0.50 to 0.55** on 20+ words, not flagged: {rows(near)}. "
+            f"Repetitive low-quality prose that partly recovers, and some loops that no criterion "
+            f"catches. Distinct-2 falls with length, so a higher threshold would start flagging "
+            f"long fluent answers."
+        ),
+        (
+            f"- **A line or sentence written exactly twice**, nothing flagged: {rows(said_twice)}. "
+            f'Mixed: a poem\'s refrain, "I am ready to assist you." at both ends, but also a '
+            f"paragraph that starts again and is cut by the 96-token limit. Flagging two copies "
+            f"would take the refrains with it."
+        ),
+        (
+            '- **Counting inside a line** ("[Math] 10, 2, 3, 4, …, 19", "2019-01-10 2019-01-11 …") '
+            "passes: `run` compares characters exactly. Counting over lines is flagged, because "
+            'lines are compared with numbers masked ("SECTION 1", "SECTION 2", …).'
+        ),
     ]
     examples = []
     for title, mask in (("perplexity alone", only_ppl), ("placeholder list", placeholders & df["new"])):
@@ -246,17 +256,21 @@ def known_errors(df: pd.DataFrame) -> str:
     brackets = df["response"].str.contains("<" * 20, regex=False)
     return "\n".join(
         [
-            f"- A title followed by a paragraph judged degenerate: {int(titled.sum())} rows start "
-            f"with a `<<title>>`; the old rule flagged {int((titled & df['old']).sum())}, the new "
-            f"rule passes {int(title_fixed.sum())} of those. Read one by one, the old rule's flags "
-            f"on titled responses in this run are all loops after the title (the title again, a "
-            f"sentence again, JSON nesting), so the error does not show here; `<<` and `>>` are "
-            f"one token each for `words()` and do not lower the distinct-2 of a title and a "
-            f"paragraph. The case is pinned by a test (tests/test_fluency.py).",
-            f"- `<<<<<<…` judged not degenerate: {int(brackets.sum())} rows hold 20 or more `<` in a "
-            f"row; the old rule flagged {int((brackets & df['old']).sum())} of them, the new rule "
-            f"{int((brackets & df['new']).sum())}. `words()` reads a run of punctuation as one word, "
-            f"and under 200 bytes compression is not applied; the `run` criterion catches it.",
+            (
+                f"- A title followed by a paragraph judged degenerate: {int(titled.sum())} rows start "
+                f"with a `<<title>>`; the old rule flagged {int((titled & df['old']).sum())}, the new "
+                f"rule passes {int(title_fixed.sum())} of those. Read one by one, the old rule's flags "
+                f"on titled responses in this run are all loops after the title (the title again, a "
+                f"sentence again, JSON nesting), so the error does not show here; `<<` and `>>` are "
+                f"one token each for `words()` and do not lower the distinct-2 of a title and a "
+                f"paragraph. The case is pinned by a test (tests/test_fluency.py)."
+            ),
+            (
+                f"- `<<<<<<…` judged not degenerate: {int(brackets.sum())} rows hold 20 or more `<` in a "
+                f"row; the old rule flagged {int((brackets & df['old']).sum())} of them, the new rule "
+                f"{int((brackets & df['new']).sum())}. `words()` reads a run of punctuation as one word, "
+                f"and under 200 bytes compression is not applied; the `run` criterion catches it."
+            ),
         ]
     )
 
@@ -317,15 +331,19 @@ def main(run: Path) -> str:
     return "\n".join(
         [
             f"# Degeneration rule on real outputs: `{run.relative_to(ANALYSES.parent)}`\n",
-            "Generated by `analyses/format/degeneration_sample.py` (seed "
-            f"{SEED}); do not edit by hand. Responses are cut at 96 tokens by the run itself.\n",
+            (
+                "Generated by `analyses/format/degeneration_sample.py` (seed "
+                f"{SEED}); do not edit by hand. Responses are cut at 96 tokens by the run itself.\n"
+            ),
             RULE,
             "## Flagged per condition\n",
             agree,
             md_table(by_condition) + "\n",
             "All rows: " + ", ".join(f"{c} {total[c].iloc[0]}" for c in total.columns) + ".\n",
-            "In the test phase the no-instruction arm chose no steering for every instruction, so "
-            "its steered and unsteered rows are the same generations.\n",
+            (
+                "In the test phase the no-instruction arm chose no steering for every instruction, so "
+                "its steered and unsteered rows are the same generations.\n"
+            ),
             "New-rule reasons (the first criterion that holds):\n",
             md_table(reasons(df)) + "\n",
             "## The errors the issue reported\n",
@@ -335,8 +353,10 @@ def main(run: Path) -> str:
             "## Borderline cases\n",
             borderline(df) + "\n",
             "## Sample per condition\n",
-            f"{PER_CELL} flagged and {PER_CELL} passed distinct responses per condition (validation "
-            f"and test together), drawn with seed {SEED}; each cut to {CUT} characters.\n",
+            (
+                f"{PER_CELL} flagged and {PER_CELL} passed distinct responses per condition (validation "
+                f"and test together), drawn with seed {SEED}; each cut to {CUT} characters.\n"
+            ),
             samples(df),
             "## Other committed runs\n",
             other_runs(run) + "\n",

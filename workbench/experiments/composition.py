@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -70,7 +71,7 @@ class CompositionConfig(Settings):
     weight_unit: str = "norm_percent"  # or "raw"
     max_new_tokens: int = 256
     # quick(): lowercase only, four short prompts, few pairs, few layers, short answers
-    QUICK = dict(
+    QUICK: ClassVar[dict[str, object]] = dict(
         limit=4,
         format_instructions=("change_case:english_lowercase",),
         n_pairs=8,

@@ -57,12 +57,6 @@ class FormatConfig:
     device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
     dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
     device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
-    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
-    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
-    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
-    device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
-    dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
-    device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
 
     @classmethod
     def quick(cls, **overrides) -> FormatConfig:

@@ -48,7 +48,7 @@ class Settings:
     device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
     dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
     device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
-    QUICK: ClassVar[dict] = {}
+    QUICK: ClassVar[dict[str, object]] = {}
 
     @classmethod
     def quick(cls, **overrides):

@@ -30,6 +30,7 @@ import random
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -94,7 +95,7 @@ class KeywordsConfig(Settings):
     weights: tuple[float, ...] = (0, 10, 20, 40, 80)  # the weight grid; 0 = no steering
     weight_unit: str = "norm_percent"  # or "raw"
     # quick(): two short prompts per kind, few pairs, few layers, one weight, short answers
-    QUICK = dict(
+    QUICK: ClassVar[dict[str, object]] = dict(
         limit=2, n_pairs=6, n_validation=2, layer_step=8, weights=(0, 40), max_new_tokens=32, max_query_chars=300
     )
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -90,7 +91,9 @@ class LengthConfig(Settings):
     weight_unit: str = "norm_percent"  # or "raw"
     max_new_tokens: int = 256
     # quick(): two short queries, the conciseness vector only, few pairs, two weights, short answers
-    QUICK = dict(limit=2, n_pairs=8, weights=(0, 20), max_new_tokens=48, all_classes=False, max_query_chars=300)
+    QUICK: ClassVar[dict[str, object]] = dict(
+        limit=2, n_pairs=8, weights=(0, 20), max_new_tokens=48, all_classes=False, max_query_chars=300
+    )
 
 
 def sentence_instruction(n: int) -> str:

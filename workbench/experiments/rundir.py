@@ -23,7 +23,7 @@ import subprocess
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from workbench.models import library_versions, lock_hash, model_info
 
@@ -40,10 +40,13 @@ def _json(value: Any) -> Any:
 def git_commit() -> str:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, check=False, capture_output=True, text=True, timeout=5
+        )
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=here,
+            check=False,
             capture_output=True,
             text=True,
             timeout=5,
@@ -67,7 +70,7 @@ class RunDir:
             self._lock.release()
             self._lock = None
 
-    def __enter__(self) -> RunDir:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -255,7 +258,8 @@ class _Lock:
         key = path.resolve()
         lock = cls.held.get(key)
         if lock is None:
-            file = open(key / "run.lock", "a+", encoding="utf-8")  # "a+": keep the holder's pid
+            # held open for as long as the lock is ("a+": keep the holder's pid); closed by release()
+            file = open(key / "run.lock", "a+", encoding="utf-8")  # noqa: SIM115
             if fcntl is not None:
                 try:
                     fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

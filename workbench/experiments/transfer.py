@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import workbench as wb
 from workbench.analysis.linear_map import load_linear_map
@@ -76,7 +77,9 @@ class TransferConfig(Settings):
     map_alpha: float = 10.0
     map_texts: int = 200  # neutral texts (training base queries, no instruction) the map is fitted on
     # quick(): few pairs, few short prompts, few layers, short answers
-    QUICK = dict(n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4, max_query_chars=300)
+    QUICK: ClassVar[dict[str, object]] = dict(
+        n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4, max_query_chars=300
+    )
 
 
 def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) -> dict | None:

@@ -27,7 +27,7 @@ def embedding_scatter(df: pd.DataFrame, title: str = "Difference vectors") -> go
                 mode="markers",
                 name=str(label),
                 marker=dict(color=color(i), size=7),
-                customdata=g["example"] if "example" in g else None,
+                customdata=g.get("example", None),
                 hovertemplate="%{customdata}<extra>%{fullData.name}</extra>" if "example" in g else None,
             )
         )
