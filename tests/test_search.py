@@ -133,3 +133,22 @@ def test_add_strength_is_in_units_of_the_raw_norm(tiny_vec):
     norm = float(tiny_vec.norms[1])
     assert Candidate(layer, "add", 2.0).weight(tiny_vec) == pytest.approx(2 * norm)
     assert Candidate(layer, "adjust", 0.5).weight(tiny_vec) == 0.5
+
+
+def test_ties_at_good_zero_go_to_the_candidate_that_follows(tmp_path):
+    """On few prompts every candidate may be at good = 0; the one that makes the model follow
+    (while looping) goes on, not the first of the grid that changes nothing."""
+    cands = candidate_grid([1, 2, 3], adjust=(1.0,))
+    follows = Candidate(3, "adjust", 1.0)
+
+    def evaluate(jobs, round_):
+        rows = []
+        for j in jobs:
+            hit = j.tags["label"] == follows.label
+            # round 0: it follows but loops; later prompts (i >= 2) it follows cleanly
+            rows.append(dict(job=j.id, loose=hit, degenerate=hit and j.tags["i"] < 2))
+        return pd.DataFrame(rows)
+
+    choices = successive_halving(_Run(tmp_path), {"g": _rows("g", 6)}, cands, _jobs_for, evaluate,
+                                 plan=Halving(prompts=(2, 6), keep=(1,)))
+    assert choices == {"g": follows}

@@ -97,9 +97,15 @@ def summarize(lines: pd.DataFrame) -> dict:
 
 
 def _rank(stats: dict[Candidate, dict]) -> list[Candidate]:
-    """Steered candidates best first: more good, then fewer degenerate, then grid order."""
+    """Steered candidates best first: more good, then more followed at all (loose), then fewer
+    degenerate, then grid order. Loose breaks ties because on a few prompts every candidate is
+    often at good = 0: a candidate that makes the model follow the instruction while it loops
+    is then closer to the goal than one that changes nothing, and a later round with more
+    prompts decides between them (in the first full format run, ranking ties by degenerate rate
+    kept the early layers that change nothing and dropped the late ones that title answers)."""
     steered = [c for c in stats if c.steered]
-    return sorted(steered, key=lambda c: (-stats[c]["good"], stats[c]["degenerate"], steered.index(c)))
+    return sorted(steered, key=lambda c: (-stats[c]["good"], -stats[c]["loose"],
+                                          stats[c]["degenerate"], steered.index(c)))
 
 
 def successive_halving(
