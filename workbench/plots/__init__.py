@@ -7,12 +7,13 @@ showing or saving it. `export` is the one function that writes files.
 """
 
 from workbench.plots.contrast import detect_vs_steer
-from workbench.plots.curves import cosine_baselines, layer_sweep, projection_curves, separation_curves, weight_sweep
+from workbench.plots.curves import cosine_baselines, projection_curves, separation_curves
 from workbench.plots.heatmaps import cosine_heatmap, cosine_heatmap_by_layer, transfer_matrix
 from workbench.plots.lens import logit_lens
 from workbench.plots.output import ChromiumNotFoundError, export, find_chromium, write_plotlyjs
 from workbench.plots.scatter import embedding_scatter, two_by_two_bars
 from workbench.plots.search import search_rounds
+from workbench.plots.sweeps import layer_sweep, weight_sweep
 
 __all__ = [
     "ChromiumNotFoundError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 import plotly.colors
@@ -12,7 +13,8 @@ PALETTE = plotly.colors.qualitative.Plotly
 
 
 def color(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+    """The i-th colour of the palette (cycling)."""
+    return str(PALETTE[i % len(PALETTE)])
 
 
 def require_columns(df: pd.DataFrame, columns: Iterable[str], builder: str) -> None:
@@ -21,6 +23,6 @@ def require_columns(df: pd.DataFrame, columns: Iterable[str], builder: str) -> N
         raise ValueError(f"{builder} needs columns {missing}; got {list(df.columns)}")
 
 
-def in_order(values: pd.Series) -> list:
+def in_order(values: pd.Series) -> list[Any]:
     """Distinct values in order of first appearance (legend order follows the table)."""
     return list(pd.unique(values))

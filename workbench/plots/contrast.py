@@ -8,6 +8,8 @@ In a notebook:
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -17,7 +19,7 @@ from workbench.plots._common import TEMPLATE, color, require_columns
 _LABELS = {"cohens_d": "Cohen's d", "auroc": "AUROC"}
 
 
-def _bars(df: pd.DataFrame, col: str, low: str, high: str) -> dict | None:
+def _bars(df: pd.DataFrame, col: str, low: str, high: str) -> dict[str, Any] | None:
     if not {low, high} <= set(df.columns):
         return None
     return dict(type="data", array=df[high] - df[col], arrayminus=df[col] - df[low], thickness=1)
@@ -69,7 +71,7 @@ def detect_vs_steer(
         row=1,
         col=1,
     )
-    best_sep = sep.loc[sep[detect].idxmax()]
+    best_sep = sep.sort_values(detect, ascending=False, kind="stable").iloc[0]  # the first of equal maxima
     fig.add_trace(
         go.Scatter(
             x=[best_sep["layer"]],
@@ -110,7 +112,7 @@ def detect_vs_steer(
             row=2,
             col=1,
         )
-    best = steered.loc[steered[value].idxmax()]
+    best = steered.sort_values(value, ascending=False, kind="stable").iloc[0]
     fig.add_trace(
         go.Scatter(
             x=[best["layer"]],

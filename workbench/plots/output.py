@@ -60,7 +60,8 @@ def _static_image(fig: go.Figure, fmt: str, scale: float) -> bytes:
     opts = dict(format=fmt, width=fig.layout.width or 900, height=fig.layout.height or 550, scale=scale)
     try:
         # mathjax=False: kaleido would otherwise load MathJax from a CDN; our figures use no LaTeX
-        return kaleido.calc_fig_sync(fig, opts=opts, kopts=dict(path=browser, mathjax=False))
+        image: bytes = kaleido.calc_fig_sync(fig, opts=opts, kopts=dict(path=browser, mathjax=False))
+        return image
     except Exception as err:  # kaleido/choreographer raise a variety of types on a broken browser
         raise ChromiumNotFoundError(f"{fmt} export through {browser} failed ({err!r}). {FIX}") from err
 

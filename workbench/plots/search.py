@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.curves import TEMPLATE
+from workbench.plots._common import TEMPLATE
 
 
 def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
