@@ -12,13 +12,27 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from workbench.report_sections import BUILDERS
-from workbench.report_tables import Section, condition_label, md_table  # noqa: F401 (re-exported)
+from workbench.report_tables import Section, condition_label, md_table
+
+# the section type and table helpers are part of this module's face (wb.report.md_table)
+__all__ = [
+    "Section",
+    "condition_label",
+    "load_run",
+    "md_table",
+    "run_header",
+    "sections",
+    "write_figures",
+    "write_report",
+]
 
 
-def run_header(state: dict) -> str:
+def run_header(state: dict[str, Any]) -> str:
     """Markdown lines naming the run: experiment, model, hashes, commit, timings, configuration."""
     ident, info = state["identity"], state["model_info"]
     timings = ", ".join(f"{k} {v:.0f} s" for k, v in state.get("timings", {}).items())
@@ -32,7 +46,7 @@ def run_header(state: dict) -> str:
     )
 
 
-def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) -> list[Path]:
+def write_figures(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Export every figure of a run's report into `out_dir`, with an index.json tying each file
     to the run it came from (directory, experiment, model, weight and data hashes, commit)."""
     from workbench.plots import export
@@ -62,12 +76,13 @@ def write_figures(run_dir: str | Path, out_dir: str | Path, formats=("png",)) ->
     return paths
 
 
-def load_run(run_dir: str | Path) -> dict:
+def load_run(run_dir: str | Path) -> dict[str, Any]:
     """A run directory's run.json: identity (experiment, config, hashes), model, records."""
     run = Path(run_dir)
     if not (run / "run.json").exists():
         raise FileNotFoundError(f"{run} has no run.json: not a workbench run directory")
-    return json.loads((run / "run.json").read_text())
+    state: dict[str, Any] = json.loads((run / "run.json").read_text())
+    return state
 
 
 def sections(run_dir: str | Path) -> list[Section]:
