@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
+
+# one value per outcome: a list, a pandas Series (a table's column) or a 1-d array
+Outcomes: TypeAlias = Sequence[Any] | pd.Series | np.ndarray
 
 
 def accuracy_ci(successes: float, n: int, alpha: float = 0.05, method: str = "wilson") -> tuple[float, float]:
@@ -40,7 +43,7 @@ def accuracy_ci(successes: float, n: int, alpha: float = 0.05, method: str = "wi
 
 
 def clustered_accuracy_ci(
-    correct: Sequence[bool], clusters: Sequence[Any], alpha: float = 0.05, *, n_resamples: int = 2000, seed: int = 0
+    correct: Outcomes, clusters: Outcomes, alpha: float = 0.05, *, n_resamples: int = 2000, seed: int = 0
 ) -> tuple[float, float]:
     """Interval of a proportion whose outcomes come in correlated clusters (one base query scored
     at several thresholds, say): a percentile bootstrap over clusters (scipy), resampling whole
@@ -73,7 +76,7 @@ def clustered_accuracy_ci(
     return (float(res.confidence_interval.low), float(res.confidence_interval.high))
 
 
-def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
+def mcnemar_exact(a: Outcomes, b: Outcomes) -> dict[str, float]:
     """Exact McNemar test of paired outcomes `a[i]`, `b[i]` (e.g. unsteered, steered).
 
         mcnemar_exact(df.loose_plain, df.loose_steered)["pvalue"]
@@ -82,18 +85,18 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     losses), statistic (min(b01, b10)) and pvalue, the two-sided exact binomial test of
     b01 against b01 + b10 at 1/2 (statsmodels `mcnemar(table, exact=True)`).
     """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired outcomes need equal 1-d lengths, got {a.shape} and {b.shape}")
-    b01, b10 = int(np.sum(~a & b)), int(np.sum(a & ~b))
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired outcomes need equal 1-d lengths, got {x.shape} and {y.shape}")
+    b01, b10 = int(np.sum(~x & y)), int(np.sum(x & ~y))
     # rows: a right / wrong; columns: b right / wrong
-    table = [[int(np.sum(a & b)), b10], [b01, int(np.sum(~a & ~b))]]
+    table = [[int(np.sum(x & y)), b10], [b01, int(np.sum(~x & ~y))]]
     res = mcnemar(table, exact=True)
-    n = len(a)
+    n = len(x)
     return {
         "n": n,
-        "acc_a": float(a.mean()) if n else math.nan,
-        "acc_b": float(b.mean()) if n else math.nan,
+        "acc_a": float(x.mean()) if n else math.nan,
+        "acc_b": float(y.mean()) if n else math.nan,
         "b01": b01,
         "b10": b10,
         "statistic": float(res.statistic),

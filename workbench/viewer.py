@@ -22,7 +22,9 @@ from __future__ import annotations
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -34,7 +36,7 @@ METRICS = ("ppl", "distinct_2", "compression_ratio")
 PAGE_SIZE = 100  # cards drawn at a time; "show more" draws the next ones
 
 
-def read_generations(run_dir: str | Path) -> tuple[list[dict], int]:
+def read_generations(run_dir: str | Path) -> tuple[list[dict[str, Any]], int]:
     """The records of generations.jsonl and the count of lines that could not be read (skipped
     here; the run itself sets them aside when it resumes). Read-only: nothing is moved."""
     path = Path(run_dir) / "generations.jsonl"
@@ -81,7 +83,7 @@ def viewer_records(run_dir: str | Path) -> pd.DataFrame:
     return gens.reset_index(drop=True)
 
 
-def _first(df: pd.DataFrame, names, default) -> pd.Series:
+def _first(df: pd.DataFrame, names: Sequence[str], default: str | float) -> pd.Series:
     out = pd.Series(default, index=df.index, dtype=object if isinstance(default, str) else float)
     for name in reversed(names):
         if name in df.columns:
@@ -89,61 +91,65 @@ def _first(df: pd.DataFrame, names, default) -> pd.Series:
     return out
 
 
-def _payload(df: pd.DataFrame) -> list[dict]:
+def _column(df: pd.DataFrame, name: str, default: str) -> list[str]:
+    """Column `name` as strings ("" for missing values), or `default` throughout."""
+    return df[name].fillna("").astype(str).tolist() if name in df.columns else [default] * len(df)
+
+
+def _payload(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Compact rows for the page, each pointing at its references by index."""
-    key = df.get("row_id", df["key"]).astype(str)
-    phase = df.get("phase", pd.Series("", index=df.index)).fillna("").astype(str)
-    cond = df.get("with_instruction", pd.Series(False, index=df.index)).fillna(False).astype(bool)
-    group = df["arm"].fillna("").astype(str) if "arm" in df else pd.Series("", index=df.index)
-    label = df.get("steering", pd.Series("", index=df.index)).fillna("").astype(str)
+    key = df["row_id" if "row_id" in df.columns else "key"].astype(str).tolist()
+    phase, group, label = _column(df, "phase", ""), _column(df, "arm", ""), _column(df, "steering", "")
+    cond: list[bool] = (
+        df["with_instruction"].fillna(False).astype(bool).tolist() if "with_instruction" in df else [False] * len(df)
+    )
+    records = df.to_dict("records")
     unsteered: dict[tuple[str, str, bool], int] = {}
     steered_at: dict[tuple[str, str, bool, str], int] = {}
-    for i in range(len(df)):
-        if not df["steered"].iat[i]:
-            unsteered.setdefault((phase.iat[i], key.iat[i], cond.iat[i]), i)
+    for i, r in enumerate(records):
+        if not r["steered"]:
+            unsteered.setdefault((phase[i], key[i], cond[i]), i)
         else:
-            steered_at.setdefault((phase.iat[i], key.iat[i], cond.iat[i], label.iat[i]), i)
+            steered_at.setdefault((phase[i], key[i], cond[i], label[i]), i)
     rows = []
-    for i, r in enumerate(df.itertuples(index=False)):
-        p, k, c = phase.iat[i], key.iat[i], cond.iat[i]
-        verdicts = {v: bool(getattr(r, v)) for v in VERDICTS if v in df.columns and _known(getattr(r, v))}
-        metrics = {m: round(float(getattr(r, m)), 3) for m in METRICS if m in df.columns and _known(getattr(r, m))}
-        degenerate = getattr(r, "degenerate", None)
+    for i, r in enumerate(records):
+        p, k, c = phase[i], key[i], cond[i]
+        verdicts = {v: bool(r[v]) for v in VERDICTS if v in r and _known(r[v])}
+        metrics = {m: round(float(r[m]), 3) for m in METRICS if m in r and _known(r[m])}
+        degenerate = r.get("degenerate")
         rows.append(
             dict(
-                job=str(r.job),
+                job=str(r["job"]),
                 phase=p,
                 key=k,
-                inst=str(r.instruction),
-                cond=bool(c),
-                layer=None if pd.isna(r.layer) else int(r.layer),
-                weight=None if pd.isna(r.weight) else float(r.weight),
-                group=str(getattr(r, "mode", "") or group.iat[i]) if "mode" in df.columns else group.iat[i],
-                steered=bool(r.steered),
-                label=label.iat[i],
-                prompt=str(r.prompt),
-                response=str(r.response),
-                tokens=_int(getattr(r, "n_tokens", None)),
-                finish=str(getattr(r, "finish_reason", "") or ""),
+                inst=str(r["instruction"]),
+                cond=c,
+                layer=None if pd.isna(r["layer"]) else int(r["layer"]),
+                weight=None if pd.isna(r["weight"]) else float(r["weight"]),
+                group=str(r.get("mode", "") or group[i]) if "mode" in df.columns else group[i],
+                steered=bool(r["steered"]),
+                label=label[i],
+                prompt=str(r["prompt"]),
+                response=str(r["response"]),
+                tokens=_int(r.get("n_tokens")),
+                finish=str(r.get("finish_reason", "") or ""),
                 verdicts=verdicts,
                 metrics=metrics,
                 degenerate=None if not _known(degenerate) else bool(degenerate),
-                reason=str(getattr(r, "degenerate_reason", "") or "")
-                if _known(getattr(r, "degenerate_reason", None))
-                else "",
+                reason=str(r.get("degenerate_reason", "") or "") if _known(r.get("degenerate_reason")) else "",
                 base=unsteered.get((p, k, c)),
                 base_with=None if c else unsteered.get((p, k, True)),
-                steered_with=None if c or not r.steered else steered_at.get((p, k, True, label.iat[i])),
+                steered_with=None if c or not r["steered"] else steered_at.get((p, k, True, label[i])),
             )
         )
     return rows
 
 
-def _known(value) -> bool:
+def _known(value: object) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
 
-def _int(value):
+def _int(value: Any) -> int | None:
     return int(value) if _known(value) else None
 
 
