@@ -23,18 +23,19 @@ import subprocess
 import warnings
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
+from workbench.experiments.runlock import RunLock
 from workbench.models import library_versions, lock_hash, model_info
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; runs are then not guarded against each other
-    fcntl = None
+if TYPE_CHECKING:
+    from workbench.types import Model
 
 
 def _json(value: Any) -> Any:
-    return json.loads(json.dumps(asdict(value) if is_dataclass(value) else value, default=str))
+    """`value` (a dataclass instance too) as plain JSON values."""
+    plain = asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    return json.loads(json.dumps(plain, default=str))
 
 
 def git_commit() -> str:
@@ -59,10 +60,10 @@ def git_commit() -> str:
 class RunDir:
     """Holds the state of one run on disk; every write goes straight to a file."""
 
-    def __init__(self, path: Path):
-        self._lock: _Lock | None = None  # set by open()
+    def __init__(self, path: Path) -> None:
+        self._lock: RunLock | None = None  # set by open()
         self.path = Path(path)
-        self.state: dict = _read_state(self.path / "run.json")
+        self.state: dict[str, Any] = _read_state(self.path / "run.json")
 
     def close(self) -> None:
         """Release the run directory for other processes (also on garbage collection)."""
@@ -73,19 +74,19 @@ class RunDir:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __del__(self) -> None:
         self.close()
 
     @classmethod
-    def open(cls, path: str | Path, experiment: str, config: Any, *, model, data_hash: str) -> RunDir:
+    def open(cls, path: str | Path, experiment: str, config: Any, *, model: Model, data_hash: str) -> RunDir:
         """Create the run, or resume it when identity (experiment, model, data, config) matches.
         The directory stays locked against other processes while the returned RunDir lives."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        lock = _Lock.acquire(path)
+        lock = RunLock.acquire(path)
         try:
             run = cls._open(path, experiment, config, model=model, data_hash=data_hash)
         except BaseException:
@@ -95,7 +96,7 @@ class RunDir:
         return run
 
     @classmethod
-    def _open(cls, path: Path, experiment: str, config: Any, *, model, data_hash: str) -> RunDir:
+    def _open(cls, path: Path, experiment: str, config: Any, *, model: Model, data_hash: str) -> RunDir:
         info = model_info(model)
         identity = dict(
             experiment=experiment,
@@ -140,8 +141,9 @@ class RunDir:
         return cls(path)
 
     @property
-    def config(self) -> dict:
-        return self.state["identity"]["config"]
+    def config(self) -> dict[str, Any]:
+        config: dict[str, Any] = self.state["identity"]["config"]
+        return config
 
     def save(self) -> None:
         _write_json(self.path / "run.json", self.state)
@@ -160,14 +162,16 @@ class RunDir:
         return target
 
     # generations: append-only JSONL, one finished generation per line
-    def generations(self) -> dict[str, dict]:
+    def generations(self) -> dict[str, dict[str, Any]]:
         """The finished generations, by job id. Lines that cannot be read (the last one when a
         kill cut it short, or any corrupt one) are moved to generations.rejected.jsonl with
         their line numbers, so their jobs are generated again and nothing readable is lost."""
         path = self.path / "generations.jsonl"
         if not path.exists():
             return {}
-        done, good, bad = {}, [], []
+        done: dict[str, dict[str, Any]] = {}
+        good: list[bytes] = []
+        bad: list[tuple[int, bytes]] = []
         lines = path.read_bytes().split(b"\n")
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -208,14 +212,14 @@ class RunDir:
             _sync(f)
         tmp.replace(path)
 
-    def append_generations(self, records: list[dict]) -> None:
+    def append_generations(self, records: list[dict[str, Any]]) -> None:
         with (self.path / "generations.jsonl").open("a", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
             _sync(f)
 
 
-def _record(line: bytes) -> dict | None:
+def _record(line: bytes) -> dict[str, Any] | None:
     """One line of generations.jsonl as a record, or None when it is not one."""
     try:
         record = json.loads(line)
@@ -224,12 +228,12 @@ def _record(line: bytes) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("job"), str) else None
 
 
-def _sync(f) -> None:
+def _sync(f: IO[Any]) -> None:
     f.flush()
     os.fsync(f.fileno())
 
 
-def _read_state(run_file: Path) -> dict:
+def _read_state(run_file: Path) -> dict[str, Any]:
     try:
         state = json.loads(run_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
@@ -244,53 +248,11 @@ def _read_state(run_file: Path) -> dict:
     return state
 
 
-class _Lock:
-    """An advisory lock on a run directory (flock on run.lock, which names the holder's pid).
-    Shared within one process, so a process may open its own run again (run, then resume)."""
-
-    held: ClassVar[dict[Path, _Lock]] = {}  # by resolved path: the locks this process holds
-
-    def __init__(self, key: Path, file):
-        self.key, self.file, self.users = key, file, 0
-
-    @classmethod
-    def acquire(cls, path: Path) -> _Lock:
-        key = path.resolve()
-        lock = cls.held.get(key)
-        if lock is None:
-            # held open for as long as the lock is ("a+": keep the holder's pid); closed by release()
-            file = open(key / "run.lock", "a+", encoding="utf-8")  # noqa: SIM115
-            if fcntl is not None:
-                try:
-                    fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    file.seek(0)
-                    pid = file.read().strip() or "unknown"
-                    file.close()
-                    raise ValueError(
-                        f"{path} is in use by another run (pid {pid}): two runs "
-                        f"appending to one directory would each generate every job. "
-                        f"Fix: wait for it to finish, or pass another --out."
-                    ) from None
-            file.truncate(0)
-            file.write(str(os.getpid()))
-            file.flush()
-            lock = cls.held[key] = cls(key, file)
-        lock.users += 1
-        return lock
-
-    def release(self) -> None:
-        self.users -= 1
-        if self.users == 0:
-            self.held.pop(self.key, None)
-            self.file.close()  # closing the file releases the flock
-
-
-def _same(key: str, old, new) -> bool:
+def _same(key: str, old: Any, new: Any) -> bool:
     """Identity fields compare equal; in the configuration, a field absent from an older record
     matches a new field left at None (fields added later, e.g. device, keep old runs resumable)."""
     if key != "config" or not isinstance(old, dict) or not isinstance(new, dict):
-        return old == new
+        return bool(old == new)
     return all(old.get(k) == new.get(k) for k in set(old) | set(new))
 
 
