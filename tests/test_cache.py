@@ -33,7 +33,7 @@ def test_matches_raw_transformers_hidden_states(fixture, request):
     """Every layer and position of a padded batch equals HF's own unpadded forward pass."""
     model = request.getfixturevalue(fixture)
     name = model.wb_info.name
-    acts = wb.cache_pairs(model, MIXED_PAIRS, position="all", batch_size=4)
+    acts = wb.cache_pairs_all_positions(model, MIXED_PAIRS, batch_size=4)
     ids = encode(model.tokenizer, acts.prompts_with + acts.prompts_without, acts.format)
     lengths = sorted((len(i) for i in ids), reverse=True)  # the order batches are cut in
     assert lengths[0] - lengths[3] >= 10 and lengths[4] != lengths[5]  # both batches are padded
@@ -65,7 +65,7 @@ def test_matches_raw_transformers_hidden_states(fixture, request):
 
 def test_positions_agree_with_slicing_all(tiny, tiny_pairs):
     pairs = tiny_pairs[:5]
-    full = wb.cache_pairs(tiny, pairs, position="all", batch_size=3)
+    full = wb.cache_pairs_all_positions(tiny, pairs, batch_size=3)
     last = wb.cache_pairs(tiny, pairs, position="last", batch_size=3)
     mean = wb.cache_pairs(tiny, pairs, position="mean", batch_size=3)
     picked = wb.cache_pairs(tiny, pairs, position=[0, 3, -1], batch_size=3)
@@ -108,10 +108,10 @@ def test_layer_subset_and_negative_layers(tiny, tiny_pairs, tiny_acts):
 def test_other_hook_points(tiny, tiny_pairs, recorder):
     """resid_mid = resid_pre + attn_out, and resid_pre of block l is resid_post of block l - 1."""
     pairs = tiny_pairs[:3]
-    kw = dict(layers=[1, 2], position="all", batch_size=6)
-    mid = wb.cache_pairs(tiny, pairs, hook="resid_mid", **kw)
-    attn = wb.cache_pairs(tiny, pairs, hook="hook_attn_out", **kw)  # the hook_ prefix is optional
-    post = wb.cache_pairs(tiny, pairs, layers=[0, 1], position="all", batch_size=6)
+    kw = dict(layers=[1, 2], batch_size=6)
+    mid = wb.cache_pairs_all_positions(tiny, pairs, hook="resid_mid", **kw)
+    attn = wb.cache_pairs_all_positions(tiny, pairs, hook="hook_attn_out", **kw)  # the hook_ prefix is optional
+    post = wb.cache_pairs_all_positions(tiny, pairs, layers=[0, 1], batch_size=6)
     assert mid.hook == "resid_mid"
     for m, a, p in zip(mid.with_instruction, attn.with_instruction, post.with_instruction):
         torch.testing.assert_close(m, p + a, atol=1e-4, rtol=1e-5)
@@ -138,6 +138,8 @@ def test_bad_arguments(tiny, tiny_pairs):
         wb.cache_pairs(tiny, pairs, position=[0, -1000])
     with pytest.raises(ValueError, match="unknown position 'first'"):
         wb.cache_pairs(tiny, pairs, position="first")
+    with pytest.raises(ValueError, match=r"position='all'.*cache_pairs_all_positions"):
+        wb.cache_pairs(tiny, pairs, position="all")
     with pytest.raises(ValueError, match="empty pair list"):
         wb.cache_pairs(tiny, [])
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
@@ -145,19 +147,19 @@ def test_bad_arguments(tiny, tiny_pairs):
 
 
 def test_batch_size_does_not_change_results(tiny, tiny_pairs):
-    one = wb.cache_pairs(tiny, tiny_pairs, position="all", batch_size=1)
-    seven = wb.cache_pairs(tiny, tiny_pairs, position="all", batch_size=7)
+    one = wb.cache_pairs_all_positions(tiny, tiny_pairs, batch_size=1)
+    seven = wb.cache_pairs_all_positions(tiny, tiny_pairs, batch_size=7)
     lengths = {len(a) for a in one.with_instruction + one.without_instruction}
     assert len(lengths) > 3  # the batches of 7 are padded
     for a, b in zip(one.with_instruction + one.without_instruction, seven.with_instruction + seven.without_instruction):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
-_RUN_BATCH = wc._run_batch
+_READ_BATCH = wc.read_batch
 
 
 class _Counted:
-    """Wraps cache._run_batch, counting calls and optionally failing after `fail_after`."""
+    """Wraps cache.read_batch, counting calls and optionally failing after `fail_after`."""
 
     def __init__(self, fail_after: int | None = None):
         self.calls, self.fail_after = 0, fail_after
@@ -166,7 +168,7 @@ class _Counted:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("simulated interruption")
         self.calls += 1
-        return _RUN_BATCH(*args, **kwargs)
+        return _READ_BATCH(*args, **kwargs)
 
 
 def test_checkpoint_resumes_from_saved_batches(tiny, tiny_pairs, tmp_path, monkeypatch):
@@ -174,7 +176,7 @@ def test_checkpoint_resumes_from_saved_batches(tiny, tiny_pairs, tmp_path, monke
     plain = wb.cache_pairs(tiny, tiny_pairs, **kw)
 
     interrupted = _Counted(fail_after=4)
-    monkeypatch.setattr(wc, "_run_batch", interrupted)
+    monkeypatch.setattr(wc, "read_batch", interrupted)
     with pytest.raises(KeyboardInterrupt):
         wb.cache_pairs(tiny, tiny_pairs, checkpoint=tmp_path, **kw)
     saved = sorted(tmp_path.glob("batch-*.safetensors"))
@@ -182,7 +184,7 @@ def test_checkpoint_resumes_from_saved_batches(tiny, tiny_pairs, tmp_path, monke
 
     saved[-1].write_bytes(saved[-1].read_bytes()[:50])  # the batch being written when cut off
     resumed = _Counted()
-    monkeypatch.setattr(wc, "_run_batch", resumed)
+    monkeypatch.setattr(wc, "read_batch", resumed)
     again = wb.cache_pairs(tiny, tiny_pairs, checkpoint=tmp_path, **kw)
     assert resumed.calls == 3  # the truncated batch and the two never run
     assert len(list(tmp_path.glob("batch-*.safetensors"))) == 6
@@ -190,7 +192,7 @@ def test_checkpoint_resumes_from_saved_batches(tiny, tiny_pairs, tmp_path, monke
     torch.testing.assert_close(again.without_instruction, plain.without_instruction, atol=1e-6, rtol=0)
 
     complete = _Counted()
-    monkeypatch.setattr(wc, "_run_batch", complete)
+    monkeypatch.setattr(wc, "read_batch", complete)
     wb.cache_pairs(tiny, tiny_pairs, checkpoint=tmp_path, **kw)
     assert complete.calls == 0
 

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 import workbench as wb
-from workbench import models
+from workbench import devices, models
 from workbench.twin import twin
 
 CUDA = torch.cuda.is_available()
@@ -46,11 +46,11 @@ def _prompts(n: int) -> list[str]:
 
 # dtypes and devices: names, refusals, the record
 def test_dtype_names():
-    assert models.as_dtype(None) is torch.float32
-    assert models.as_dtype("bf16") is torch.bfloat16 and models.as_dtype("torch.float16") is torch.float16
-    assert models.as_dtype(torch.bfloat16) is torch.bfloat16
+    assert devices.as_dtype(None) is torch.float32
+    assert devices.as_dtype("bf16") is torch.bfloat16 and devices.as_dtype("torch.float16") is torch.float16
+    assert devices.as_dtype(torch.bfloat16) is torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype 'int8'"):
-        models.as_dtype("int8")
+        devices.as_dtype("int8")
 
 
 @pytest.mark.skipif(CUDA, reason="checks the refusal where CUDA is absent")
@@ -92,7 +92,7 @@ def test_half_precision_caches_derives_and_steers(tiny, tiny_pairs, tiny_vec, dt
     half = wb.load_model("tiny-instruct", dtype=dtype)
     assert wb.model_info(half).dtype == dtype and half.wb_info.weight_hash == tiny.wb_info.weight_hash
     acts = wb.cache_pairs(half, tiny_pairs)
-    assert acts.with_instruction.dtype == models.as_dtype(dtype)
+    assert acts.with_instruction.dtype == devices.as_dtype(dtype)
     assert torch.isfinite(acts.with_instruction).all()
     vec = wb.derive(acts)
     assert vec.vectors.dtype == torch.float32
@@ -161,7 +161,7 @@ def test_offloaded_layers_run_on_the_bridge_with_the_same_tokens(tiny, tiny_vec,
 
 def test_auto_maps_on_a_machine_without_gpus_stay_on_the_cpu(tiny, tiny_vec):
     auto = wb.load_model("tiny-instruct", device_map="auto")
-    assert set(models.placement(auto)) <= {"cpu"} or CUDA
+    assert set(devices.placement(auto)) <= {"cpu"} or CUDA
     want = wb.generate_table(tiny, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4, max_new_tokens=6)
     got = wb.generate_table(auto, PROMPTS, [[wb.Steering(tiny_vec, 2, "adjust")]] * 4, max_new_tokens=6)
     if not CUDA:

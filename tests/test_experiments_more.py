@@ -14,9 +14,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from workbench.experiments.choice import choose_candidate
 from workbench.experiments.composition import CompositionConfig, run_composition
 from workbench.experiments.grid import NONE, raw_weight
-from workbench.experiments.jobs import choose_candidate
 from workbench.experiments.keywords import KeywordsConfig, run_keywords, word_match
 from workbench.experiments.length import LengthConfig, at_most, run_length
 from workbench.experiments.transfer import TransferConfig, run_transfer
@@ -288,13 +288,12 @@ def test_transfer_between_equal_widths_on_tiny(tmp_path, tiny, tiny_base):
 
 @pytest.fixture(scope="module")
 def tiny_narrow():
-    """A tiny base model of width 32 (the bundled tiny models are 64 wide), booted like models._boot."""
-    from workbench.models import _boot
+    """A tiny base model of width 32 (the bundled tiny models are 64 wide), bridged with provenance."""
+    from workbench.models import bridge
     from workbench.tiny import tiny_hf_model
 
     hf, tokenizer = tiny_hf_model("base", d_model=32)
-    info = dict(name="tiny-base-32", kind="base", weight_hash="tiny-base-32", source="test")
-    model = _boot("meta-llama/Llama-3.2-1B", hf, tokenizer, info, None)
+    model = bridge(hf, tokenizer, name="tiny-base-32", kind="base", weight_hash="tiny-base-32", source="test")
     yield model
     model.reset_hooks(including_permanent=True)
 
@@ -336,9 +335,9 @@ def test_transfer_with_a_fitted_map_between_unequal_widths(tmp_path, tiny, tiny_
 def test_cli_set_parses_config_fields():
     import typer
 
-    from workbench.cli import _configured
+    from workbench.commands import parse_config
 
-    cfg = _configured(
+    cfg = parse_config(
         LengthConfig,
         True,
         ["max_new_tokens=12", "weights=0,5", "layer=none", "baseline=opposite"],
@@ -346,10 +345,10 @@ def test_cli_set_parses_config_fields():
         limit=None,
     )
     assert (cfg.max_new_tokens, cfg.weights, cfg.layer, cfg.baseline, cfg.limit) == (12, (0, 5), None, "opposite", 2)
-    assert _configured(KeywordsConfig, True, ["limit=none"]).limit is None  # --set may clear a quick value
+    assert parse_config(KeywordsConfig, True, ["limit=none"]).limit is None  # --set may clear a quick value
     for bad in (["nonsense=1"], ["QUICK={}"], ["limit"]):
         with pytest.raises(typer.BadParameter, match="max_new_tokens"):
-            _configured(LengthConfig, False, bad)
+            parse_config(LengthConfig, False, bad)
 
 
 def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

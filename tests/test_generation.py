@@ -364,6 +364,6 @@ def test_sampling_uses_a_generator_on_the_logits_device(tiny):
     assert torch.equal(first, hot.pick(logits, torch.Generator("cpu").manual_seed(1)))
     assert first.device == logits.device and first.shape == (3,)
     assert torch.equal(wb.Sampling().pick(logits, None), logits.argmax(-1))
-    from workbench.generation import _device
+    from workbench.devices import input_device
 
-    assert _device(tiny) == next(tiny.original_model.parameters()).device
+    assert input_device(tiny) == next(tiny.original_model.parameters()).device

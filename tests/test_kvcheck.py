@@ -40,7 +40,7 @@ def test_broken_cache_is_a_loud_error_naming_versions_and_fix(tiny, monkeypatch)
 def test_generate_refuses_before_writing_text(tiny, monkeypatch):
     _simulate_unfilled_cache(monkeypatch)
     calls = []
-    monkeypatch.setattr(wb.generation, "_generate_batch", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(wb.generation, "decode_batch", lambda *a, **k: calls.append(a))
     with pytest.raises(wb.StackError):
         wb.generate(tiny, ["Hello there"], max_new_tokens=4)
     assert not calls  # nothing generated

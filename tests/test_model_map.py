@@ -75,7 +75,7 @@ def test_mapped_vector_steers_the_target_and_maps_save(tmp_path, tiny, tiny_base
     fit = fit_model_maps(tiny, tiny_base, TEXTS, target_layers=[1, 2], methods=("ridge",))
     assert list(fit.table["tgt_layer"]) == [1, 2]
     base_acts = wb.cache_pairs(tiny_base, tiny_acts.pairs, layers=[1, 2])
-    mapped = fit.map_vector(tiny_vec, target=base_acts)
+    mapped = fit.map_vector(tiny_vec, target_acts=base_acts)
     assert mapped.layers == (1, 2)
     mapped.check_model(tiny_base)
     expected = (base_acts.with_instruction[:, 0] @ mapped.direction(1)).mean()

@@ -118,8 +118,6 @@ def test_manifest_without_hashes_is_rebuilt(tmp_path):
 
 def test_a_cache_that_stays_corrupt_is_an_error_not_a_loop(tmp_path, monkeypatch):
     """The loader rebuilds a bad cache once; if the rebuilt one is bad too it raises."""
-    from workbench import models
-
     spec = weights.BUNDLED["smollm2-135m-instruct"]
     calls = []
 
@@ -135,7 +133,7 @@ def test_a_cache_that_stays_corrupt_is_an_error_not_a_loop(tmp_path, monkeypatch
         pytest.warns(UserWarning, match="rebuilding"),
         pytest.raises(RuntimeError, match="still unusable after a rebuild") as err,
     ):
-        models._load_bundled(spec, torch.float32, None)
+        weights.load_cached(spec, torch.float32)
     assert calls == [False, True]
     assert "config.json" in str(err.value) and "Fix:" in str(err.value)
 
@@ -252,14 +250,12 @@ def test_bundled_tokenizer_encodes_like_autotokenizer(tmp_path, monkeypatch):
     no Python re-parse); it encodes, decodes and templates like AutoTokenizer, once per process."""
     from transformers import AutoTokenizer
 
-    from workbench import models
-
     for name in ("smollm2-135m-instruct", "gemma3-270m"):
         source = weights.convert(weights.BUNDLED[name])
-        monkeypatch.setattr(models, "_TOKENIZERS", {})
+        monkeypatch.setattr(weights, "_TOKENIZERS", {})
         text = "<|im_start|>user\nHello, how's it going?  ünïcode 12345<|im_end|><start_of_turn>"
         fresh = AutoTokenizer.from_pretrained(source, add_bos_token=True, local_files_only=True)
-        built = models._tokenizer(source)
+        built = weights.cached_tokenizer(source)
         assert built(text)["input_ids"] == fresh(text)["input_ids"]
         assert built(text, add_special_tokens=False)["input_ids"] == fresh(text, add_special_tokens=False)["input_ids"]
         assert built.decode(fresh(text)["input_ids"]) == fresh.decode(fresh(text)["input_ids"])
@@ -269,4 +265,4 @@ def test_bundled_tokenizer_encodes_like_autotokenizer(tmp_path, monkeypatch):
             fresh.eos_token,
             fresh.pad_token,
         )
-        assert models._tokenizer(source) is built  # one per process
+        assert weights.cached_tokenizer(source) is built  # one per process

@@ -149,6 +149,7 @@ def test_ties_at_good_zero_go_to_the_candidate_that_follows(tmp_path):
             rows.append(dict(job=j.id, loose=hit, degenerate=hit and j.tags["i"] < 2))
         return pd.DataFrame(rows)
 
-    choices = successive_halving(_Run(tmp_path), {"g": _rows("g", 6)}, cands, _jobs_for, evaluate,
-                                 plan=Halving(prompts=(2, 6), keep=(1,)))
+    choices = successive_halving(
+        _Run(tmp_path), {"g": _rows("g", 6)}, cands, _jobs_for, evaluate, plan=Halving(prompts=(2, 6), keep=(1,))
+    )
     assert choices == {"g": follows}

@@ -314,7 +314,7 @@ def test_positions_out_of_reach_in_a_plain_forward(tiny, tiny_vec, tokens):
 
 
 def _hook(tiny, rows, ctx):
-    from workbench.steering import build_hooks
+    from workbench.hooks import build_hooks
 
     [(_, fn)] = build_hooks(tiny, rows, ctx)
     return fn
@@ -323,7 +323,7 @@ def _hook(tiny, rows, ctx):
 def test_hook_follows_the_activations_device_and_dtype(tiny, tiny_vec):
     """Terms are built on the CPU in float32; the hook casts them to the activation's device and
     dtype (here the meta device and bfloat16, standing in for an accelerator), once per pair."""
-    from workbench.steering import PositionContext
+    from workbench.hooks import PositionContext
 
     specs = [
         wb.Steering(tiny_vec, layer=1, mode="adjust", positions=(0, -1)),
@@ -351,7 +351,7 @@ def test_hook_follows_the_activations_device_and_dtype(tiny, tiny_vec):
 
 def test_hook_casts_each_term_once_per_device_and_dtype(tiny, tiny_vec, monkeypatch):
     """A decode step must not copy the vectors again."""
-    from workbench.steering import PositionContext, _Term
+    from workbench.hooks import PositionContext, _Term
 
     casts, original = [], _Term.on
 

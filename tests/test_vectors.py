@@ -11,8 +11,10 @@ import torch
 from torch.nn.functional import cosine_similarity
 
 import workbench as wb
+from workbench.derivation import carry_directions
 from workbench.prompts import PromptFormat
-from workbench.vectors import VectorFileError, carry_directions
+from workbench.types import LayerPair
+from workbench.vectors import VectorFileError
 
 N, D, SCALE = 2000, 16, 2.0
 LAYERS = [3, 7]
@@ -35,16 +37,16 @@ def _acts(with_, without, **provenance):
     return wb.PairActivations(
         with_,
         without,
-        list(LAYERS),
-        "resid_post",
-        "last",
-        pairs,
-        [p.with_instruction for p in pairs],
-        [p.without_instruction for p in pairs],
-        [[0]] * n,
-        [[0]] * n,
-        PromptFormat("raw"),
-        dict(dict(model="synthetic", weight_hash="0" * 64, d_model=D), **provenance),
+        layers=list(LAYERS),
+        hook="resid_post",
+        position="last",
+        pairs=pairs,
+        prompts_with=[p.with_instruction for p in pairs],
+        prompts_without=[p.without_instruction for p in pairs],
+        positions_with=[[0]] * n,
+        positions_without=[[0]] * n,
+        format=PromptFormat("raw"),
+        provenance=dict(dict(model="synthetic", weight_hash="0" * 64, d_model=D), **provenance),
     )
 
 
@@ -52,12 +54,14 @@ def _acts(with_, without, **provenance):
 def test_registry_recovers_a_planted_direction_with_its_sign(method):
     with_, without, u = _planted()
     for slot in range(len(LAYERS)):
-        raw = wb.METHODS[method](with_[:, slot], without[:, slot])
+        raw = wb.DERIVATION_METHODS[method](with_[:, slot], without[:, slot])
         assert raw.shape == (D,)
         cos = float(cosine_similarity(raw, u[slot], dim=0))
         assert cos > 0.99, f"{method} layer slot {slot}: cos {cos:.4f}"  # sign included
         # a mirrored data set gives the mirrored direction: the sign is the data's, not luck
-        flipped = float(cosine_similarity(wb.METHODS[method](without[:, slot], with_[:, slot]), u[slot], dim=0))
+        flipped = float(
+            cosine_similarity(wb.DERIVATION_METHODS[method](without[:, slot], with_[:, slot]), u[slot], dim=0)
+        )
         assert flipped < -0.99
 
 
@@ -98,7 +102,7 @@ def test_derive_on_tiny(tiny, tiny_acts, tiny_pairs):
 def test_derive_bad_input(tiny, tiny_pairs, tiny_acts):
     with pytest.raises(ValueError, match="unknown method 'lda'.*mean_diff"):
         wb.derive(tiny_acts, method="lda")
-    full = wb.cache_pairs(tiny, tiny_pairs[:2], layers=[1], position="all")
+    full = wb.cache_pairs_all_positions(tiny, tiny_pairs[:2], layers=[1])
     with pytest.raises(ValueError, match="one activation per prompt"):
         wb.derive(full)
     one = wb.cache_pairs(tiny, tiny_pairs[:1], layers=[1])
@@ -332,7 +336,7 @@ def test_equality_and_hashing(tiny, tiny_vec, tmp_path):
 
 def test_carried_without_activations_has_an_unknown_z_bar(tiny_vec, tiny_acts):
     """With z-bar 0, mode "adjust" would silently ablate: unknown (NaN) makes it refuse."""
-    pairs = [(1, 1), (2, 3)]
+    pairs = [LayerPair(source=1, target=1), LayerPair(source=3, target=2)]
     bare = carry_directions(tiny_vec, pairs, z_from_source=False)
     assert bare.z_bars.isnan().all() and bare.z_bars_without.isnan().all()
     with pytest.raises(ValueError, match="z-bar is unknown.*mode='add'"):

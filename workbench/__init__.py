@@ -8,19 +8,25 @@ In a notebook:
     with wb.steer(model, wb.Steering(vec, layer=12, mode="adjust")): ...
 """
 
-from workbench.cache import PairActivations, cache_pairs
+from typing import Any
+
+from workbench.cache import AllPositionActivations, PairActivations, cache_pairs, cache_pairs_all_positions
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, format_test_rows, load_ifeval
-from workbench.generation import Sampling, generate, generate_reference, generate_table
+from workbench.decoding import Sampling
+from workbench.derivation import DERIVATION_METHODS, derive
+from workbench.generation import generate, generate_reference, generate_table
+from workbench.hooks import steer
 from workbench.kvcheck import StackError, check_kv_cache
 from workbench.models import ModelInfo, list_models, load_model, model_info
 from workbench.pairs import PromptPair, base_queries, control_pairs, instruction_pairs, make_pairs, split_queries
 from workbench.prompts import PromptFormat, default_format
-from workbench.steering import Steering, steer
-from workbench.vectors import METHODS, SteeringVector, derive
+from workbench.steering import Steering
+from workbench.vectors import SteeringVector
 
 __all__ = [
+    "DERIVATION_METHODS",
     "FORMAT_INSTRUCTIONS",
-    "METHODS",
+    "AllPositionActivations",
     "IFEvalRow",
     "ModelInfo",
     "PairActivations",
@@ -32,6 +38,7 @@ __all__ = [
     "SteeringVector",
     "base_queries",
     "cache_pairs",
+    "cache_pairs_all_positions",
     "check_kv_cache",
     "control_pairs",
     "default_format",
@@ -59,7 +66,7 @@ _LAZY_MODULES = ("analysis", "fluency", "plots", "report", "scoring", "stats", "
 _LAZY_NAMES = {"score_ifeval": "scoring", "prompt_level": "scoring"}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     import importlib
 
     if name in _LAZY_MODULES:

@@ -1,7 +1,11 @@
 """Caching the residual stream for both sides of prompt pairs, narrowly.
 
+In a notebook:
+
     acts = wb.cache_pairs(model, pairs, layers=None, hook="resid_post", position="last")
-    acts.with_instruction        # Float[Tensor, "n_pairs n_layers d_model"], on CPU
+    acts.with_instruction        # Float[Tensor, "n_pairs n_layers d_model"], on the CPU
+    every = wb.cache_pairs_all_positions(model, pairs, layers=[12])
+    every.with_instruction[i]    # Float[Tensor, "pos n_layers d_model"]: prompt i's own length
 
 Only the requested hook points are hooked, only the requested positions are kept, and each is
 copied to the CPU as it is read. Prompts are left-padded and given position ids from the
@@ -15,35 +19,32 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
-from workbench.models import input_device, model_info
+from workbench.models import model_info
 from workbench.pairs import PromptPair
 from workbench.prompts import PromptFormat, default_format, encode
+from workbench.reading import hook_name, read_batch
 from workbench.runs import progress
-from workbench.twin import supports, twin, twin_hooks
 
+if TYPE_CHECKING:
+    from workbench.types import Model
 
-class _StopForward(Exception):
-    """Raised after the deepest hooked layer: the rest of the forward pass is not needed."""
-
-
+# which tokens of each prompt cache_pairs reads: "last", "mean" (over the prompt's tokens), one
+# token index (negative ones count from the end), or several (a list of indices)
 Position = str | int | Sequence[int]
 
 
-@dataclass(frozen=True)
-class PairActivations:
-    """Activations of both sides of each pair at the hook point of every layer in `layers`.
+@dataclass(frozen=True, kw_only=True)
+class CachedPairs:
+    """What was cached and how: the pairs and their formatted prompts, the layers and hook point,
+    the token indices read per prompt (unpadded), the prompt format and the model's provenance.
+    The activations themselves are in PairActivations and AllPositionActivations."""
 
-    position "last"/"mean"/an int: tensors of shape (n_pairs, n_layers, d_model);
-    a list of ints: (n_pairs, n_positions, n_layers, d_model);
-    "all": lists of (n_tokens_i, n_layers, d_model) tensors, one per pair (ragged).
-    """
-
-    with_instruction: Tensor | list[Tensor]
-    without_instruction: Tensor | list[Tensor]
     layers: list[int]
     hook: str
     position: Position
@@ -53,29 +54,34 @@ class PairActivations:
     positions_with: list[list[int]]  # the token indices read, per prompt (unpadded)
     positions_without: list[list[int]]
     format: PromptFormat
-    provenance: dict = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_pairs(self) -> int:
         return len(self.pairs)
 
 
-def hook_name(model, hook: str, layer: int) -> str:
-    """`resid_post` -> `blocks.{layer}.hook_resid_post`, validated against the model."""
-    n_layers = model.cfg.n_layers
-    if not -n_layers <= layer < n_layers:
-        raise ValueError(f"layer {layer} is out of range: this model has layers 0..{n_layers - 1}")
-    name = f"blocks.{layer % n_layers}.hook_{hook.removeprefix('hook_')}"
-    if name not in model.hook_dict:
-        known = sorted({k.split(".", 2)[2] for k in model.hook_dict if k.startswith("blocks.0.hook_")})
-        raise ValueError(
-            f"unknown hook point {hook!r} (no {name}). Fix: use one of {[k.removeprefix('hook_') for k in known]}"
-        )
-    return name
+@dataclass(frozen=True)
+class PairActivations(CachedPairs):
+    """Activations of both sides of each pair at the hook point of every layer in `layers`:
+    (n_pairs, n_layers, d_model) for position "last", "mean" or one index; (n_pairs, n_positions,
+    n_layers, d_model) for a list of indices."""
+
+    with_instruction: Float[Tensor, "n_pairs *positions n_layers d_model"]
+    without_instruction: Float[Tensor, "n_pairs *positions n_layers d_model"]
+
+
+@dataclass(frozen=True)
+class AllPositionActivations(CachedPairs):
+    """Activations at every token of both sides of each pair: one (n_tokens, n_layers, d_model)
+    tensor per prompt, each of its own length (`position` is "all")."""
+
+    with_instruction: list[Float[Tensor, "pos n_layers d_model"]]
+    without_instruction: list[Float[Tensor, "pos n_layers d_model"]]
 
 
 def cache_pairs(
-    model,
+    model: Model,
     pairs: Sequence[PromptPair],
     layers: Sequence[int] | None = None,
     *,
@@ -87,18 +93,64 @@ def cache_pairs(
     max_tokens: int = 4096,
     show_progress: bool | None = None,
 ) -> PairActivations:
-    """Cache both sides of `pairs`. `checkpoint`: a directory where finished batches are saved,
-    so an interrupted run resumes from them (refused if it was written for other inputs).
-    Batches hold at most `batch_size` prompts and `max_tokens` padded tokens, so a few long
-    prompts do not pad a whole batch to their length (on 64 of the format experiment's pairs,
-    one batch of 64 computed 4.2x the real tokens; buckets of <= 4096 padded tokens, 1.3x)."""
+    """Cache both sides of `pairs` at `position` (see Position; every token of prompts of
+    different lengths is `cache_pairs_all_positions`). `checkpoint`: a directory where finished
+    batches are saved, so an interrupted run resumes from them (refused if it was written for
+    other inputs). Batches hold at most `batch_size` prompts and `max_tokens` padded tokens, so a
+    few long prompts do not pad a whole batch to their length (on 64 of the format experiment's
+    pairs, one batch of 64 computed 4.2x the real tokens; buckets of <= 4096 padded tokens, 1.3x)."""
+    if position == "all":
+        raise ValueError(
+            "position='all' gives one tensor per prompt, each of its own length. Fix: "
+            "wb.cache_pairs_all_positions(model, pairs, ...), which returns them as lists"
+        )
+    record, acts = _cache(model, pairs, layers, hook, position, batch_size, fmt, checkpoint, max_tokens, show_progress)
+    stacked = torch.stack(acts)  # (2 n_pairs, k, n_layers, d_model)
+    if isinstance(position, str | int):  # one position (or the mean): no positions axis
+        stacked = stacked[:, 0]
+    n = len(pairs)
+    return PairActivations(stacked[:n], stacked[n:], **record)
+
+
+def cache_pairs_all_positions(
+    model: Model,
+    pairs: Sequence[PromptPair],
+    layers: Sequence[int] | None = None,
+    *,
+    hook: str = "resid_post",
+    batch_size: int = 16,
+    fmt: PromptFormat | None = None,
+    checkpoint: str | Path | None = None,
+    max_tokens: int = 4096,
+    show_progress: bool | None = None,
+) -> AllPositionActivations:
+    """Cache every token of both sides of `pairs`: one (n_tokens, n_layers, d_model) tensor per
+    prompt. The arguments are cache_pairs'."""
+    record, acts = _cache(model, pairs, layers, hook, "all", batch_size, fmt, checkpoint, max_tokens, show_progress)
+    n = len(pairs)
+    return AllPositionActivations(acts[:n], acts[n:], **record)
+
+
+def _cache(
+    model: Model,
+    pairs: Sequence[PromptPair],
+    layers: Sequence[int] | None,
+    hook: str,
+    position: Position,
+    batch_size: int,
+    fmt: PromptFormat | None,
+    checkpoint: str | Path | None,
+    max_tokens: int,
+    show_progress: bool | None,
+) -> tuple[dict[str, Any], list[Float[Tensor, "k n_layers d_model"]]]:
+    """The CachedPairs fields and, per prompt (the with-instruction sides first, then the
+    without), its (k, n_layers, d_model) activations at the positions read."""
     if not pairs:
         raise ValueError("empty pair list: nothing to cache. Fix: pass at least one PromptPair.")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    layers = list(range(model.cfg.n_layers)) if layers is None else [int(l) for l in layers]
-    names = [hook_name(model, hook, l) for l in layers]
-    layers = [l % model.cfg.n_layers for l in layers]
+    asked = list(range(model.cfg.n_layers)) if layers is None else [int(layer) for layer in layers]
+    names = [hook_name(model, hook, layer) for layer in asked]
     fmt = fmt or default_format(model)
     tok = model.tokenizer
     prompts_with = fmt.apply_all(tok, [p.with_instruction for p in pairs])
@@ -106,20 +158,18 @@ def cache_pairs(
     texts = prompts_with + prompts_without
     ids = encode(tok, texts, fmt)
     keys = [p.key for p in pairs] * 2
-    read = [_positions(position, len(row), key) for row, key in zip(ids, keys)]
+    read = [_positions(position, len(row), key) for row, key in zip(ids, keys, strict=True)]
     store = _Checkpoint(checkpoint, model, texts, names, position, (batch_size, max_tokens)) if checkpoint else None
 
     # longest first, so the first batch shows the peak memory and padding stays small
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    chunks: dict[int, list[Tensor]] = {}
+    chunks: dict[int, Tensor] = {}
     batches = length_batches(order, [len(r) for r in ids], batch_size, max_tokens)
     for b, index in enumerate(progress(batches, "caching", show_progress)):
         saved = store.load(b) if store else None
         if saved is None:
-            saved = _run_batch(
-                model, [ids[i] for i in index], [read[i] for i in index], names, reduce_mean=position == "mean"
-            )
-            for i, acts in zip(index, saved):
+            saved = read_batch(model, [ids[i] for i in index], [read[i] for i in index], names, mean=position == "mean")
+            for i, acts in zip(index, saved, strict=True):
                 if not torch.isfinite(acts).all():
                     raise FloatingPointError(
                         f"non-finite activations (NaN or inf) for pair {keys[i]!r}: the model "
@@ -128,39 +178,28 @@ def cache_pairs(
                     )
             if store:
                 store.save(b, saved)
-        chunks.update(zip(index, saved))
-    acts = [chunks[i] for i in range(len(ids))]
-    n = len(pairs)
-    if position == "all":
-        with_i, without_i = acts[:n], acts[n:]
-    else:
-        stacked = torch.stack(acts)  # (2n, k, n_layers, d)
-        if isinstance(position, str) or isinstance(position, int):
-            stacked = stacked[:, 0]
-        with_i, without_i = stacked[:n], stacked[n:]
-    info = model_info(model)
-    provenance = dict(
-        model=info.name,
-        weight_hash=info.weight_hash,
-        d_model=info.d_model,
-        n_layers=info.n_layers,
-        dtype=info.dtype,
-        versions=info.versions,
+        chunks.update(zip(index, saved, strict=True))
+    n, info = len(pairs), model_info(model)
+    record = dict(
+        layers=[layer % model.cfg.n_layers for layer in asked],
+        hook=hook,
+        position=position,
+        pairs=list(pairs),
+        prompts_with=prompts_with,
+        prompts_without=prompts_without,
+        positions_with=read[:n],
+        positions_without=read[n:],
+        format=fmt,
+        provenance=dict(
+            model=info.name,
+            weight_hash=info.weight_hash,
+            d_model=info.d_model,
+            n_layers=info.n_layers,
+            dtype=info.dtype,
+            versions=info.versions,
+        ),
     )
-    return PairActivations(
-        with_i,
-        without_i,
-        layers,
-        hook,
-        position,
-        list(pairs),
-        prompts_with,
-        prompts_without,
-        read[:n],
-        read[n:],
-        fmt,
-        provenance,
-    )
+    return record, [chunks[i] for i in range(len(ids))]
 
 
 def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, max_tokens: int) -> list[list[int]]:
@@ -181,10 +220,11 @@ def length_batches(order: Sequence[int], lengths: Sequence[int], batch_size: int
 
 
 def _positions(position: Position, length: int, key: str) -> list[int]:
+    """The token indices of a prompt of `length` tokens that `position` reads ("all": every one)."""
     if position in ("last", "mean", "all"):
         return [length - 1] if position == "last" else list(range(length))
     if isinstance(position, str):
-        raise ValueError(f"unknown position {position!r}: use 'last', 'mean', 'all', an int or a list of ints")
+        raise ValueError(f"unknown position {position!r}: use 'last', 'mean', an int or a list of ints")
     wanted = [position] if isinstance(position, int) else list(position)
     out = []
     for p in wanted:
@@ -197,59 +237,18 @@ def _positions(position: Position, length: int, key: str) -> list[int]:
     return out
 
 
-@torch.no_grad()
-def _run_batch(model, ids: list[list[int]], read: list[list[int]], names: list[str], reduce_mean: bool) -> list[Tensor]:
-    """One padded forward pass; returns per prompt a (k, n_layers, d_model) CPU tensor
-    ((1, ...) for 'mean', the mean over the prompt's tokens)."""
-    width = max(len(r) for r in ids)
-    pad = model.tokenizer.pad_token_id or 0
-    device = input_device(model)  # the embedding's device (the first of a device_map split)
-    input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=device)
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=device)
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    offsets = [width - len(r) for r in ids]
-    got: dict[str, list[Tensor]] = {}
-    deepest = names[max(range(len(names)), key=lambda i: int(names[i].split(".")[1]))]
-
-    def recorder(name: str):
-        def record(act: Tensor, hook=None) -> None:
-            _read(act, name)
-
-        return record
-
-    def _read(act: Tensor, name: str) -> None:
-        rows = []
-        for i, (o, p) in enumerate(zip(offsets, read)):
-            picked = act[i, [o + j for j in p]]
-            rows.append(picked.mean(0, keepdim=True) if reduce_mean else picked)
-        got[name] = [r.detach().to("cpu", copy=True) for r in rows]
-        if name == deepest:
-            raise _StopForward
-
-    hooks = [(n, recorder(n)) for n in dict.fromkeys(names)]
-    # residual streams are read on the unbridged twin (transformers' own model on the same
-    # weights, twin.py) unless the user has hooks on the bridge or asks for another hook point;
-    # eager attention, as the bridge's: sdpa's masked kernel moves padded rows by ~1e-4
-    tw = twin(model, attention="eager") if supports(hooks) and not model.list_hooks() else None
-    with model.hooks(fwd_hooks=hooks) if tw is None else twin_hooks(tw, hooks):
-        try:
-            # the decoder stack alone: no lm_head, whose logits nobody reads here
-            decoder = _decoder(model) if tw is None else getattr(tw, "model", tw)
-            decoder(input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
-        except _StopForward:
-            pass
-    return [torch.stack([got[n][i] for n in names], dim=1) for i in range(len(ids))]
-
-
-def _decoder(model):
-    hf = model.original_model
-    return getattr(hf, "model", hf)
-
-
 class _Checkpoint:
     """Finished batches as safetensors files in a directory, refused if written for other inputs."""
 
-    def __init__(self, directory, model, texts, names, position, batch_size):
+    def __init__(
+        self,
+        directory: str | Path,
+        model: Model,
+        texts: Sequence[str],
+        names: Sequence[str],
+        position: Position,
+        batch_size: tuple[int, int],
+    ) -> None:
         self.dir = Path(directory)
         spec = dict(
             weight_hash=model_info(model).weight_hash,

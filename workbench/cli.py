@@ -12,17 +12,29 @@ From a shell:
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import time
-import typing
-from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from workbench.commands import (
+    DATA,
+    DEVICE,
+    DEVICE_MAP,
+    DTYPE,
+    MODEL,
+    QUICK,
+    RAY_ADDRESS,
+    SET,
+    WITHOUT,
+    WORKERS,
+    console,
+    fail,
+    offline,
+    out_option,
+    parse_config,
+    run_experiment,
+)
 
 app = typer.Typer(
     help="Instruction activation steering workbench (Stolfo et al., ICLR 2025).",
@@ -31,56 +43,29 @@ app = typer.Typer(
 )
 reproduce = typer.Typer(help="Run one of the paper's experiments end to end.", no_args_is_help=True)
 app.add_typer(reproduce, name="reproduce")
-console = Console(stderr=True, soft_wrap=True)  # long paths in errors stay whole
-
-
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
 @reproduce.callback()
 def _reproduce_offline() -> None:
     """Every experiment runs offline: set before any experiment module imports the hub libraries."""
-    _offline()
-
-
-DEVICE = typer.Option(None, help="where the model runs: cpu (default), cuda, cuda:1 (Ray workers take one GPU each)")
-DTYPE = typer.Option(None, help="float32 (default), bfloat16 or float16")
-DEVICE_MAP = typer.Option(
-    None, "--device-map", help="auto, balanced or sequential: split a model too big for one GPU over every visible GPU"
-)
-WORKERS = typer.Option(
-    None,
-    help="generate on N Ray workers on this machine, each holding a model "
-    "copy (one GPU each with --device cuda, else the CPU cores shared "
-    "out); needs pip install -e .[scale]",
-)
-RAY_ADDRESS = typer.Option(
-    None,
-    "--ray-address",
-    help="generate on a Ray cluster (auto, or "
-    "ray://HEAD:10001): one worker per GPU unless "
-    "--workers; needs pip install -e .[scale]",
-)
+    offline()
 
 
 @reproduce.command("format")
 def reproduce_format(
-    model: str = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())"),
+    model: str = MODEL,
     data: Path | None = typer.Option(None, help="test file (IFEval JSONL); default: the 163 IFEval format prompts"),
-    without_data: Path | None = typer.Option(None, help="requests without instructions, joined by key"),
+    without_data: Path | None = WITHOUT,
     limit: int | None = typer.Option(None, help="use the first N test prompts (round-robin over instructions)"),
-    quick: bool = typer.Option(False, help="smoke-sized run (minutes)"),
-    out: Path = typer.Option(Path("runs/format"), help="run directory (resumed if it exists)"),
+    quick: bool = QUICK,
+    out: Path = out_option("format"),
     batch_size: int = typer.Option(64, help="generation batch size"),
     max_new_tokens: int | None = typer.Option(None, help="tokens per response"),
     seed: int = typer.Option(0),
     truncate: bool = typer.Option(
         False, help="cut the start of prompts too long for the context (the count is recorded per generation)"
     ),
-    settings: list[str] | None = typer.Option(None, "--set", help="any config field as KEY=VALUE (repeatable)"),
+    settings: list[str] | None = SET,
     device: str | None = DEVICE,
     dtype: str | None = DTYPE,
     device_map: str | None = DEVICE_MAP,
@@ -88,10 +73,10 @@ def reproduce_format(
     ray_address: str | None = RAY_ADDRESS,
 ) -> None:
     """The format experiment: vectors, layer search, the test set in four conditions."""
-    _offline()
+    offline()
     from workbench.experiments.format import FormatConfig, run_format
 
-    cfg = _configured(
+    cfg = parse_config(
         FormatConfig,
         quick,
         settings,
@@ -107,93 +92,14 @@ def reproduce_format(
         dtype=dtype,
         device_map=device_map,
     )
-    _reproduce(run_format, cfg, out, workers=workers, ray_address=ray_address)
-
-
-def _configured(cls, quick: bool, settings: list[str] | None, **options):
-    """The config (quick or full) with the options given (None: keep) and `--set KEY=VALUE` pairs
-    for any other field (tuples comma-separated, `none` for None, numbers and true/false as JSON)."""
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    chosen = {k: v for k, v in options.items() if v is not None}
-    for item in settings or []:
-        key, sep, text = item.partition("=")
-        if not sep or key not in fields:
-            raise typer.BadParameter(
-                f"{item!r}: expected KEY=VALUE with KEY one of {sorted(fields)}", param_hint="--set"
-            )
-        chosen[key] = _setting(text, fields[key])
-    return replace(cls.quick() if quick else cls(), **chosen)
-
-
-def _setting(text: str, hint) -> object:
-    def scalar(x: str):
-        try:
-            return json.loads(x)
-        except ValueError:
-            return x
-
-    if text.lower() in ("none", "null"):
-        return None
-    return tuple(scalar(x) for x in text.split(",") if x) if "tuple" in str(hint) else scalar(text)
-
-
-def _reproduce(run_fn, cfg, out: Path, *, workers: int | None = None, ray_address: str | None = None) -> None:
-    """Run an experiment from the command line: the configuration, its device and dtype, and
-    --out are checked before anything is loaded or written; generation runs here, or on Ray
-    workers (--workers, --ray-address); errors print as one line with exit code 2, then the
-    summary."""
-    from workbench.executor import make_executor
-    from workbench.experiments.checks import check_config, check_out
-    from workbench.kvcheck import StackError
-    from workbench.models import as_device, load_args
-
-    start = time.perf_counter()
-    from workbench.experiments.rundir import git_commit
-
-    if git_commit().endswith("+dirty"):
-        console.print(
-            "[yellow]warning:[/yellow] the working tree has uncommitted changes, so the "
-            "run records its commit as ...+dirty and cannot be rebuilt from it. Commit "
-            "first for a run you mean to keep."
-        )
-    try:
-        check_config(cfg)
-        load_args(cfg)  # a bad dtype fails here, before Ray starts or weights are read
-        if getattr(cfg, "device", None) is not None and getattr(cfg, "device_map", None) is not None:
-            raise ValueError("pass --device or --device-map, not both")
-        if getattr(cfg, "device", None) is not None:
-            as_device(cfg.device)
-        check_out(out)
-        with make_executor(workers, ray_address) as executor:
-            run = run_fn(cfg, out, show_progress=True, executor=executor)
-    except (ValueError, FileNotFoundError, ModuleNotFoundError, StackError) as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}")  # "[scale]" is text, not markup
-        raise typer.Exit(2)
-    console.print(f"done in {time.perf_counter() - start:.0f} s: {run.path / 'summary.md'}, {run.path / 'report.html'}")
-    typer.echo((run.path / "summary.md").read_text())
-
-
-MODEL = typer.Option("smollm2-135m-instruct", help="model name (wb.list_models())")
-QUICK = typer.Option(False, help="smoke-sized run (minutes)")
-SET = typer.Option(
-    None,
-    "--set",
-    help="any config field as KEY=VALUE, e.g. max_new_tokens=64, weights=0,10,20, weight_unit=raw (repeatable)",
-)
-DATA = typer.Option(None, help="test file (IFEval JSONL)")
-WITHOUT = typer.Option(None, help="requests without instructions, joined by key")
-
-
-def _out(name: str):
-    return typer.Option(Path(f"runs/{name}"), help="run directory (resumed if it exists)")
+    run_experiment(run_format, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("length")
 def reproduce_length(
     model: str = MODEL,
     quick: bool = QUICK,
-    out: Path = _out("length"),
+    out: Path = out_option("length"),
     limit: int | None = typer.Option(None, help="evaluation base queries (default 50)"),
     weights: str | None = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
     settings: list[str] | None = SET,
@@ -207,9 +113,9 @@ def reproduce_length(
     from workbench.experiments.length import LengthConfig, run_length
 
     grid = tuple(float(w) for w in weights.split(",")) if weights else None
-    _reproduce(
+    run_experiment(
         run_length,
-        _configured(
+        parse_config(
             LengthConfig,
             quick,
             settings,
@@ -230,7 +136,7 @@ def reproduce_length(
 def reproduce_keywords(
     model: str = MODEL,
     quick: bool = QUICK,
-    out: Path = _out("keywords"),
+    out: Path = out_option("keywords"),
     limit: int | None = typer.Option(None, help="first N test prompts of each kind"),
     data: Path | None = DATA,
     without_data: Path | None = WITHOUT,
@@ -244,7 +150,7 @@ def reproduce_keywords(
     """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
 
-    cfg = _configured(
+    cfg = parse_config(
         KeywordsConfig,
         quick,
         settings,
@@ -256,14 +162,14 @@ def reproduce_keywords(
         dtype=dtype,
         device_map=device_map,
     )
-    _reproduce(run_keywords, cfg, out, workers=workers, ray_address=ray_address)
+    run_experiment(run_keywords, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("composition")
 def reproduce_composition(
     model: str = MODEL,
     quick: bool = QUICK,
-    out: Path = _out("composition"),
+    out: Path = out_option("composition"),
     limit: int | None = typer.Option(None, help="test prompts (default 40)"),
     format_instructions: str | None = typer.Option(None, help="comma-separated IFEval format ids to compose"),
     settings: list[str] | None = SET,
@@ -277,7 +183,7 @@ def reproduce_composition(
     from workbench.experiments.composition import CompositionConfig, run_composition
 
     ids = tuple(format_instructions.split(",")) if format_instructions else None
-    cfg = _configured(
+    cfg = parse_config(
         CompositionConfig,
         quick,
         settings,
@@ -288,7 +194,7 @@ def reproduce_composition(
         dtype=dtype,
         device_map=device_map,
     )
-    _reproduce(run_composition, cfg, out, workers=workers, ray_address=ray_address)
+    run_experiment(run_composition, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @reproduce.command("transfer")
@@ -296,7 +202,7 @@ def reproduce_transfer(
     source: str = typer.Option("smollm2-135m-instruct", help="model the vectors come from"),
     target: str = typer.Option("gemma3-270m", "--target", "--model", help="model steered"),
     quick: bool = QUICK,
-    out: Path = _out("transfer"),
+    out: Path = out_option("transfer"),
     limit: int | None = typer.Option(None, help="first N test prompts (round-robin over instructions)"),
     fit_map: bool = typer.Option(False, help="unequal widths: fit a linear map per matched layer pair"),
     linear_map: Path | None = typer.Option(None, help="unequal widths: a directory of maps src{s}_tgt{t}"),
@@ -312,7 +218,7 @@ def reproduce_transfer(
     """Transfer: the source model's format vectors steering the target, beside the target's own."""
     from workbench.experiments.transfer import TransferConfig, run_transfer
 
-    cfg = _configured(
+    cfg = parse_config(
         TransferConfig,
         quick,
         settings,
@@ -327,7 +233,7 @@ def reproduce_transfer(
         dtype=dtype,
         device_map=device_map,
     )
-    _reproduce(run_transfer, cfg, out, workers=workers, ray_address=ray_address)
+    run_experiment(run_transfer, cfg, out, workers=workers, ray_address=ray_address)
 
 
 @app.command()
@@ -338,8 +244,7 @@ def report(run_dir: Path) -> None:
     try:
         html_path, md_path = write_report(run_dir)
     except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2)
+        fail(err)
     console.print(f"wrote {html_path} and {md_path}")
 
 
@@ -383,8 +288,7 @@ def view(
     try:
         path = write_viewer(run_dir, out)
     except FileNotFoundError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2)
+        fail(err)
     typer.echo(str(path))
     if open_browser:
         import webbrowser

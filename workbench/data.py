@@ -96,7 +96,7 @@ class IFEvalRow:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     row_id: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.row_id:
             object.__setattr__(self, "row_id", self.key)
 
@@ -158,7 +158,7 @@ def load_ifeval(path: str | Path, *, check_ids: bool = True) -> list[IFEvalRow]:
 
 
 def _with_row_ids(rows: list[IFEvalRow], path: Path) -> list[IFEvalRow]:
-    counts, seen = Counter(r.key for r in rows), Counter()
+    counts, seen = Counter(r.key for r in rows), Counter[str]()
     out = []
     for row in rows:
         seen[row.key] += 1
@@ -171,7 +171,7 @@ def _with_row_ids(rows: list[IFEvalRow], path: Path) -> list[IFEvalRow]:
     return out
 
 
-def _row(record: dict, number: int, where: str) -> IFEvalRow:
+def _row(record: dict[str, Any], number: int, where: str) -> IFEvalRow:
     record = dict(record)
     if "original_prompt" in record and "model_output" in record:  # ifeval_wo_instructions.jsonl
         record["rewrite_prompt"] = record.pop("prompt", None)

@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import torch
 
-from workbench.models import model_info, placement, recipe
+from workbench.devices import placement
+from workbench.models import model_info, recipe
+from workbench.ray_worker import PoolSpec, Worker
+from workbench.types import ResultT, TaskT, Work
 
-Work = Callable[[Any, Any], Any]  # (model, task) -> result; must pickle for Ray (a module-level function)
+if TYPE_CHECKING:
+    from workbench.types import Model
 _ENV = (
     "HF_HUB_OFFLINE",
     "TRANSFORMERS_OFFLINE",
@@ -38,23 +42,38 @@ _ENV = (
 )  # passed on to workers: offline, the same caches
 
 
+class Executor(Protocol):
+    """Where tasks run: `imap(model, work, tasks)` yields work(a copy of model, task) for each
+    task as it finishes (in any order); `describe()` is its provenance for run.json."""
+
+    def imap(self, model: Model, work: Work[TaskT, ResultT], tasks: Sequence[TaskT]) -> Iterator[ResultT]: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 class LocalExecutor:
     """Every task in this process, in order, on the driver's model."""
 
-    def imap(self, model, work: Work, tasks: Sequence) -> Iterator:
+    def imap(self, model: Model, work: Work[TaskT, ResultT], tasks: Sequence[TaskT]) -> Iterator[ResultT]:
         for task in tasks:
             yield work(model, task)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         return dict(kind="local", threads=torch.get_num_threads())
 
     def close(self) -> None:
         pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -65,7 +84,7 @@ class MissingExtra(ModuleNotFoundError):
     """Ray is not installed."""
 
 
-def _ray():
+def _ray() -> Any:  # the ray module (untyped here: an optional extra)
     try:
         import ray
     except ModuleNotFoundError:
@@ -98,7 +117,7 @@ class RayExecutor:
         gpus_per_worker: int = 1,
         max_retries: int = 3,
         crash_once: str | None = None,
-    ):
+    ) -> None:
         if workers is not None and workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
         if threads is not None and threads < 1:
@@ -112,12 +131,12 @@ class RayExecutor:
                 ray.init(address=address, log_to_driver=False, logging_level="ERROR")
         self.workers, self.threads, self.gpus_per_worker = workers, threads, gpus_per_worker
         self.address, self.max_retries, self.crash_once = address, max_retries, crash_once
-        self._key: tuple | None = None  # the model the pool holds
-        self._pool: list = []
-        self._spec: dict = {}
+        self._key: tuple[str, ...] | None = None  # the model the pool holds
+        self._pool: list[Any] = []  # Ray actor handles (dynamic: their methods are made remote)
+        self._spec: PoolSpec | None = None
 
     # the pool: one per model, made when a model is first given, kept across imap calls
-    def _ensure_pool(self, model) -> None:
+    def _ensure_pool(self, model: Model) -> None:
         info = model_info(model)
         key = (info.name, info.weight_hash, info.dtype, info.device)
         if key == self._key and self._pool:
@@ -129,9 +148,9 @@ class RayExecutor:
         if on_cuda:
             gpus = int(free.get("GPU", 0))
             n = self.workers or gpus // self.gpus_per_worker
-            options = dict(num_gpus=self.gpus_per_worker, num_cpus=1)
+            options: dict[str, Any] = dict(num_gpus=self.gpus_per_worker, num_cpus=1)
             where = dict(device_map="auto") if split or self.gpus_per_worker > 1 else dict(device="cuda")
-            threads = None
+            threads: int | None = None
             need, have, what = n * self.gpus_per_worker, gpus, "GPU"
         else:
             cpus = int(free.get("CPU", 0))
@@ -149,34 +168,36 @@ class RayExecutor:
             )
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
         options["runtime_env"] = {"env_vars": env} if env else None
-        self._spec = dict(
+        self._spec = PoolSpec(
             recipe=recipe(model), where=where, threads=threads, weight_hash=info.weight_hash, options=options
         )
         self._pool = [self._start() for _ in range(n)]
         self._key = key
 
-    def _free_resources(self, settle: float = 10.0) -> dict:
+    def _free_resources(self, settle: float = 10.0) -> dict[str, float]:
         """The cluster's free resources, once they stop rising (workers just killed give theirs
         back a moment later)."""
         import time
 
-        free, deadline = self.ray.available_resources(), time.monotonic() + settle
+        free: dict[str, float] = self.ray.available_resources()
+        deadline = time.monotonic() + settle
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            now = self.ray.available_resources()
+            now: dict[str, float] = self.ray.available_resources()
             if all(now.get(k, 0) <= free.get(k, 0) for k in ("CPU", "GPU")):
                 return now
             free = now
         return free
 
-    def _start(self):
+    def _start(self) -> Any:
         spec = self._spec
-        actor_cls = self.ray.remote(_Worker)
+        assert spec is not None  # _ensure_pool sets it before any worker starts
+        actor_cls = self.ray.remote(Worker)
         return actor_cls.options(max_restarts=0, max_task_retries=0, **spec["options"]).remote(
             spec["recipe"], spec["where"], spec["threads"], spec["weight_hash"], self.crash_once
         )
 
-    def imap(self, model, work: Work, tasks: Sequence) -> Iterator:
+    def imap(self, model: Model, work: Work[TaskT, ResultT], tasks: Sequence[TaskT]) -> Iterator[ResultT]:
         """Results of work(copy, task), as each finishes; a task whose worker died is run again
         on another (replaced workers load the model afresh)."""
         from ray.exceptions import RayActorError, RayTaskError
@@ -185,7 +206,7 @@ class RayExecutor:
         pending = deque(enumerate(tasks))
         deaths = [0] * len(pending)
         idle = list(self._pool)
-        running: dict = {}  # object ref -> (actor, index)
+        running: dict[Any, tuple[Any, int, TaskT]] = {}  # object ref -> (actor, index, task)
         try:
             while pending or running:
                 while idle and pending:
@@ -195,7 +216,7 @@ class RayExecutor:
                 [ref], _ = self.ray.wait(list(running), num_returns=1)
                 actor, index, task = running.pop(ref)
                 try:
-                    result = self.ray.get(ref)
+                    result: ResultT = self.ray.get(ref)
                 except RayTaskError as err:  # the work raised: raise it here, as in one process
                     cause = getattr(err, "cause", None)
                     raise (cause if isinstance(cause, Exception) else err) from None
@@ -218,7 +239,7 @@ class RayExecutor:
             if running:  # stopped early (an error, or the caller stopped reading): start afresh
                 self.close_pool()
 
-    def _replace(self, dead):
+    def _replace(self, dead: Any) -> Any:
         try:
             self.ray.kill(dead, no_restart=True)
         except Exception:  # noqa: BLE001, S110 (already gone: Ray raises its own types for that)
@@ -228,12 +249,12 @@ class RayExecutor:
         return fresh
 
     @property
-    def actors(self) -> list:
+    def actors(self) -> list[Any]:
         """The live worker handles (tests kill one with ray.kill)."""
         return list(self._pool)
 
-    def describe(self) -> dict:
-        out = dict(kind="ray", address=self.address or "local", workers=len(self._pool) or self.workers)
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(kind="ray", address=self.address or "local", workers=len(self._pool) or self.workers)
         if self._spec:
             out.update(
                 where=self._spec["where"],
@@ -262,51 +283,16 @@ class RayExecutor:
         """Stop the workers (the Ray session itself stays for this process)."""
         self.close_pool()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Worker:
-    """A Ray actor: one model copy, loaded once, running tasks one at a time."""
-
-    def __init__(self, recipe: dict, where: dict, threads: int | None, weight_hash: str, crash_once: str | None):
-        if threads:
-            torch.set_num_threads(threads)
-        from workbench.models import load_model
-
-        self.model = load_model(**recipe, **where)
-        if self.model.wb_info.weight_hash != weight_hash:
-            raise ValueError(
-                f"the worker loaded {recipe['name']} with weights "
-                f"{self.model.wb_info.weight_hash[:12]}, not the driver's "
-                f"{weight_hash[:12]}: every node needs the same weight cache"
-            )
-        self.crash_once = crash_once
-
-    def ping(self) -> int:
-        return os.getpid()
-
-    def run(self, work: Work, task):
-        if self.crash_once and _first_claim(self.crash_once):
-            os._exit(1)  # as a killed worker: no exception, no cleanup
-        return work(self.model, task)
-
-
-def _first_claim(path: str) -> bool:
-    """True for exactly one caller across processes: whoever creates `path`."""
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
 
 
 def make_executor(
     workers: int | None = None, address: str | None = None, *, threads: int | None = None, gpus_per_worker: int = 1
-):
+) -> Executor:
     """The CLI's choice: no workers and no address is this process (LOCAL); else Ray."""
     if workers is None and address is None:
         return LOCAL

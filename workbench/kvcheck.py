@@ -13,10 +13,15 @@ refuses to generate on a stack that fails it.
 from __future__ import annotations
 
 import weakref
+from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 
-_CHECKED: weakref.WeakSet = weakref.WeakSet()  # models that passed, in this process
+if TYPE_CHECKING:
+    from workbench.types import Model
+
+_CHECKED: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models that passed, in this process
 
 PREFIX, STEPS = 5, 3  # prefill this many tokens, then decode this many one at a time
 
@@ -26,7 +31,7 @@ class StackError(RuntimeError):
 
 
 @torch.no_grad()
-def check_kv_cache(model, forward=None, *, force: bool = False) -> None:
+def check_kv_cache(model: Model, forward: nn.Module | None = None, *, force: bool = False) -> None:
     """Prefill PREFIX tokens into a DynamicCache, decode STEPS tokens one at a time, and compare
     every step's logits and the cache length with one uncached forward pass over the same
     tokens. Raises StackError when they differ. `forward` is the module generation will call

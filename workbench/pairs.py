@@ -25,6 +25,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -76,7 +77,7 @@ class PromptPair:
     instruction_id: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -89,7 +90,7 @@ class QuerySplit:
     excluded: int
     seed: int
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -114,7 +115,7 @@ def make_pairs(rows: Iterable[IFEvalRow]) -> list[PromptPair]:
     return pairs
 
 
-def base_queries(path=None) -> list[str]:
+def base_queries(path: str | Path | None = None) -> list[str]:
     """The requests of IFEval with their instructions removed (`model_output` of the paper's
     ifeval_wo_instructions.jsonl), unique, in file order."""
     rows = load_ifeval(path or data_path("ifeval_wo_instructions.jsonl"), check_ids=False)
@@ -181,7 +182,9 @@ def instruction_pairs(
     return pairs
 
 
-def _phrased_pairs(queries, instruction_id, sentences, *, n, seed) -> list[PromptPair]:
+def _phrased_pairs(
+    queries: Sequence[str], instruction_id: str, sentences: Sequence[str], *, n: int | None, seed: int
+) -> list[PromptPair]:
     check_instruction_id(instruction_id)
     if _has_kwargs(instruction_id):
         raise ValueError(

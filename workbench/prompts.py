@@ -3,6 +3,7 @@
     fmt = wb.default_format(model)        # chat template for instruct models, "Q: ...\nA:" for base
     texts = fmt.apply_all(model.tokenizer, ["Write a poem."])
     ids = wb.prompts.encode(model.tokenizer, texts, fmt)
+    batch = wb.prompts.left_pad(ids, model.tokenizer.pad_token_id, device)   # one padded batch
 
 TransformerBridge's `to_tokens` prepends BOS to everything, which duplicates the chat template's
 own header; here special tokens come only from the template, plus BOS where the format asks.
@@ -10,7 +11,18 @@ own header; here special tokens come only from the template, plus BOS where the 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from workbench.types import Model
 
 QA_TEMPLATE = "Q: {prompt}\nA:"
 
@@ -29,7 +41,7 @@ class PromptFormat:
     add_bos: bool = False
     system: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.kind not in ("chat", "template", "raw"):
             raise ValueError(f"unknown prompt format kind {self.kind!r}: use 'chat', 'template' or 'raw'")
         if self.kind == "template" and "{prompt}" not in (self.template or ""):
@@ -38,10 +50,11 @@ class PromptFormat:
                 "e.g. PromptFormat('template', 'Q: {prompt}\\nA:', add_bos=True)"
             )
 
-    def apply(self, tokenizer, prompt: str) -> str:
+    def apply(self, tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
         if self.kind == "raw":
             return prompt
         if self.kind == "template":
+            assert self.template is not None  # __post_init__ refused a template format without one
             return self.template.replace("{prompt}", prompt)
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(
@@ -50,19 +63,21 @@ class PromptFormat:
             )
         messages = [{"role": "system", "content": self.system}] if self.system else []
         messages.append({"role": "user", "content": prompt})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert isinstance(text, str)  # tokenize=False gives the text
+        return text
 
-    def apply_all(self, tokenizer, prompts) -> list[str]:
+    def apply_all(self, tokenizer: PreTrainedTokenizerBase, prompts: Iterable[str]) -> list[str]:
         return [self.apply(tokenizer, p) for p in prompts]
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 QA_FORMAT = PromptFormat("template", QA_TEMPLATE, add_bos=True)
 
 
-def default_format(model) -> PromptFormat:
+def default_format(model: Model) -> PromptFormat:
     """Chat template for instruct models that have one; `Q: {prompt}\\nA:` for base models."""
     kind = getattr(getattr(model, "wb_info", None), "kind", None)
     has_template = bool(getattr(model.tokenizer, "chat_template", None))
@@ -71,9 +86,34 @@ def default_format(model) -> PromptFormat:
     return PromptFormat("chat")
 
 
-def encode(tokenizer, texts: list[str], fmt: PromptFormat) -> list[list[int]]:
+def encode(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], fmt: PromptFormat) -> list[list[int]]:
     """Token ids of already formatted texts: no special tokens but BOS where `fmt` asks."""
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    if fmt.add_bos and tokenizer.bos_token_id is not None:
-        ids = [[tokenizer.bos_token_id] + row for row in ids]
+    ids: list[list[int]] = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if fmt.add_bos and bos is not None:
+        ids = [[bos, *row] for row in ids]
     return ids
+
+
+class LeftPadded(NamedTuple):
+    """A batch of token id rows of different lengths, padded on the left so every row ends at
+    the last position: `offsets[i]` pad tokens precede row i, the mask is 0 on them, and the
+    position ids count each row's own tokens from 0, so a padded row computes what it
+    computes alone."""
+
+    input_ids: Int[Tensor, "batch pos"]
+    mask: Int[Tensor, "batch pos"]
+    position_ids: Int[Tensor, "batch pos"]
+    offsets: Int[Tensor, " batch"]
+
+
+def left_pad(ids: Sequence[Sequence[int]], pad_id: int | None, device: torch.device | str) -> LeftPadded:
+    """`ids` as one left-padded batch on `device` (pad id 0 when the tokenizer has none: the
+    mask hides it)."""
+    width = max(len(row) for row in ids)
+    pad = pad_id or 0
+    offsets = torch.tensor([width - len(row) for row in ids], device=device)
+    input_ids = torch.tensor([[pad] * (width - len(row)) + list(row) for row in ids], device=device)
+    mask = (torch.arange(width, device=device)[None, :] >= offsets[:, None]).long()
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    return LeftPadded(input_ids, mask, position_ids, offsets)

@@ -21,4 +21,5 @@ def progress(items: Iterable[T], desc: str, show: bool | None = None) -> Iterabl
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, file=sys.stderr, leave=False)
+    bar: Iterable[T] = tqdm(items, desc=desc, file=sys.stderr, leave=False)
+    return bar

@@ -41,7 +41,7 @@ SCORE_COLUMNS = ["prompt_index", "key", "instruction_id", "strict", "loose"]
 _REGISTRY = "if_verifiable.ifeval.instructions_registry.INSTRUCTION_DICT"
 
 
-def _checker(instruction_id: str, kwargs: dict[str, Any], prompt: str):
+def _checker(instruction_id: str, kwargs: dict[str, Any], prompt: str) -> Any:  # an if_verifiable Instruction
     """A built IFEval checker, configured as IFEval's evaluation_lib does."""
     checker = INSTRUCTION_DICT[instruction_id](instruction_id)
     # Datasets store every instruction's kwargs in one schema, so absent ones are None;
@@ -129,4 +129,4 @@ def count_sentences(text: str) -> int:
 
         count_sentences("Hello Mr. Smith. How are you?")  # 2
     """
-    return instructions_util.count_sentences(text)
+    return int(instructions_util.count_sentences(text))

@@ -5,7 +5,12 @@ Same architecture family and hook names as SmolLM2 (4 layers, d_model 64); no fi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
@@ -15,7 +20,7 @@ CHATML = (
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 
-def byte_tokenizer(chat: bool):
+def byte_tokenizer(chat: bool) -> PreTrainedTokenizerFast:
     """A byte-level tokenizer: one token per UTF-8 byte, plus four special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -25,7 +30,7 @@ def byte_tokenizer(chat: bool):
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
         tokenizer_object=core,
         bos_token="<|endoftext|>",
         eos_token="<|im_end|>" if chat else "<|endoftext|>",
@@ -39,7 +44,9 @@ def byte_tokenizer(chat: bool):
     return tokenizer
 
 
-def tiny_hf_model(kind: str = "instruct", seed: int = 0, d_model: int = 64, n_layers: int = 4):
+def tiny_hf_model(
+    kind: str = "instruct", seed: int = 0, d_model: int = 64, n_layers: int = 4
+) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer(chat=kind == "instruct")
@@ -55,7 +62,7 @@ def tiny_hf_model(kind: str = "instruct", seed: int = 0, d_model: int = 64, n_la
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
-        attn_implementation="eager",
+        attn_implementation="eager",  # type: ignore[call-arg]  # taken by PretrainedConfig, undeclared on LlamaConfig
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -64,4 +71,5 @@ def tiny_hf_model(kind: str = "instruct", seed: int = 0, d_model: int = 64, n_la
         for p in model.parameters():
             if p.dim() == 2:
                 p.normal_(0.0, 0.3)
-    return model.eval(), tokenizer
+    model.train(False)  # eval mode (nn.Module.eval, which transformers leaves unannotated)
+    return model, tokenizer

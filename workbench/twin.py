@@ -23,10 +23,18 @@ import re
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import Tensor, nn
 
-_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+from workbench.devices import hf_model
+from workbench.types import Hook, NamedHook
+
+if TYPE_CHECKING:
+    from workbench.types import Model
+
+_TWINS: weakref.WeakKeyDictionary[Model, dict[tuple[str], nn.Module | None]] = weakref.WeakKeyDictionary()
 _HOOK = re.compile(r"blocks\.(\d+)\.hook_resid_(post|pre)")
 ATTENTION = "sdpa"  # the unbridged baseline's attention; the bridge itself runs eager
 
@@ -35,14 +43,14 @@ def _plain(name: str) -> str:
     return name.replace("._original_component", "")
 
 
-def twin(model, *, attention: str = ATTENTION):
+def twin(model: Model, *, attention: str = ATTENTION) -> nn.Module | None:
     """The plain transformers model sharing `model.original_model`'s tensors, or None when its
     parameters and buffers cannot all be matched by name."""
     key = (attention,)
     cached = _TWINS.get(model)
     if cached is not None and key in cached:
         return cached[key]
-    hf = model.original_model
+    hf = hf_model(model)
     config = copy.deepcopy(hf.config)
     config._attn_implementation = attention
     try:
@@ -64,14 +72,15 @@ def twin(model, *, attention: str = ATTENTION):
             tw.get_submodule(owner)._buffers[leaf] = buffers[name]
     if any(t.is_meta for t in [*tw.parameters(), *tw.buffers()]):
         return _remember(model, key, None)
-    if getattr(hf, "hf_device_map", None):
-        _dispatch_like(tw, hf.hf_device_map)
+    device_map = getattr(hf, "hf_device_map", None)  # set by accelerate's dispatch under a split
+    if device_map:
+        _dispatch_like(tw, device_map)
     tw.generation_config = hf.generation_config
-    tw.eval()
+    tw.train(False)
     return _remember(model, key, tw)
 
 
-def _dispatch_like(tw, device_map) -> None:
+def _dispatch_like(tw: nn.Module, device_map: dict[str, int | str]) -> None:
     """Give the twin the accelerate hooks its original carries under a device_map split, so each
     block's inputs follow it to its device and the logits come back to the input's device. The
     weights stay where they are and stay shared (offloaded weights were refused above)."""
@@ -87,25 +96,27 @@ def _dispatch_like(tw, device_map) -> None:
         logging.getLogger("accelerate").setLevel(level)
 
 
-def _remember(model, key, tw):
+def _remember(model: Model, key: tuple[str], tw: nn.Module | None) -> nn.Module | None:
     _TWINS.setdefault(model, {})[key] = tw
     return tw
 
 
-def supports(hooks: Sequence[tuple[str, Callable]]) -> bool:
+def supports(hooks: Sequence[NamedHook]) -> bool:
     """True when every hook sits on a residual stream the twin can reach."""
     return all(_HOOK.fullmatch(name) for name, _ in hooks)
 
 
-def _layers(tw) -> torch.nn.ModuleList:
-    return tw.model.layers
+def _layers(tw: nn.Module) -> nn.ModuleList:
+    layers = tw.get_submodule("model.layers")
+    assert isinstance(layers, nn.ModuleList)
+    return layers
 
 
 @contextmanager
-def twin_hooks(tw, hooks: Sequence[tuple[str, Callable]]) -> Iterator:
+def twin_hooks(tw: nn.Module, hooks: Sequence[NamedHook]) -> Iterator[nn.Module]:
     """Apply bridge-named residual hooks to the twin's decoder layers while the block runs;
     every handle is removed on exit, also when the body raises."""
-    handles = []
+    handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
         for name, fn in hooks:
             match = _HOOK.fullmatch(name)
@@ -122,19 +133,28 @@ def twin_hooks(tw, hooks: Sequence[tuple[str, Callable]]) -> Iterator:
             h.remove()
 
 
-def _post(fn):
-    def hook(module, args, output):
+def _post(fn: Hook) -> Callable[[nn.Module, tuple[Any, ...], Any], Any]:
+    """`fn` on a decoder layer's output (a hook that returns None leaves it as it is)."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor | tuple[Any, ...]) -> Any:
         if isinstance(output, tuple):  # older decoder layers return (hidden_states, ...)
-            return (fn(output[0]), *output[1:])
+            new = fn(output[0])
+            return None if new is None else (new, *output[1:])
         return fn(output)
 
     return hook
 
 
-def _pre(fn):
-    def hook(module, args, kwargs):
+def _pre(fn: Hook) -> Callable[[nn.Module, tuple[Any, ...], dict[str, Any]], Any]:
+    """`fn` on a decoder layer's input hidden states, positional or keyword."""
+
+    def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        x = args[0] if args else kwargs["hidden_states"]
+        new = fn(x)
+        if new is None:
+            return None
         if args:
-            return (fn(args[0]), *args[1:]), kwargs
-        return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+            return (new, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": new}
 
     return hook

@@ -1,12 +1,9 @@
-"""Steering vectors: per-layer directions with z-bar and provenance, derived by a registry of methods.
+"""Steering vectors: per-layer directions with z-bar and provenance, saved and loaded with checks.
 
-    vec = wb.derive(acts, method="mean_diff")       # also "pca", "probe"
+    vec = wb.derive(acts, method="mean_diff")       # workbench.derivation: also "pca", "probe"
     vec.direction(12), vec.z_bar(12), vec.meta
     vec.save("lowercase.safetensors"); wb.SteeringVector.load("lowercase.safetensors", model=model)
     (-vec), (2 * vec), (vec + other)                 # new vectors
-
-Sign convention of every method: the direction points from without- to with-instruction
-activations (positive dot product with the mean difference).
 
 Two vectors are equal (`==`) when their layers, tensors and provenance (as saved) are equal; a NaN
 z-bar (unknown) equals a NaN z-bar. Vectors are hashable, by layers and width only, so equal
@@ -15,57 +12,18 @@ vectors hash alike.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.cache import PairActivations
-from workbench.models import library_versions
-
-Method = Callable[[Tensor, Tensor], Tensor]
-METHODS: dict[str, Method] = {}
-
-
-def method(name: str):
-    def register(fn: Method) -> Method:
-        METHODS[name] = fn
-        return fn
-
-    return register
-
-
-@method("mean_diff")
-def mean_diff(with_i: Float[Tensor, "n d"], without_i: Float[Tensor, "n d"]) -> Tensor:
-    """The paper's: mean over pairs of (with - without)."""
-    return (with_i - without_i).mean(0)
-
-
-@method("pca")
-def pca(with_i: Tensor, without_i: Tensor) -> Tensor:
-    """First principal component of the uncentred per-pair differences."""
-    diffs = with_i - without_i
-    _, _, vh = torch.linalg.svd(diffs, full_matrices=False)
-    sign = 1.0 if float(vh[0] @ diffs.mean(0)) >= 0 else -1.0  # SVD's sign is arbitrary
-    return sign * vh[0] * diffs.norm(dim=1).mean()
-
-
-@method("probe")
-def probe(with_i: Tensor, without_i: Tensor) -> Tensor:
-    """The weight vector of a logistic regression separating with- from without-instruction."""
-    from sklearn.linear_model import LogisticRegression
-
-    x = torch.cat([with_i, without_i]).double().numpy()
-    y = [1] * len(with_i) + [0] * len(without_i)
-    scale = x.std(0).clip(min=1e-8)
-    clf = LogisticRegression(C=1.0, max_iter=2000).fit((x - x.mean(0)) / scale, y)
-    return torch.from_numpy(clf.coef_[0] / scale).to(with_i.dtype)
+if TYPE_CHECKING:
+    from workbench.types import Model
 
 
 class VectorFileError(ValueError):
@@ -84,9 +42,9 @@ class SteeringVector:
     z_bars: Float[Tensor, " n_layers"]  # mean projection of with-instruction activations on u
     z_bars_without: Float[Tensor, " n_layers"]
     norms: Float[Tensor, " n_layers"]  # norm of the raw (unnormalised) derived vector
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.check_finite()
 
     def check_finite(self) -> None:
@@ -107,7 +65,7 @@ class SteeringVector:
                     f"an unknown value"
                 )
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, SteeringVector):
             return NotImplemented
         return (
@@ -133,7 +91,8 @@ class SteeringVector:
 
     def direction(self, layer: int) -> Float[Tensor, " d_model"]:
         v = self.vector(layer)
-        return v / v.norm().clamp(min=1e-12)
+        unit: Tensor = v / v.norm().clamp(min=1e-12)
+        return unit
 
     def z_bar(self, layer: int) -> float:
         value = float(self.z_bars[self._slot(layer)])
@@ -192,14 +151,14 @@ class SteeringVector:
             self, vectors=self.vectors + other.vectors, z_bars=nan[0], z_bars_without=nan[1], norms=nan[2], meta=meta
         )
 
-    def check_model(self, model, *, allow_cross_model: bool = False) -> None:
+    def check_model(self, model: Model, *, allow_cross_model: bool = False) -> None:
         """Refuse a model of another width, or another model unless asked for explicitly."""
         d, name = model.cfg.d_model, getattr(getattr(model, "wb_info", None), "name", "?")
         if d != self.d_model:
             raise ValueError(
                 f"this vector has width {self.d_model} (from {self.meta.get('model')!r}) but "
                 f"{name!r} has d_model {d}. Fix: map it into this model with "
-                f"wb.analysis.fit_model_maps(source, target, texts).map_vector(vec, target=<the "
+                f"wb.analysis.fit_model_maps(source, target, texts).map_vector(vec, target_acts=<the "
                 f"target's PairActivations>), which pairs positions across tokenizers, or use a "
                 f"vector derived on this model"
             )
@@ -245,7 +204,7 @@ class SteeringVector:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, *, model=None, allow_cross_model: bool = False) -> SteeringVector:
+    def load(cls, path: str | Path, *, model: Model | None = None, allow_cross_model: bool = False) -> SteeringVector:
         from safetensors import safe_open
 
         path = _existing(Path(path))
@@ -305,89 +264,9 @@ def _equal(a: Tensor, b: Tensor) -> bool:
     )
 
 
-def _as_saved(meta: dict):
+def _as_saved(meta: dict[str, Any]) -> Any:
     return json.loads(json.dumps(meta, sort_keys=True, default=str))
 
 
-def _op(meta: dict, op: str) -> dict:
+def _op(meta: dict[str, Any], op: str) -> dict[str, Any]:
     return {**meta, "operations": [*meta.get("operations", []), op]}
-
-
-def derive(
-    acts: PairActivations, method: str = "mean_diff", *, instruction_id: str | None = None, kwargs: dict | None = None
-) -> SteeringVector:
-    """One direction per cached layer, by `method` (a key of METHODS)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}: use one of {sorted(METHODS)}")
-    if not isinstance(acts.with_instruction, Tensor) or acts.with_instruction.dim() != 3:
-        raise ValueError(
-            f"derive needs one activation per prompt (position 'last', 'mean' or an "
-            f"int), not position {acts.position!r}. Fix: cache with position='last'"
-        )
-    with_i, without_i = acts.with_instruction.float(), acts.without_instruction.float()
-    if len(with_i) < 2 and method != "mean_diff":
-        raise ValueError(f"method {method!r} needs at least 2 pairs, got {len(with_i)}")
-    raws = torch.stack([METHODS[method](with_i[:, s], without_i[:, s]) for s in range(len(acts.layers))])
-    mean = (with_i - without_i).mean(0)
-    sign = torch.sign((raws * mean).sum(-1))
-    raws = raws * torch.where(sign == 0, 1.0, sign)[:, None]
-    units = raws / raws.norm(dim=-1, keepdim=True).clamp(min=1e-12)
-    z_bars = torch.einsum("nld,ld->l", with_i, units) / len(with_i)
-    z_without = torch.einsum("nld,ld->l", without_i, units) / len(without_i)
-    ids = {p.instruction_id for p in acts.pairs}
-    texts = json.dumps([acts.prompts_with, acts.prompts_without])
-    meta = dict(
-        acts.provenance,
-        hook=acts.hook,
-        position=acts.position,
-        method=method,
-        format=acts.format.to_dict(),
-        n_pairs=acts.n_pairs,
-        instruction_id=instruction_id or (ids.pop() if len(ids) == 1 else None),
-        kwargs=kwargs if kwargs is not None else _common_kwargs(acts),
-        data_hash=hashlib.sha256(texts.encode()).hexdigest(),
-        versions=library_versions(),
-    )
-    return SteeringVector(units, tuple(acts.layers), z_bars, z_without, raws.norm(dim=-1), meta)
-
-
-def carry_directions(
-    vec: SteeringVector,
-    layer_pairs,
-    map_direction=None,
-    target_acts=None,
-    *,
-    z_from_source: bool = True,
-    meta: dict | None = None,
-) -> SteeringVector:
-    """`vec` carried to other layers (of this or another model): for each (t, s) in `layer_pairs`
-    the unit direction of source layer s, passed through `map_direction(s, t, d)` when given,
-    becomes the direction of layer t. z-bar: the mean projections of `target_acts` (the target's
-    PairActivations, both sides) when given, else the source's (z_from_source) or unknown (NaN,
-    so that mode "adjust" is refused rather than setting the projection to 0). `meta` is merged
-    into the source's."""
-    units = []
-    for t, s in layer_pairs:
-        d = vec.direction(s).float()
-        d = map_direction(s, t, d).float() if map_direction is not None else d
-        units.append(d / d.norm().clamp(min=1e-12))
-    units = torch.stack(units)
-    layers = tuple(t for t, _ in layer_pairs)
-    if target_acts is not None:
-        slots = [target_acts.layers.index(t) for t in layers]
-        z, z_without = (
-            torch.einsum("nld,ld->l", acts[:, slots].float(), units) / len(acts)
-            for acts in (target_acts.with_instruction, target_acts.without_instruction)
-        )
-    elif z_from_source:
-        z = torch.tensor([vec.z_bar(s) for _, s in layer_pairs])
-        z_without = torch.tensor([vec.z_bar_without(s) for _, s in layer_pairs])
-    else:
-        z, z_without = torch.full((len(layers),), float("nan")), torch.full((len(layers),), float("nan"))
-    meta = {**vec.meta, "d_model": units.shape[-1], **(meta or {})}
-    return SteeringVector(units, layers, z, z_without, torch.ones(len(layers)), meta)
-
-
-def _common_kwargs(acts: PairActivations) -> dict:
-    kwargs = [p.kwargs for p in acts.pairs]
-    return kwargs[0] if all(k == kwargs[0] for k in kwargs) else {"varied": True}

@@ -35,6 +35,7 @@ from workbench.analysis.transfer import (
     cross_application_matrix,
     cross_model_cosine,
     matched_layers,
+    target_matched_layers,
 )
 
 __all__ = [
@@ -66,4 +67,5 @@ __all__ = [
     "separation",
     "separation_intervals",
     "split_half_stability",
+    "target_matched_layers",
 ]

@@ -2,19 +2,27 @@
 
 The analyses take the workbench's own objects (a `SteeringVector`, a `PairActivations`) as well
 as raw tensors: `per_layer_rows` and `pair_tensors` turn either into plain float tensors and the
-layer list they belong to, refusing layers that do not match.
+layer list they belong to, refusing layers that do not match. `PerLayer` and `Pairs` name those
+two kinds of input in the analyses' signatures.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeAlias
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 
-from workbench.cache import PairActivations
+from workbench.cache import AllPositionActivations, PairActivations
 from workbench.vectors import SteeringVector
+
+# a steering vector, or one row per layer (a plain tensor, with layers=)
+PerLayer: TypeAlias = SteeringVector | Float[Tensor, "n_layers d_model"]
+# paired activations, or one side of them as a plain tensor (the other side and layers= beside it)
+Pairs: TypeAlias = PairActivations | Float[Tensor, "n_pairs n_layers d_model"]
 
 
 def as_float(x: Tensor) -> Tensor:
@@ -55,7 +63,9 @@ def _slots(have: Sequence[int], want: Sequence[int], name: str) -> list[int]:
     return [list(have).index(l) for l in want]
 
 
-def per_layer_rows(x, layers: Sequence[int] | None, name: str) -> tuple[Tensor, list[int]]:
+def per_layer_rows(
+    x: PerLayer, layers: Sequence[int] | None, name: str
+) -> tuple[Float[Tensor, "n_layers d"], list[int]]:
     """(n_layers, d) float rows and their layers, from a SteeringVector or a tensor.
 
     A SteeringVector gives its own layers when `layers` is None, else the rows of `layers` (each
@@ -72,7 +82,7 @@ def per_layer_rows(x, layers: Sequence[int] | None, name: str) -> tuple[Tensor, 
     return check_per_layer(x, layers, name), [int(l) for l in layers]
 
 
-def common_layers(items: Sequence, layers: Sequence[int] | None, names: Sequence[str]) -> list[int]:
+def common_layers(items: Sequence[PerLayer], layers: Sequence[int] | None, names: Sequence[str]) -> list[int]:
     """The layers an analysis of several vectors runs over: `layers` when given, else the layers
     every SteeringVector has in common (refused when they differ, so nothing is silently dropped)."""
     if layers is not None:
@@ -89,19 +99,27 @@ def common_layers(items: Sequence, layers: Sequence[int] | None, names: Sequence
 
 
 def pair_tensors(
-    with_acts, without_acts=None, layers: Sequence[int] | None = None, name: str = "activations"
-) -> tuple[Tensor, Tensor, list[int]]:
+    with_acts: Pairs,
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | None = None,
+    layers: Sequence[int] | None = None,
+    name: str = "activations",
+) -> tuple[Float[Tensor, "n_pairs n_layers d"], Float[Tensor, "n_pairs n_layers d"], list[int]]:
     """(n_pairs, n_layers, d) float tensors of both sides and their layers.
 
     From a PairActivations (one activation per prompt; `layers` selects among its layers, default
     all) or from two tensors and `layers`.
     """
+    if isinstance(with_acts, AllPositionActivations):
+        raise ValueError(
+            f"{name}: needs one activation per prompt, not every position (cache_pairs_all_positions). "
+            f"Fix: cache with wb.cache_pairs(..., position='last')"
+        )
     if isinstance(with_acts, PairActivations):
         if without_acts is not None:
             raise ValueError(f"{name}: a PairActivations already holds both sides; pass it alone")
         acts = with_acts
         w, wo = acts.with_instruction, acts.without_instruction
-        if not isinstance(w, Tensor) or not isinstance(wo, Tensor) or w.ndim != 3:
+        if w.ndim != 3:
             raise ValueError(
                 f"{name}: needs one activation per prompt (position 'last', 'mean' or an "
                 f"int), not position {acts.position!r}. Fix: cache with position='last'"

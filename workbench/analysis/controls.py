@@ -15,19 +15,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analysis._tensors import as_float, pair_tensors, per_layer_rows, unit
+from workbench.analysis._tensors import PerLayer, as_float, pair_tensors, per_layer_rows, unit
 from workbench.cache import PairActivations, cache_pairs
+from workbench.derivation import derive
 from workbench.pairs import CONTROL_ID, NEUTRAL_SENTENCES, control_pairs
-from workbench.vectors import SteeringVector, derive
+from workbench.vectors import SteeringVector
+
+if TYPE_CHECKING:
+    from workbench.types import Model
+
+
+# what project_out takes and gives back: the same kind of object
+ProjectedT = TypeVar("ProjectedT", SteeringVector, PairActivations, Tensor)
 
 
 def control_vector(
-    model,
+    model: Model,
     queries: Sequence[str],
     *,
     n: int | None = 64,
@@ -46,7 +55,9 @@ def control_vector(
     return derive(acts, method=method, instruction_id=CONTROL_ID)
 
 
-def remove_direction(x: Float[Tensor, "... n_layers d"], control: Float[Tensor, "n_layers d"]) -> Tensor:
+def remove_direction(
+    x: Float[Tensor, "*batch n_layers d"], control: Float[Tensor, "n_layers d"]
+) -> Float[Tensor, "*batch n_layers d"]:
     """x minus its component along each layer's unit control direction. What is left of a row
     along the control itself (rounding residue, under 1e-5 of its norm) is set to exactly zero,
     so its cosines read 0 rather than those of noise."""
@@ -55,7 +66,9 @@ def remove_direction(x: Float[Tensor, "... n_layers d"], control: Float[Tensor, 
     return torch.where(left.norm(dim=-1, keepdim=True) <= 1e-5 * x.norm(dim=-1, keepdim=True), 0.0, left)
 
 
-def project_out(x, control, *, acts: PairActivations | None = None, layers: Sequence[int] | None = None):
+def project_out(
+    x: ProjectedT, control: PerLayer, *, acts: PairActivations | None = None, layers: Sequence[int] | None = None
+) -> ProjectedT:
     """`x` with the direction of `control` (a SteeringVector, or a (n_layers, d) tensor with
     `layers`) removed at every layer. Returns the same kind of object as `x`:
 

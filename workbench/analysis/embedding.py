@@ -22,12 +22,12 @@ from torch import Tensor
 from workbench.analysis._tensors import as_float, pair_tensors
 from workbench.cache import PairActivations
 
-METHODS = ("pca", "tsne")
+EMBEDDING_METHODS = ("pca", "tsne")
 
 
 def difference_embedding(
-    diffs: Float[Tensor, "n d"],
-    labels: Sequence[str] | None = None,
+    diffs: Float[Tensor, "n d"] | PairActivations | Mapping[str, PairActivations],
+    labels: Sequence[str] | str | None = None,
     method: str = "pca",
     seed: int = 0,
     perplexity: float = 30.0,
@@ -64,12 +64,14 @@ def difference_embedding(
         with threadpool_limits(limits=1):
             xy = TSNE(n_components=2, perplexity=p, init="pca", random_state=seed).fit_transform(x)
     else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {method!r}")
     examples = np.arange(len(labels)) if examples is None else examples
     return pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], "label": labels, "example": examples})
 
 
-def _differences(acts, labels, layer):
+def _differences(
+    acts: PairActivations | Mapping[str, PairActivations], labels: Sequence[str] | str | None, layer: int | None
+) -> tuple[Float[Tensor, "n d"], list[str], np.ndarray]:
     if layer is None:
         raise ValueError("pass layer= (the model layer whose differences to embed)")
     if isinstance(acts, PairActivations):

@@ -19,19 +19,20 @@ import pandas as pd
 import scipy.stats
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analysis._tensors import common_layers, offdiag_cosines, pair_tensors, per_layer_rows, unit
+from workbench.analysis._tensors import PerLayer, common_layers, offdiag_cosines, pair_tensors, per_layer_rows, unit
 
 CASES = ("same_instruction_across_queries", "with_vs_without_same_query", "across_queries")
 
 
 def cosine_matrix(
-    vectors: Mapping[str, Float[Tensor, "n_layers d_model"]],
+    vectors: Mapping[str, PerLayer],
     layers: Sequence[int] | None = None,
     *,
-    project_out=None,
+    project_out: PerLayer | None = None,
 ) -> pd.DataFrame:
     """Cosine between every ordered pair of instruction vectors (diagonal included), per layer.
 
@@ -54,14 +55,14 @@ def cosine_matrix(
 
         rows = remove_direction(rows, per_layer_rows(project_out, layers, "project_out")[0])
     u = unit(rows)
-    cos = torch.einsum("ald,bld->lab", u, u).numpy()
+    cos = torch.einsum("ald,bld->lab", u, u)
     k, n_layers = len(names), len(layers)
     return pd.DataFrame(
         {
             "layer": np.repeat(np.asarray(layers), k * k),
             "instruction_a": np.tile(np.repeat(names, k), n_layers),
             "instruction_b": np.tile(names, n_layers * k),
-            "cosine": cos.reshape(-1),
+            "cosine": rearrange(cos, "l a b -> (l a b)").numpy(),  # the order of the columns above
         }
     )
 

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from workbench.analysis._tensors import pair_tensors, unit
 from workbench.analysis.projection import separation
+from workbench.cache import PairActivations
 
 
 def _counts(gen: torch.Generator, n_boot: int, n: int) -> Tensor:
@@ -35,23 +36,25 @@ def _counts(gen: torch.Generator, n_boot: int, n: int) -> Tensor:
     return torch.zeros(n_boot, n).scatter_add_(1, idx, torch.ones(n_boot, n))
 
 
-METHODS = ("basic", "percentile")
+INTERVAL_METHODS = ("basic", "percentile")
 
 
-def _bounds(samples: np.ndarray, ci: float, method: str = "percentile", point=None):
+def _bounds(
+    samples: np.ndarray, ci: float, method: str = "percentile", point: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Percentile interval (quantiles of the replicates), or basic (the quantiles reflected
     about the point estimate: [2p - q_high, 2p - q_low])."""
     alpha = (1 - ci) / 2
     low, high = np.nanquantile(samples, alpha, axis=0), np.nanquantile(samples, 1 - alpha, axis=0)
     if method == "percentile":
         return low, high
-    if method == "basic":
+    if method == "basic" and point is not None:
         return 2 * point - high, 2 * point - low
-    raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    raise ValueError(f"method must be one of {INTERVAL_METHODS}, got {method!r}")
 
 
 def bootstrap_cosines(
-    acts: Mapping[str, object],
+    acts: Mapping[str, PairActivations | tuple[Tensor, Tensor]],
     layers: Sequence[int] | None = None,
     *,
     n_boot: int = 1000,
@@ -123,10 +126,12 @@ def bootstrap_cosines(
     return pd.concat(rows, ignore_index=True)
 
 
-def _shared_layers(acts: Mapping[str, object], layers):
+def _shared_layers(
+    acts: Mapping[str, PairActivations | tuple[Tensor, Tensor]], layers: Sequence[int] | None
+) -> list[int]:
     if layers is not None:
         return [int(l) for l in layers]
-    own = {name: tuple(a.layers) for name, a in acts.items() if hasattr(a, "layers")}
+    own = {name: tuple(a.layers) for name, a in acts.items() if isinstance(a, PairActivations)}
     if not own:
         raise ValueError("tensor pairs need layers=")
     if len(set(own.values())) > 1:
@@ -154,7 +159,10 @@ def separation_intervals(
     if not 0 < ci < 1 or n_boot < 1:
         raise ValueError("ci must be in (0, 1) and n_boot at least 1")
     point = separation(df, by=by)
-    points = point.set_index(list(by))
+    points = {
+        key: (auroc, d)
+        for key, auroc, d in zip(point[list(by)].itertuples(index=False, name=None), point["auroc"], point["cohens_d"])
+    }
     extra = []
     for key, g in df.groupby(list(by), sort=True):
         pos = g[g["side"] == "with"].sort_values("example")
@@ -164,7 +172,7 @@ def separation_intervals(
         cp = _counts(gen, n_boot, len(pos)).numpy()
         cn = cp if paired else _counts(gen, n_boot, len(neg)).numpy()
         auroc, d = _weighted_auroc_d(pos["projection"].to_numpy(float), neg["projection"].to_numpy(float), cp, cn)
-        at = points.loc[key, ["auroc", "cohens_d"]].to_numpy(float)
+        at = np.asarray(points[key if isinstance(key, tuple) else (key,)], dtype=float)
         (a_lo, d_lo), (a_hi, d_hi) = _bounds(np.stack([auroc, d], 1), ci, method, at)
         a_lo, a_hi = max(a_lo, 0.0), min(a_hi, 1.0)
         extra.append((*(key if isinstance(key, tuple) else (key,)), a_lo, a_hi, d_lo, d_hi))
@@ -174,7 +182,9 @@ def separation_intervals(
     return out
 
 
-def _weighted_auroc_d(pos: np.ndarray, neg: np.ndarray, cp: np.ndarray, cn: np.ndarray):
+def _weighted_auroc_d(
+    pos: np.ndarray, neg: np.ndarray, cp: np.ndarray, cn: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """AUROC and Cohen's d of each bootstrap sample, given as counts per item of each side."""
     above = (pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])  # (n, m)
     np_, nn = cp.sum(1), cn.sum(1)

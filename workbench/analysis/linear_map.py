@@ -24,7 +24,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import r2_score
 from torch import Tensor
 
-METHODS = ("ridge", "procrustes")
+MAP_METHODS = ("ridge", "procrustes")
 FORMAT = "workbench.LinearMap/1"
 
 
@@ -118,7 +118,7 @@ def fit_linear_map(
     elif method == "procrustes":
         w, b = _procrustes(x[train], y[train])
     else:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise ValueError(f"method must be one of {MAP_METHODS}, got {method!r}")
 
     r2 = float(r2_score(y[test], x[test] @ w + b, multioutput="variance_weighted")) if n_test >= 2 else math.nan
     return LinearMap(

@@ -31,22 +31,27 @@ soft-capping (monotone) do not change the ranks.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 
-from workbench.analysis._tensors import pair_tensors, per_layer_rows, unit
+from workbench.analysis._tensors import PerLayer, pair_tensors, per_layer_rows, unit
+from workbench.cache import PairActivations
+
+if TYPE_CHECKING:
+    from workbench.types import Model
 
 SIDES = ("top", "bottom")
 
 
 @torch.no_grad()
-def direction_logits(model, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
+def direction_logits(model: Model, directions: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
     """The logit readout of each row's unit direction (see the module docstring): W_U of
     (final_norm(√d·u) − final_norm(0)). Rows of zero norm read out zeros."""
     u = unit(directions.float())
@@ -54,24 +59,33 @@ def direction_logits(model, directions: Float[Tensor, "n d_model"]) -> Float[Ten
 
 
 @torch.no_grad()
-def lens_logits(model, resid: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
+def lens_logits(model: Model, resid: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
     """The plain logit lens of residual-stream states: W_U of final_norm(resid), without the
     unembedding bias (a constant per token, which cancels in any difference)."""
     return _unembed(model, _norm(model, resid.float()))
 
 
-def _norm(model, x: Tensor) -> Tensor:
+def _norm(model: Model, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_model"]:
     param = next(model.ln_final.parameters(), None)
     device, dtype = (param.device, param.dtype) if param is not None else (x.device, x.dtype)
-    return model.ln_final(x.to(device=device, dtype=dtype)).float()
+    normed: Tensor = model.ln_final(x.to(device=device, dtype=dtype)).float()
+    return normed
 
 
-def _unembed(model, x: Tensor) -> Tensor:
+def _unembed(model: Model, x: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
     w_u = model.W_U  # (d_model, d_vocab)
-    return (x.to(device=w_u.device, dtype=w_u.dtype) @ w_u).float().cpu()
+    logits: Tensor = (x.to(device=w_u.device, dtype=w_u.dtype) @ w_u).float().cpu()
+    return logits
 
 
-def logit_lens(model, vec, layers: Sequence[int] | None = None, *, k: int = 10, baseline=None) -> pd.DataFrame:
+def logit_lens(
+    model: Model,
+    vec: PerLayer,
+    layers: Sequence[int] | None = None,
+    *,
+    k: int = 10,
+    baseline: PairActivations | None = None,
+) -> pd.DataFrame:
     """Top and bottom `k` tokens of each layer's direction of `vec` (a SteeringVector, or a
     (n_layers, d_model) tensor with `layers`).
 
@@ -93,16 +107,18 @@ def logit_lens(model, vec, layers: Sequence[int] | None = None, *, k: int = 10, 
     return _top_bottom(model, logits, k, dict(layer=layers))
 
 
-def difference_logit_lens(model, acts, layers: Sequence[int] | None = None, *, k: int = 10) -> pd.DataFrame:
+def difference_logit_lens(
+    model: Model, acts: PairActivations, layers: Sequence[int] | None = None, *, k: int = 10
+) -> pd.DataFrame:
     """The readout of every per-example difference (with − without) of `acts` (a PairActivations),
     at `layers` (default: all of its layers). Columns as `logit_lens` plus `example` (the pair's
     index in `acts`). Summarise with `lens_agreement`."""
     with_acts, without_acts, layers = pair_tensors(acts, layers=layers, name="acts")
     _check_width(model, with_acts)
-    diffs = (with_acts - without_acts).transpose(0, 1)  # (L, n, d)
-    n_layers, n = diffs.shape[:2]
-    logits = direction_logits(model, diffs.reshape(n_layers * n, -1))
-    keys = dict(layer=np.repeat(layers, n), example=np.tile(np.arange(n), n_layers))
+    n = len(with_acts)
+    # one row per (layer, example), layer-major, as the keys below
+    logits = direction_logits(model, rearrange(with_acts - without_acts, "n l d -> (l n) d"))
+    keys = dict(layer=np.repeat(layers, n), example=np.tile(np.arange(n), len(layers)))
     return _top_bottom(model, logits, k, keys)
 
 
@@ -127,7 +143,7 @@ def lens_agreement(df: pd.DataFrame, top: int | None = None) -> pd.DataFrame:
     return out[cols].reset_index(drop=True)
 
 
-def _check_width(model, x: Tensor) -> None:
+def _check_width(model: Model, x: Tensor) -> None:
     if x.shape[-1] != model.cfg.d_model:
         raise ValueError(
             f"width {x.shape[-1]} does not match the model's d_model {model.cfg.d_model}. "
@@ -135,7 +151,9 @@ def _check_width(model, x: Tensor) -> None:
         )
 
 
-def _top_bottom(model, logits: Tensor, k: int, keys: dict) -> pd.DataFrame:
+def _top_bottom(
+    model: Model, logits: Float[Tensor, "n d_vocab"], k: int, keys: Mapping[str, Sequence[Any] | np.ndarray]
+) -> pd.DataFrame:
     """Tidy top-k and bottom-k of each row of `logits`; `keys` are per-row columns."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -161,7 +179,7 @@ def _top_bottom(model, logits: Tensor, k: int, keys: dict) -> pd.DataFrame:
     return out[[*keys, "side", "rank", "token", "token_id", "logit"]]
 
 
-def decode_tokens(model, ids) -> list[str]:
+def decode_tokens(model: Model, ids: Iterable[int]) -> list[str]:
     """Each token id decoded on its own (" the", not "Ġthe")."""
     tok = model.tokenizer
     cache: dict[int, str] = {}

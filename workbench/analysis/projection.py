@@ -13,23 +13,25 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from sklearn.metrics import roc_auc_score
 from torch import Tensor
 
-from workbench.analysis._tensors import pair_tensors, per_layer_rows, unit
+from workbench.analysis._tensors import Pairs, PerLayer, pair_tensors, per_layer_rows, unit
 from workbench.cache import PairActivations
+from workbench.vectors import SteeringVector
 
 SIDES = ("with", "without")
 
 
 def projection_separation(
-    with_acts: Float[Tensor, "n_pairs n_layers d_model"],
-    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | None = None,
-    directions: Float[Tensor, "n_layers d_model"] | None = None,
+    with_acts: Pairs,
+    without_acts: Float[Tensor, "n_pairs n_layers d_model"] | PerLayer | None = None,
+    directions: PerLayer | None = None,
     layers: Sequence[int] | None = None,
     *,
-    project_out=None,
+    project_out: PerLayer | None = None,
 ) -> pd.DataFrame:
     """Projection of every activation on the unit direction of its layer.
 
@@ -47,6 +49,8 @@ def projection_separation(
         raise ValueError(
             "projection_separation needs directions: pass (acts, vec) or (with_acts, without_acts, directions, layers)"
         )
+    if isinstance(without_acts, SteeringVector):
+        raise TypeError("without_acts: expected the without-instruction activations, got a SteeringVector")
     w, wo, layers = pair_tensors(with_acts, without_acts, layers)
     d, _ = per_layer_rows(directions, layers, "directions")
     if project_out is not None:
@@ -61,14 +65,14 @@ def projection_separation(
     n = w.shape[0]
     frames = []
     for side, acts in zip(SIDES, (w, wo)):
-        proj = torch.einsum("nld,ld->nl", acts, u).numpy()  # (n, L)
+        proj = torch.einsum("nld,ld->nl", acts, u)
         frames.append(
             pd.DataFrame(
                 {
                     "layer": np.tile(np.asarray(layers), n),
                     "example": np.repeat(np.arange(n), len(layers)),
                     "side": side,
-                    "projection": proj.reshape(-1),
+                    "projection": rearrange(proj, "n l -> (n l)").numpy(),  # example-major, as above
                 }
             )
         )

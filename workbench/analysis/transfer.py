@@ -3,7 +3,8 @@
 In a notebook:
 
     cross_model_cosine(it_vecs, base_vecs, layers)        # same width: IT vs base
-    matched_layers(26, 42)                                # [(0, 0), (1, 2), ..., (25, 41)]
+    matched_layers(26, 42)                                # [LayerPair(source=0, target=0), ..., (25, 41)]
+    target_matched_layers(26, 42)                         # one pair per target layer
     compare_mapped(m.apply_direction(src_vecs), own_vecs, tgt_layers)
     cross_application_matrix(results)                     # vector_source x target_model
 """
@@ -14,15 +15,14 @@ from collections.abc import Sequence
 
 import pandas as pd
 import torch.nn.functional as F
-from jaxtyping import Float
-from torch import Tensor
 
-from workbench.analysis._tensors import common_layers, per_layer_rows
+from workbench.analysis._tensors import PerLayer, common_layers, per_layer_rows
+from workbench.types import LayerPair
 
 
-def _per_layer_cosine(a, b, layers: Sequence[int] | None) -> pd.DataFrame:
-    layers = common_layers([a, b], layers, ["first", "second"])
-    (a, _), (b, _) = per_layer_rows(a, layers, "first"), per_layer_rows(b, layers, "second")
+def _per_layer_cosine(first: PerLayer, second: PerLayer, layers: Sequence[int] | None) -> pd.DataFrame:
+    layers = common_layers([first, second], layers, ["first", "second"])
+    (a, _), (b, _) = per_layer_rows(first, layers, "first"), per_layer_rows(second, layers, "second")
     if a.shape != b.shape:
         raise ValueError(f"widths differ ({a.shape[-1]} vs {b.shape[-1]}); map one side first")
     return pd.DataFrame(
@@ -35,8 +35,8 @@ def _per_layer_cosine(a, b, layers: Sequence[int] | None) -> pd.DataFrame:
 
 
 def cross_model_cosine(
-    vecs_a: Float[Tensor, "n_layers d_model"],
-    vecs_b: Float[Tensor, "n_layers d_model"],
+    vecs_a: PerLayer,
+    vecs_b: PerLayer,
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Per-layer cosine between two models' vectors of equal width (e.g. IT vs base):
@@ -48,8 +48,8 @@ def cross_model_cosine(
 
 
 def compare_mapped(
-    mapped: Float[Tensor, "n_layers d_model"],
-    own: Float[Tensor, "n_layers d_model"],
+    mapped: PerLayer,
+    own: PerLayer,
     layers: Sequence[int] | None = None,
 ) -> pd.DataFrame:
     """Per-layer cosine between vectors mapped in from another model and the target's own.
@@ -61,7 +61,7 @@ def compare_mapped(
     return _per_layer_cosine(mapped, own, layers)
 
 
-def matched_layers(n_layers_src: int, n_layers_tgt: int) -> list[tuple[int, int]]:
+def matched_layers(n_layers_src: int, n_layers_tgt: int) -> list[LayerPair]:
     """Pair every source layer with the target layer at the nearest relative depth.
 
     Depth of layer i is i / (n - 1), so first pairs with first and last with last; ties
@@ -70,10 +70,16 @@ def matched_layers(n_layers_src: int, n_layers_tgt: int) -> list[tuple[int, int]
     if n_layers_src < 1 or n_layers_tgt < 1:
         raise ValueError("layer counts must be positive")
     if n_layers_src == 1:
-        return [(0, n_layers_tgt - 1)]
+        return [LayerPair(0, n_layers_tgt - 1)]
     # integer form of round(i * (n_tgt - 1) / (n_src - 1)), free of float ties
     span_src, span_tgt = n_layers_src - 1, n_layers_tgt - 1
-    return [(i, (2 * i * span_tgt + span_src) // (2 * span_src)) for i in range(n_layers_src)]
+    return [LayerPair(i, (2 * i * span_tgt + span_src) // (2 * span_src)) for i in range(n_layers_src)]
+
+
+def target_matched_layers(n_layers_src: int, n_layers_tgt: int) -> list[LayerPair]:
+    """Pair every target layer with the source layer at the nearest relative depth (the pairs
+    a vector is carried along: one per target layer), in target order."""
+    return [LayerPair(source=p.target, target=p.source) for p in matched_layers(n_layers_tgt, n_layers_src)]
 
 
 def cross_application_matrix(records: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:

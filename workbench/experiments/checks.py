@@ -13,9 +13,14 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workbench.data import IFEvalRow
+    from workbench.prompts import PromptFormat
+    from workbench.types import Model
 
 # fields that count something: at least 1 wherever an experiment config has them
 POSITIVE = (
@@ -95,7 +100,12 @@ def check_out(out: str | Path) -> Path:
 
 
 def check_prompts_fit(
-    model, prompts: Iterable[tuple[str, str]], *, max_new_tokens: int, truncate: bool = False, fmt=None
+    model: Model,
+    prompts: Sequence[tuple[str, str]],
+    *,
+    max_new_tokens: int,
+    truncate: bool = False,
+    fmt: PromptFormat | None = None,
 ) -> None:
     """Every (label, plain prompt) pair, formatted for `model`, leaves room for `max_new_tokens`
     in its context; with `truncate` the generation will cut prompt starts instead."""
@@ -123,7 +133,7 @@ def check_prompts_fit(
         )
 
 
-def row_prompts(rows) -> list[tuple[str, str]]:
+def row_prompts(rows: Iterable[IFEvalRow]) -> list[tuple[str, str]]:
     """(label, prompt) of every row with and, where it has one, without its instruction."""
     return [
         (f"{r.row_id}{tag}", text)

@@ -15,6 +15,7 @@ condition is reported as a point (format accuracy, length accuracy), loose IFEva
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -23,8 +24,8 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
+from workbench.executor import Executor
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
-from workbench.experiments.format import LANGUAGE, _as_row
 from workbench.experiments.grid import (
     NONE,
     Settings,
@@ -38,13 +39,14 @@ from workbench.experiments.grid import (
     run_grid,
     save_scores,
     search_layers,
-    short_base_queries,
     vector_specs,
 )
 from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
+from workbench.experiments.rows import LANGUAGE, pair_row, short_base_queries
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
+from workbench.types import Model
 
 ARMS = ("none", "format", "length", "both")
 
@@ -83,7 +85,9 @@ class CompositionConfig(Settings):
     )
 
 
-def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[IFEvalRow]:
+def composed_rows(
+    queries: Sequence[str], instructions: Sequence[str], max_sentences: int, seed: int
+) -> list[IFEvalRow]:
     """Query i with the i-th (format instruction, n) of their product, cycled."""
     combos = list(itertools.product(instructions, range(1, max_sentences + 1)))
     rows = []
@@ -104,7 +108,12 @@ def composed_rows(queries, instructions, max_sentences: int, seed: int) -> list[
 
 
 def run_composition(
-    cfg: CompositionConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+    cfg: CompositionConfig,
+    out: str | Path,
+    *,
+    model: Model | None = None,
+    executor: Executor | None = None,
+    show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the composition experiment into `out`; returns the run directory."""
     if LANGUAGE in cfg.format_instructions:
@@ -147,7 +156,7 @@ def run_composition(
     # the format layer, searched as in the format experiment
     fmt_specs = vector_specs({"format": fmt}, "adjust")
     val = [
-        _as_row(p, f"val/{iid}/{i}")
+        pair_row(p, f"val/{iid}/{i}")
         for iid in cfg.format_instructions
         for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))
     ]
@@ -155,8 +164,9 @@ def run_composition(
         run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, executor=executor, show_progress=show_progress
     )
 
-    def format_layer(row, with_instruction):
-        return chosen[("format", row.instruction_id_list[0], with_instruction)]
+    def format_layer(row: IFEvalRow, with_instruction: bool) -> int:
+        layer: int = chosen[("format", row.instruction_id_list[0], with_instruction)]
+        return layer
 
     lengthen = (wb.Steering(concise, length_layer, "add", length_raw),)
     jobs = []
@@ -164,7 +174,7 @@ def run_composition(
         for with_instruction in (False, True):
             layer = format_layer(row, with_instruction)
             shape = tuple(fmt_specs("format", row, layer, 1.0)) if layer != NONE else ()
-            prompt = row.prompt if with_instruction else row.prompt_without_instruction
+            prompt = row.prompt if with_instruction else row.prompt_without_instruction or ""
             for arm, steering in zip(ARMS, [(), shape, lengthen, shape + lengthen]):
                 tags = dict(
                     row_id=row.row_id,

@@ -19,21 +19,24 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pandas as pd
 
 import workbench as wb
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
+from workbench.executor import Executor
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
+from workbench.experiments.format_tables import fill_unsteered, write_tables
 from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
+from workbench.experiments.rows import format_vector_pairs, languages, stratified_rows, validation_rows, vector_name
 from workbench.experiments.rundir import RunDir
 from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
 from workbench.models import load_args
-from workbench.pairs import PromptPair
-
-LANGUAGE = "language:response_language"
+from workbench.types import Model
 
 
 @dataclass(frozen=True)
@@ -58,62 +61,23 @@ class FormatConfig:
     dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
     device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
 
+    QUICK: ClassVar[dict[str, Any]] = dict(  # a smoke-sized run: few pairs, prompts and layers, short answers
+        n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, search_prompts=(1, 2), search_keep=(1,), limit=13
+    )
+
     @classmethod
-    def quick(cls, **overrides) -> FormatConfig:
+    def quick(cls, **overrides: Any) -> FormatConfig:
         """A smoke-sized run: few pairs, few prompts, few layers, short answers."""
-        return replace(
-            cls(
-                n_pairs=8,
-                n_validation=2,
-                layer_step=8,
-                max_new_tokens=32,
-                search_prompts=(1, 2),
-                search_keep=(1,),
-                limit=13,
-            ),
-            **overrides,
-        )
+        return replace(cls(**cls.QUICK), **overrides)
 
 
-def _stratified(rows: list[IFEvalRow], limit: int | None) -> list[IFEvalRow]:
-    if limit is None or limit >= len(rows):
-        return rows
-    by_id: dict[str, list[IFEvalRow]] = {}
-    for r in rows:
-        by_id.setdefault(r.instruction_id_list[0], []).append(r)
-    out, queues = [], list(by_id.values())
-    while len(out) < limit:
-        for q in queues:
-            if q and len(out) < limit:
-                out.append(q.pop(0))
-    return out
-
-
-def vector_name(row: IFEvalRow) -> str:
-    iid = row.instruction_id_list[0]
-    return f"{iid}/{row.kwargs[0]['language']}" if iid == LANGUAGE else iid
-
-
-def _validation_rows(queries, iid, languages, n, seed) -> list[IFEvalRow]:
-    if iid == LANGUAGE:  # cycle through the test set's languages
-        pairs = [
-            wb.instruction_pairs([q], iid, kwargs={"language": languages[i % len(languages)]}, seed=seed + i)[0]
-            for i, q in enumerate(queries[:n])
-        ]
-    else:
-        pairs = wb.instruction_pairs(queries[:n], iid, seed=seed)
-    return [_as_row(p, f"val/{iid}/{i}") for i, p in enumerate(pairs)]
-
-
-def _as_row(pair: PromptPair, key: str) -> IFEvalRow:
-    return IFEvalRow(key, pair.with_instruction, (pair.instruction_id,), (pair.kwargs,), pair.without_instruction)
-
-
-def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, vectors) -> Job:
+def _job(
+    phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, vectors: dict[str, wb.SteeringVector]
+) -> Job:
     """One prompt of `row` (with or without its instruction) under candidate `cand`."""
     iid = row.instruction_id_list[0]
     cond = "instruction" if with_instruction else "no_instruction"
-    prompt = row.prompt if with_instruction else row.prompt_without_instruction
+    prompt = row.prompt if with_instruction else row.prompt_without_instruction or ""
     vec = vectors[vector_name(row)]
     spec = (wb.Steering(vec, cand.layer, cand.mode, cand.weight(vec)),) if cand.steered else ()
     tags = dict(
@@ -128,12 +92,14 @@ def _job(phase: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, ve
     return Job(f"{phase}/{cond}/{cand.label}/{row.row_id}", prompt, row, spec, tags)
 
 
-def _same_text(job: Job) -> tuple:
+def _same_text(job: Job) -> tuple[str, ...]:
     """Jobs with equal keys generate the same text."""
     return (job.prompt, *(s.describe() for s in job.steering))
 
 
-def _test_jobs(rows, vectors, chosen) -> list[Job]:
+def _test_jobs(
+    rows: Sequence[IFEvalRow], vectors: dict[str, wb.SteeringVector], chosen: dict[tuple[str, bool], Candidate]
+) -> list[Job]:
     """Each test row in both conditions, unsteered and (unless none was chosen) steered."""
     jobs = []
     for row in rows:
@@ -144,14 +110,19 @@ def _test_jobs(rows, vectors, chosen) -> list[Job]:
 
 
 def run_format(
-    cfg: FormatConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+    cfg: FormatConfig,
+    out: str | Path,
+    *,
+    model: Model | None = None,
+    executor: Executor | None = None,
+    show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the format experiment into `out`; returns the run directory.
     `executor`: where generation runs (workbench.executor; default this process)."""
     check_config(cfg)
     check_out(out)
     model = model or wb.load_model(cfg.model, **load_args(cfg))
-    test = _stratified(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
+    test = stratified_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
     if cfg.search_prompts[-1] > cfg.n_validation:
@@ -169,11 +140,9 @@ def run_format(
         )
     split = wb.split_queries(wb.base_queries(), exclude=test, seed=cfg.seed, validation=cfg.n_validation * 3)
     instructions = [i for i in FORMAT_INSTRUCTIONS if any(r.instruction_id_list[0] == i for r in test)]
-    languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
+    langs = languages(test)
     val_rows = [
-        r
-        for iid in instructions
-        for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)
+        r for iid in instructions for r in validation_rows(split.validation, iid, langs, cfg.n_validation, cfg.seed)
     ]
     # the data against the model, before any compute: every prompt must fit the context
     check_prompts_fit(
@@ -183,6 +152,7 @@ def run_format(
             for tag, rows in (("test", test), ("validation", val_rows))
             for r in rows
             for p in (r.prompt, r.prompt_without_instruction)
+            if p is not None
         ],
         max_new_tokens=cfg.max_new_tokens,
         truncate=cfg.truncate,
@@ -201,16 +171,8 @@ def run_format(
     run.record("candidate_layers", layers)
 
     # 1. vectors
-    wanted = {}
-    for iid in instructions:
-        for lang in languages if iid == LANGUAGE else [None]:
-            name = f"{iid}/{lang}" if lang else iid
-            wanted[name] = (
-                name,
-                wb.instruction_pairs(
-                    split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None
-                ),
-            )
+    pairs = format_vector_pairs(split.train, instructions, langs, n=cfg.n_pairs, seed=cfg.seed)
+    wanted = {name: (name, p) for name, p in pairs.items()}
     vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
 
     # 2. the search on validation prompts, with and without the instruction
@@ -220,12 +182,12 @@ def run_format(
         for iid in instructions
         for w in (False, True)
     }
-    validation: dict[str, pd.DataFrame] = {}
+    validation: dict[str, dict[Hashable, Any]] = {}  # scored lines by job id
 
-    def jobs_for(group, rows, cand):
+    def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
         return [_job("validation", r, group[1], cand, vectors) for r in rows]
 
-    def evaluate(jobs, round_):
+    def evaluate(jobs: list[Job], round_: int) -> pd.DataFrame:
         todo = [j for j in jobs if j.id not in validation]
         if todo:
             # jobs with the same prompt and steering share one generation (the request without
@@ -296,53 +258,10 @@ def run_format(
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one
-    scored = _fill_unsteered(scored)
+    scored = fill_unsteered(scored)
     scored.to_csv(run.file("scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
     write_tables(run, scored)
     from workbench.report import write_report
 
     write_report(run.path)
     return run
-
-
-def _fill_unsteered(scored: pd.DataFrame) -> pd.DataFrame:
-    steered = scored[scored["steered"]]
-    have = set(zip(steered["row_id"], steered["with_instruction"]))
-    plain = scored[~scored["steered"]]
-    missing = plain[[(k, w) not in have for k, w in zip(plain["row_id"], plain["with_instruction"])]]
-    return pd.concat([scored, missing.assign(steered=True)], ignore_index=True)
-
-
-def write_tables(run: RunDir, scored: pd.DataFrame) -> None:
-    """The four-condition tables for loose, good (followed and not degenerate) and strict
-    accuracy (Wilson intervals, exact McNemar), per instruction with the chosen settings, and
-    fluency (perplexity, degenerate rate) per condition."""
-    from workbench.stats import mcnemar_table, two_by_two
-
-    chosen = pd.DataFrame(run.state["choices"].get("chosen", []))
-    for metric in ("loose", "good", "strict"):
-        kw = dict(instruction_col="with_instruction", steering_col="steered", correct_col=metric)
-        two_by_two(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"two_by_two_{metric}.csv"), index=False)
-        mcnemar_table(scored, pair_col="row_id", **kw).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
-        per = two_by_two(scored, by=["instruction_id"], **kw)
-        if len(chosen):
-            per = per.merge(
-                chosen[["instruction_id", "with_instruction", "layer", "mode", "strength"]],
-                on=["instruction_id", "with_instruction"],
-                how="left",
-            )
-        per.to_csv(run.file("tables", f"per_instruction_{metric}.csv"), index=False)
-    if "ppl" in scored:
-        (
-            scored.groupby(["with_instruction", "steered"])
-            .agg(
-                n=("job", "size"),
-                median_ppl=("ppl", "median"),
-                mean_distinct_2=("distinct_2", "mean"),
-                degenerate_rate=("degenerate", "mean"),
-                mean_tokens=("n_tokens", "mean"),
-                cut_at_limit=("finish_reason", lambda s: float((s == "length").mean())),
-            )
-            .reset_index()
-            .to_csv(run.file("tables", "fluency.csv"), index=False)
-        )

@@ -20,17 +20,23 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pandas as pd
 import torch
 
 import workbench as wb
 from workbench.data import IFEvalRow
-from workbench.experiments.jobs import Job, add_fluency, choose_candidate, run_jobs
+from workbench.experiments.choice import choose_candidate
+from workbench.experiments.jobs import Job, add_fluency, run_jobs
+from workbench.experiments.rows import vector_name
 from workbench.experiments.rundir import RunDir
 from workbench.pairs import PromptPair
 from workbench.steering import Steering
+
+if TYPE_CHECKING:
+    from workbench.executor import Executor
+    from workbench.types import Model
 
 NONE = -1  # the "no steering" layer
 WEIGHT_UNITS = ("norm_percent", "raw")
@@ -48,25 +54,19 @@ class Settings:
     device: str | None = None  # "cpu" (None), "cuda", "cuda:1": where the model runs, workers too
     dtype: str | None = None  # "float32" (None), "bfloat16", "float16"
     device_map: str | None = None  # "auto", "balanced", "sequential": split the model over the GPUs
-    QUICK: ClassVar[dict[str, object]] = {}
+    QUICK: ClassVar[dict[str, Any]] = {}  # field values of a smoke-sized run
 
     @classmethod
-    def quick(cls, **overrides):
+    def quick(cls, **overrides: Any) -> Self:
         return replace(cls(**cls.QUICK), **overrides)
 
 
+# candidates(row, with_instruction) -> its (arm, layer, weight) candidates; layer NONE: no steering
 Candidates = Callable[[IFEvalRow, bool], Iterable[tuple[str, int, float]]]
+# specs(arm, row, layer, weight) -> the steering of a steered candidate
 Specs = Callable[[str, IFEvalRow, int, float], Sequence[Steering]]
-
-
-def short_base_queries(max_chars: int | None = None) -> list[str]:
-    """wb.base_queries(), without those longer than `max_chars` (quick runs, small contexts)."""
-    return [q for q in wb.base_queries() if max_chars is None or len(q) <= max_chars]
-
-
-def short_rows(rows: Sequence[IFEvalRow], max_chars: int | None) -> list[IFEvalRow]:
-    """`rows` without those whose prompt is longer than `max_chars`."""
-    return [r for r in rows if max_chars is None or len(r.prompt) <= max_chars]
+# a search's choice per group: {group key tuple: the layer (int) or weight (float) chosen}
+Choices = dict[tuple[Any, ...], Any]
 
 
 def save_scores(scored: pd.DataFrame, path: Path) -> None:
@@ -87,7 +87,7 @@ def depth_layer(n_layers: int, depth: float) -> int:
 
 
 def residual_norms(
-    run: RunDir, model, queries: Sequence[str], layers: Sequence[int], *, batch_size: int
+    run: RunDir, model: Model, queries: Sequence[str], layers: Sequence[int], *, batch_size: int
 ) -> dict[int, float]:
     """Mean norm of the residual stream after each of `layers` at the last prompt token of the
     plain `queries`: the unit of weights given in percent of the norm. Recorded in run.json (a
@@ -123,7 +123,7 @@ def grid_jobs(
     candidates: Candidates,
     specs: Specs,
     *,
-    tags: Callable[[IFEvalRow], dict] | None = None,
+    tags: Callable[[IFEvalRow], dict[str, Any]] | None = None,
     conditions: Sequence[bool] = (False, True),
 ) -> list[Job]:
     """One job per row x instruction in the prompt (or not) x candidate; `specs(arm, row, layer,
@@ -133,6 +133,8 @@ def grid_jobs(
     for row in rows:
         for with_instruction in conditions:
             prompt = row.prompt if with_instruction else row.prompt_without_instruction
+            if prompt is None:
+                raise ValueError(f"row {row.key!r} has no prompt without its instruction; pass conditions=(True,)")
             for arm, layer, weight in candidates(row, with_instruction):
                 steering = () if layer == NONE else tuple(specs(arm, row, layer, weight))
                 info = dict(
@@ -151,13 +153,13 @@ def grid_jobs(
 
 def run_grid(
     run: RunDir,
-    model,
+    model: Model,
     jobs: Sequence[Job],
-    cfg,
+    cfg: Settings,
     *,
     phase: str,
     perplexity: bool = True,
-    executor=None,
+    executor: Executor | None = None,
     show_progress: bool | None = None,
 ) -> pd.DataFrame:
     """Generate each distinct job once (resumable), then one line per job of `jobs`: its tags,
@@ -206,8 +208,8 @@ def search(
     candidate: str = "layer",
     none_value: float = NONE,
     steered_only: bool = False,
-) -> dict:
-    """Choose a layer (or weight) per group with jobs.choose_candidate; writes tables/{name}_sweep.csv
+) -> Choices:
+    """Choose a layer (or weight) per group with choice.choose_candidate; writes tables/{name}_sweep.csv
     and tables/{name}_choices.csv, records the choices; returns {group key tuple: value}."""
     sweep, choices = choose_candidate(
         scored, group=group, candidate=candidate, none_value=none_value, steered_only=steered_only
@@ -236,13 +238,13 @@ def accuracy_table(
 
     lines = []
     for key, g in scored.groupby(list(by), sort=True):
-        key = key if isinstance(key, tuple) else (key,)
+        values = key if isinstance(key, tuple) else (key,)
         k, n = int(g[metric].astype(bool).sum()), len(g)
         low, high = clustered_accuracy_ci(g[metric].astype(bool), g[cluster]) if cluster else accuracy_ci(k, n)
         extra = dict(n_clusters=int(g[cluster].nunique())) if cluster else {}
         lines.append(
             dict(
-                zip(by, key),
+                zip(by, values),
                 n=n,
                 **extra,
                 accuracy=k / n,
@@ -260,10 +262,9 @@ def vector_specs(
     vectors: dict[str, dict[str, wb.SteeringVector]], mode: str, *, cross_model: Sequence[str] = ()
 ) -> Specs:
     """Specs of arms that steer each row with its own instruction's vector
-    (`vectors[arm][format.vector_name(row)]`); arms in `cross_model` carry another model's vectors."""
-    from workbench.experiments.format import vector_name
+    (`vectors[arm][rows.vector_name(row)]`); arms in `cross_model` carry another model's vectors."""
 
-    def specs(arm, row, layer, weight):
+    def specs(arm: str, row: IFEvalRow, layer: int, weight: float) -> list[Steering]:
         return [wb.Steering(vectors[arm][vector_name(row)], layer, mode, weight, allow_cross_model=arm in cross_model)]
 
     return specs
@@ -271,22 +272,22 @@ def vector_specs(
 
 def layer_search(
     run: RunDir,
-    model,
+    model: Model,
     rows: Sequence[IFEvalRow],
     arms: Sequence[str],
     specs: Specs,
     layers: Sequence[int],
     weight: float,
-    cfg,
+    cfg: Settings,
     *,
-    executor=None,
+    executor: Executor | None = None,
     show_progress: bool | None = None,
-) -> dict:
+) -> Choices:
     """The format experiment's layer search, per arm: validation rows with and without the
     instruction x (no steering + each candidate layer at `weight`); writes validation_scores.csv
     and tables/layer_search_*.csv; returns {(arm, instruction_id, with_instruction): layer}."""
 
-    def candidates(row, with_instruction):
+    def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
         return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
 
     jobs = grid_jobs(rows, "validation", candidates, specs)

@@ -1,5 +1,5 @@
 """The machinery every experiment shares: vectors per instruction, generation jobs that resume,
-scoring, and picking a layer on validation prompts.
+and scoring (picking a layer or weight from the scores: experiments/choice.py).
 
 A job is one prompt with one steering configuration. Jobs from every condition and candidate
 layer run together as per-row-steered batches, in this process or on Ray workers (executor=);
@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -25,6 +25,14 @@ from workbench.prompts import encode
 from workbench.runs import batched
 from workbench.steering import Steering
 from workbench.vectors import VectorFileError
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
+
+    from workbench.executor import Executor
+    from workbench.types import Model
+
+KeyT = TypeVar("KeyT", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -39,7 +47,7 @@ class Job:
 
 
 def vectors_for(
-    run: RunDir, model, name: str, pairs: Sequence[PromptPair], *, batch_size: int = 16
+    run: RunDir, model: Model, name: str, pairs: Sequence[PromptPair], *, batch_size: int = 16
 ) -> wb.SteeringVector:
     """Derive (or, when resuming, reload) the vector named `name` from `pairs`, all layers.
     A saved vector is never deleted: one of another model is an error, and an unreadable file
@@ -48,15 +56,21 @@ def vectors_for(
 
 
 def vectors_for_all(
-    run: RunDir, model, wanted: dict[Any, tuple[str, Sequence[PromptPair]]], *, batch_size: int = 16, executor=None
-) -> dict[Any, wb.SteeringVector]:
+    run: RunDir,
+    model: Model,
+    wanted: Mapping[KeyT, tuple[str, Sequence[PromptPair]]],
+    *,
+    batch_size: int = 16,
+    executor: Executor | None = None,
+) -> dict[KeyT, wb.SteeringVector]:
     """`vectors_for` for many: {key: (name, pairs)} -> {key: vector}. The vectors not saved yet
     are derived by the executor (each caches its pairs: on Ray workers, several at once) and
     saved here as each arrives, so an interrupted phase resumes from the saved ones."""
     from workbench.executor import LOCAL
 
     executor = executor or LOCAL
-    out, todo = {}, {}
+    out: dict[KeyT, wb.SteeringVector] = {}
+    todo: dict[str, tuple[Sequence[PromptPair], list[KeyT]]] = {}
     for key, (name, pairs) in wanted.items():
         vec = _saved_vector(run, model, name)
         if vec is None:
@@ -75,7 +89,9 @@ def vectors_for_all(
     return {key: out[key] for key in wanted}
 
 
-def derive_vector(model, task: tuple[str, Sequence[PromptPair]], *, batch_size: int):
+def derive_vector(
+    model: Model, task: tuple[str, Sequence[PromptPair]], *, batch_size: int
+) -> tuple[str, wb.SteeringVector]:
     """(name, pairs) -> (name, the vector derived from the pairs' cached activations), run by
     the executor."""
     name, pairs = task
@@ -87,7 +103,7 @@ def _vector_path(run: RunDir, name: str) -> Path:
     return run.path / "vectors" / f"{name.replace(':', '__')}.safetensors"
 
 
-def _saved_vector(run: RunDir, model, name: str) -> wb.SteeringVector | None:
+def _saved_vector(run: RunDir, model: Model, name: str) -> wb.SteeringVector | None:
     path = _vector_path(run, name)
     if not path.exists():
         return None
@@ -106,16 +122,16 @@ def _saved_vector(run: RunDir, model, name: str) -> wb.SteeringVector | None:
 
 def run_jobs(
     run: RunDir,
-    model,
+    model: Model,
     jobs: Sequence[Job],
     *,
     phase: str,
     max_new_tokens: int,
     batch_size: int,
     sampling: wb.Sampling = wb.Sampling(),
-    stop=None,
+    stop: Sequence[str] | None = None,
     truncate: bool = False,
-    executor=None,
+    executor: Executor | None = None,
     show_progress: bool | None = None,
 ) -> pd.DataFrame:
     """Generate every job not yet in the run; returns all of `jobs`' generations as a table.
@@ -157,7 +173,7 @@ def run_jobs(
     return pd.DataFrame([done[i] for i in ids])
 
 
-def job_batches(model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
+def job_batches(model: Model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
     """`jobs` in generation batches: sorted by prompt length in tokens, longest first (less
     padding, and the first batch shows the peak memory), then cut every `batch_size`. The batches
     are fixed here, before any worker sees them, so which process runs a batch, and how many
@@ -172,16 +188,16 @@ def job_batches(model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
 
 
 def generate_records(
-    model,
+    model: Model,
     jobs: Sequence[Job],
     *,
     phase: str,
     max_new_tokens: int,
     batch_size: int,
     sampling: wb.Sampling,
-    stop,
+    stop: Sequence[str] | None,
     truncate: bool,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """One batch of jobs generated on `model`: the lines run_jobs appends to generations.jsonl
     (run by the executor, in this process or a worker)."""
     table = wb.generate_table(
@@ -202,17 +218,17 @@ def generate_records(
             key=j.row.key,
             **j.tags,
             prompt=j.prompt,
-            response=g.response,
-            n_tokens=int(g.n_tokens),
-            finish_reason=g.finish_reason,
-            steering=g.steering,
-            **({"truncated_tokens": int(g.truncated_tokens)} if g.truncated_tokens else {}),
+            response=g["response"],
+            n_tokens=int(g["n_tokens"]),
+            finish_reason=g["finish_reason"],
+            steering=g["steering"],
+            **({"truncated_tokens": int(g["truncated_tokens"])} if g["truncated_tokens"] else {}),
         )
-        for j, g in zip(jobs, table.itertuples())
+        for j, g in zip(jobs, table.to_dict("records"), strict=True)
     ]
 
 
-def _bar(total: int, desc: str):
+def _bar(total: int, desc: str) -> tqdm[Any]:
     import sys
 
     from tqdm.auto import tqdm
@@ -232,7 +248,7 @@ def score_jobs(jobs: Sequence[Job], generations: pd.DataFrame) -> pd.DataFrame:
     return generations.assign(strict=verdict["strict"].to_numpy(), loose=verdict["loose"].to_numpy())
 
 
-def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) -> pd.DataFrame:
+def add_fluency(model: Model, scored: pd.DataFrame, *, with_perplexity: bool = True) -> pd.DataFrame:
     """Perplexity of each response alone under the unsteered model (when `with_perplexity`),
     repetition measures, and the degeneration verdict (workbench.fluency.is_degenerate).
     The verdict is judged by repetition alone, in searches and test sets alike: the paper's
@@ -245,66 +261,3 @@ def add_fluency(model, scored: pd.DataFrame, *, with_perplexity: bool = True) ->
     ppl = perplexity(model, texts) if with_perplexity else None
     table = fluency_table(texts, ppl, min_ppl=0.0)
     return pd.concat([scored.reset_index(drop=True), table.reset_index(drop=True)], axis=1)
-
-
-def choose_candidate(
-    scored: pd.DataFrame,
-    *,
-    group: Sequence[str],
-    metric: str = "loose",
-    none_value: float = -1,
-    candidate: str = "layer",
-    steered_only: bool = False,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per group, the candidate layer (`none_value` = no steering) with the best mean `metric`.
-    A steered layer is dropped when it has more degenerate outputs than no steering has (the
-    paper's "any degenerate output" rule when the unsteered outputs are clean; a small model's
-    own loops are not held against the layers). Ties go to no steering, then the lower layer.
-    `candidate` names the column searched over (e.g. "weight", with none_value 0, for a weight
-    sweep at a fixed layer); `steered_only` keeps no steering as the baseline of the degeneration
-    rule but never chooses it (a sweep that needs some steered candidate).
-    Returns (the per-candidate table, the choices with their reasons)."""
-    cols = [*group, candidate]
-    table = (
-        scored.groupby(cols)
-        .agg(accuracy=(metric, "mean"), n=(metric, "size"), degenerate=("degenerate", "sum"))
-        .reset_index()
-    )
-    choices = []
-    for key, g in table.groupby(list(group)):
-        key = key if isinstance(key, tuple) else (key,)
-        is_none = g[candidate] == none_value
-        allowed = g.loc[is_none, "degenerate"].sum()
-        bad = (g["degenerate"] > allowed) & ~is_none
-        ok, dropped = g[~bad & ~(is_none & steered_only)], sorted(_py(v) for v in g.loc[bad, candidate])
-        ranked = ok.assign(_none=ok[candidate] != none_value).sort_values(
-            ["accuracy", "_none", candidate], ascending=[False, True, True]
-        )
-        best = ranked.iloc[0] if len(ranked) else None
-        baseline = g.loc[is_none, "accuracy"]
-        choices.append(
-            dict(
-                zip(group, key),
-                **{candidate: _py(best[candidate]) if best is not None else none_value},
-                accuracy=float(best["accuracy"]) if best is not None else float("nan"),
-                no_steering_accuracy=float(baseline.iloc[0]) if len(baseline) else float("nan"),
-                dropped_degenerate=dropped,
-                reason=_reason(best, baseline, dropped, none_value, candidate),
-            )
-        )
-    return table, pd.DataFrame(choices)
-
-
-def _py(value):
-    """A numpy scalar as the Python number it holds (run.json stays plain JSON)."""
-    return value.item() if hasattr(value, "item") else value
-
-
-def _reason(best, baseline, dropped, none_value, candidate="layer") -> str:
-    if best is None:
-        return "every candidate produced a degenerate output"
-    drop = f"; {candidate}s {dropped} dropped as degenerate" if dropped else ""
-    if best[candidate] == none_value:
-        return f"no {candidate} beat no steering ({best['accuracy']:.3f}){drop}"
-    base = float(baseline.iloc[0]) if len(baseline) else float("nan")
-    return f"best validation accuracy {best['accuracy']:.3f} vs {base:.3f} unsteered{drop}"

@@ -28,17 +28,21 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
+from workbench.executor import Executor
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
     NONE,
+    Candidates,
+    Choices,
     Settings,
     accuracy_table,
     grid_jobs,
@@ -48,13 +52,13 @@ from workbench.experiments.grid import (
     save_scores,
     search,
     search_layers,
-    short_base_queries,
-    short_rows,
 )
 from workbench.experiments.jobs import vectors_for_all
+from workbench.experiments.rows import short_base_queries, short_rows
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 from workbench.pairs import PromptPair
+from workbench.types import Model
 
 INCLUDE, EXCLUDE = "keywords:existence", "keywords:forbidden_words"
 ARMS = {  # arm: (which rows, which vector, sign of the weight)
@@ -111,7 +115,7 @@ def word_match(row: IFEvalRow, response: str) -> bool:
     return all(found) if row.instruction_id_list[0] == INCLUDE else not any(found)
 
 
-def word_pairs(queries, word: str, kind: str, *, n: int, seed: int) -> list[PromptPair]:
+def word_pairs(queries: Sequence[str], word: str, kind: str, *, n: int, seed: int) -> list[PromptPair]:
     """(query + an instruction to include / avoid `word`) vs (query)."""
     rng = random.Random(f"{seed}/{kind}/{word}")
     iid, kwarg = (INCLUDE, "keywords") if kind == "include" else (EXCLUDE, "forbidden_words")
@@ -146,7 +150,12 @@ def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
 
 
 def run_keywords(
-    cfg: KeywordsConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+    cfg: KeywordsConfig,
+    out: str | Path,
+    *,
+    model: Model | None = None,
+    executor: Executor | None = None,
+    show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the keyword experiment into `out`; returns the run directory."""
     unknown = set(cfg.arms) - set(ARMS)
@@ -181,16 +190,19 @@ def run_keywords(
     vectors = vectors_for_all(run, model, wanted, batch_size=cfg.batch_size, executor=executor)
     norms = residual_norms(run, model, split.train[:16], layers, batch_size=cfg.batch_size)
 
-    def specs(arm, row, layer, c):
+    def specs(arm: str, row: IFEvalRow, layer: int, c: float) -> list[wb.Steering]:
         _, kind, sign = ARMS[arm]
         w = sign * raw_weight(c, layer, norms, cfg.weight_unit) / len(words(row))
         return [wb.Steering(vectors[(kind, word)], layer, "add", w) for word in words(row)]
 
-    def arms_of(row):
+    def arms_of(row: IFEvalRow) -> list[str]:
         return [a for a in cfg.arms if ARMS[a][0] == row.instruction_id_list[0]]
 
-    def grid(at_layer=None, weights=()):  # candidates: no steering, then layers or weights
-        def candidates(row, with_instruction):
+    def grid(at_layer: Choices | None = None, weights: Sequence[float] = ()) -> Candidates:
+        """Candidates: no steering, then the layers (at the search weight), or the weights at
+        the layer chosen per (arm, condition)."""
+
+        def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
             out = [(a, NONE, 0.0) for a in arms_of(row)]
             for a in arms_of(row):
                 if at_layer is None:
@@ -203,7 +215,9 @@ def run_keywords(
         return candidates
 
     group = ["arm", "with_instruction"]
-    tags = lambda r: dict(words=words(r))
+
+    def tags(row: IFEvalRow) -> dict[str, Any]:
+        return dict(words=words(row))
 
     # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
     val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)
@@ -244,8 +258,10 @@ def run_keywords(
 
 
 def write_tables(
-    run: RunDir, res: pd.DataFrame, layer_of: dict, weight_of: dict, norms: dict, cfg: KeywordsConfig
+    run: RunDir, res: pd.DataFrame, layer_of: Choices, weight_of: Choices, norms: dict[int, float], cfg: KeywordsConfig
 ) -> None:
+    """The weight sweeps (loose and word-match accuracy per weight at the chosen layer) and the
+    headline: no steering vs the validation-chosen weight, per arm and condition."""
     for metric in ("loose", "word_match"):
         sweep = accuracy_table(
             res, ["arm", "with_instruction", "weight"], metric=metric, means=("distinct_2", "n_tokens")

@@ -24,14 +24,16 @@ grid means the same push on any model; "raw" uses c as given. The tables carry b
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
+from workbench.executor import Executor
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
     NONE,
@@ -43,12 +45,13 @@ from workbench.experiments.grid import (
     residual_norms,
     run_grid,
     save_scores,
-    short_base_queries,
 )
 from workbench.experiments.jobs import vectors_for_all
+from workbench.experiments.rows import short_base_queries
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args
 from workbench.pairs import PromptPair
+from workbench.types import Model
 
 SENTENCES = "length_constraints:number_sentences"
 # Five length classes, most concise first; one phrasing is drawn per training pair.
@@ -100,12 +103,14 @@ def sentence_instruction(n: int) -> str:
     return f"Answer using at most {n} sentence{'s' if n > 1 else ''}."
 
 
-def at_most(n: int) -> dict:
+def at_most(n: int) -> dict[str, Any]:
     """IFEval kwargs for "at most n sentences" (its relations are "less than" and "at least")."""
     return {"relation": "less than", "num_sentences": n + 1}
 
 
-def length_pairs(queries, cls: str, *, n: int, seed: int, against: str | None = None) -> list[PromptPair]:
+def length_pairs(
+    queries: Sequence[str], cls: str, *, n: int, seed: int, against: str | None = None
+) -> list[PromptPair]:
     """(query + a phrasing of `cls`) vs (query), or vs (query + a phrasing of `against`)."""
     rng = random.Random(f"{seed}/{cls}/{against}")
     chosen = rng.sample(list(queries), min(n, len(queries)))
@@ -118,15 +123,15 @@ def length_pairs(queries, cls: str, *, n: int, seed: int, against: str | None = 
 
 def length_vectors(
     run: RunDir,
-    model,
-    queries,
+    model: Model,
+    queries: Sequence[str],
     *,
     n_pairs: int,
     seed: int,
     baseline: str = "plain",
-    classes=tuple(PHRASINGS),
+    classes: Sequence[str] = tuple(PHRASINGS),
     batch_size: int = 16,
-    executor=None,
+    executor: Executor | None = None,
 ) -> dict[str, wb.SteeringVector]:
     """The vector of each length class (named length/<class>); with baseline="opposite" only the
     two extremes, each contrasted with the other."""
@@ -145,7 +150,10 @@ def length_vectors(
     return vectors_for_all(run, model, wanted, batch_size=batch_size, executor=executor)
 
 
-def length_rows(queries, max_sentences: int, instruction=sentence_instruction) -> list[IFEvalRow]:
+def length_rows(
+    queries: Sequence[str], max_sentences: int, instruction: Callable[[int], str] = sentence_instruction
+) -> list[IFEvalRow]:
+    """Every query with "at most n sentences" for n = 1..max_sentences (the verifier's kwargs)."""
     return [
         IFEvalRow(f"q{i}/n{n}", f"{q} {instruction(n)}", (SENTENCES,), (at_most(n),), q, extra=dict(query=i, max_n=n))
         for i, q in enumerate(queries)
@@ -154,7 +162,12 @@ def length_rows(queries, max_sentences: int, instruction=sentence_instruction) -
 
 
 def run_length(
-    cfg: LengthConfig, out: str | Path, *, model=None, executor=None, show_progress: bool | None = None
+    cfg: LengthConfig,
+    out: str | Path,
+    *,
+    model: Model | None = None,
+    executor: Executor | None = None,
+    show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the length experiment into `out`; returns the run directory."""
     from workbench.scoring import count_sentences
@@ -196,17 +209,17 @@ def run_length(
         ],
     )
 
-    def candidates(row, with_instruction):
+    def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
         return [(d, layer if c else NONE, c) for d in cfg.directions for c in cfg.weights]
 
-    def specs(direction, row, layer, c):
+    def specs(direction: str, row: IFEvalRow, layer: int, c: float) -> list[wb.Steering]:
         return [wb.Steering(steer[direction], layer, "add", raw_weight(c, layer, norms, cfg.weight_unit))]
 
     jobs = grid_jobs(rows, "test", candidates, specs, tags=lambda r: dict(r.extra))
     scored = run_grid(run, model, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     scored["n_sentences"] = [count_sentences(t) for t in scored["response"]]
     scored["at_most_n"] = (scored["n_sentences"] <= scored["max_n"]) & scored["response"].str.strip().astype(bool)
-    scored["n_words"] = scored["response"].str.split().str.len()
+    scored["n_words"] = [len(t.split()) for t in scored["response"]]
     # a loop cut at max_new_tokens can pass "at most n sentences" (no sentence ever ends)
     scored["loose_not_degenerate"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     save_scores(scored, run.file("scores.csv"))
@@ -217,7 +230,9 @@ def run_length(
     return run
 
 
-def write_tables(run: RunDir, scored: pd.DataFrame, vectors: dict, layer: int) -> None:
+def write_tables(run: RunDir, scored: pd.DataFrame, vectors: dict[str, wb.SteeringVector], layer: int) -> None:
+    """Accuracy (loose, and by sentence count) per weight and per n, with intervals over base
+    queries, and the cosines between the length classes' vectors at the steering layer."""
     means = ("loose_not_degenerate", "n_sentences", "n_words", "n_tokens")
     # a weight-0 line counts once per direction (its generation is shared). The lines of one base
     # query are correlated (without the instruction they are one response scored at every n), so

@@ -16,14 +16,16 @@ recorded in run.json (`<name>_rounds`) and in tables/<name>_rounds.csv.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import pandas as pd
 
 from workbench.data import IFEvalRow
 from workbench.experiments.jobs import Job
 from workbench.experiments.rundir import RunDir
+from workbench.vectors import SteeringVector
 
 NONE = -1  # the layer of "no steering"
 MODES = ("adjust", "add", "ablate")
@@ -46,7 +48,7 @@ class Candidate:
     def label(self) -> str:
         return f"{self.mode}@L{self.layer}x{self.strength:g}" if self.steered else "none"
 
-    def weight(self, vector) -> float:
+    def weight(self, vector: SteeringVector) -> float:
         """The Steering weight of this candidate for `vector` (a SteeringVector)."""
         if self.mode == "add":
             return float(self.strength * vector.norms[vector.layers.index(self.layer)])
@@ -72,7 +74,7 @@ class Halving:
     prompts: tuple[int, ...] = (4, 10, 24)
     keep: tuple[int, ...] = (4, 2)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.keep) != len(self.prompts) - 1 or list(self.prompts) != sorted(self.prompts):
             raise ValueError(
                 f"Halving needs increasing prompts and one keep per round but the "
@@ -80,12 +82,11 @@ class Halving:
             )
 
 
-Group = Hashable
-JobsFor = Callable[[Group, Sequence[IFEvalRow], Candidate], list[Job]]
+GroupT = TypeVar("GroupT", bound=Hashable)  # what a search chooses per: (instruction, condition), ...
 Evaluate = Callable[[list[Job], int], pd.DataFrame]  # -> lines with job, loose, degenerate
 
 
-def summarize(lines: pd.DataFrame) -> dict:
+def summarize(lines: pd.DataFrame) -> dict[str, float]:
     """n, good (followed and not degenerate), loose and degenerate rates of some scored lines."""
     good = lines["loose"].astype(bool) & ~lines["degenerate"].astype(bool)
     return dict(
@@ -96,7 +97,7 @@ def summarize(lines: pd.DataFrame) -> dict:
     )
 
 
-def _rank(stats: dict[Candidate, dict]) -> list[Candidate]:
+def _rank(stats: dict[Candidate, dict[str, float]]) -> list[Candidate]:
     """Steered candidates best first: more good, then more followed at all (loose), then fewer
     degenerate, then grid order. Loose breaks ties because on a few prompts every candidate is
     often at good = 0: a candidate that makes the model follow the instruction while it loops
@@ -104,21 +105,22 @@ def _rank(stats: dict[Candidate, dict]) -> list[Candidate]:
     prompts decides between them (in the first full format run, ranking ties by degenerate rate
     kept the early layers that change nothing and dropped the late ones that title answers)."""
     steered = [c for c in stats if c.steered]
-    return sorted(steered, key=lambda c: (-stats[c]["good"], -stats[c]["loose"],
-                                          stats[c]["degenerate"], steered.index(c)))
+    return sorted(
+        steered, key=lambda c: (-stats[c]["good"], -stats[c]["loose"], stats[c]["degenerate"], steered.index(c))
+    )
 
 
 def successive_halving(
     run: RunDir,
-    groups: dict[Group, Sequence[IFEvalRow]],
+    groups: Mapping[GroupT, Sequence[IFEvalRow]],
     candidates: Sequence[Candidate],
-    jobs_for: JobsFor,
+    jobs_for: Callable[[GroupT, Sequence[IFEvalRow], Candidate], list[Job]],
     evaluate: Evaluate,
     *,
     plan: Halving = Halving(),
     name: str = "search",
     group_names: Sequence[str] = ("group",),
-) -> dict[Group, Candidate]:
+) -> dict[GroupT, Candidate]:
     """Choose a candidate per group; `jobs_for(group, rows, candidate)` makes the jobs of one
     candidate on some rows of a group, and `evaluate(jobs, round)` generates and scores them
     (all groups of a round at once, so they share batches). Groups that are tuples are recorded
@@ -133,7 +135,8 @@ def successive_halving(
             f"with fewer"
         )
     alive = {g: list(candidates) for g in groups}
-    records, choices = [], {}
+    records: list[dict[str, object]] = []
+    choices: dict[GroupT, Candidate] = {}
     for round_, n in enumerate(plan.prompts):
         jobs_of = {(g, c): jobs_for(g, groups[g][:n], c) for g in groups for c in alive[g]}
         lines = evaluate([j for js in jobs_of.values() for j in js], round_).set_index("job")
@@ -168,7 +171,7 @@ def successive_halving(
     return choices
 
 
-def _named(group: Group, names: Sequence[str]) -> dict:
+def _named(group: Hashable, names: Sequence[str]) -> dict[str, object]:
     values = group if isinstance(group, tuple) else (group,)
     if len(values) != len(names):
         raise ValueError(f"group {group!r} does not match group_names {list(names)}")

@@ -25,17 +25,20 @@ target's own with-instruction activations (the training pairs) on the mapped dir
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import workbench as wb
-from workbench.analysis.linear_map import load_linear_map
+from workbench.analysis.linear_map import LinearMap, load_linear_map
 from workbench.analysis.model_map import fit_model_maps
-from workbench.analysis.transfer import matched_layers
-from workbench.data import rows_hash
+from workbench.analysis.transfer import target_matched_layers
+from workbench.cache import PairActivations
+from workbench.data import IFEvalRow, rows_hash
+from workbench.derivation import carry_directions
+from workbench.executor import Executor
 from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
-from workbench.experiments.format import LANGUAGE, _stratified, _validation_rows
 from workbench.experiments.grid import (
     NONE,
     Settings,
@@ -45,14 +48,20 @@ from workbench.experiments.grid import (
     run_grid,
     save_scores,
     search_layers,
-    short_base_queries,
-    short_rows,
     vector_specs,
 )
 from workbench.experiments.jobs import vectors_for_all
+from workbench.experiments.rows import (
+    format_vector_pairs,
+    languages,
+    short_base_queries,
+    short_rows,
+    stratified_rows,
+    validation_rows,
+)
 from workbench.experiments.rundir import RunDir
 from workbench.models import load_args, model_info
-from workbench.vectors import carry_directions
+from workbench.types import LayerPair, Model
 
 ARMS = ("own", "source")
 
@@ -82,7 +91,13 @@ class TransferConfig(Settings):
     )
 
 
-def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) -> dict | None:
+def _map_name(pair: LayerPair) -> str:
+    return f"src{pair.source}_tgt{pair.target}"
+
+
+def _maps(
+    run: RunDir, source: Model, target: Model, texts: list[str], cfg: TransferConfig, layer_pairs: list[LayerPair]
+) -> dict[LayerPair, LinearMap] | None:
     """Linear maps per (source layer, target layer), or None for equal widths; refused when the
     widths differ and no map is given or fitted."""
     if source.cfg.d_model == target.cfg.d_model:
@@ -96,20 +111,20 @@ def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) 
         )
     if cfg.linear_map:
         where = Path(cfg.linear_map)
-        missing = [f"src{s}_tgt{t}" for t, s in layer_pairs if not (where / f"src{s}_tgt{t}.json").exists()]
+        missing = [_map_name(p) for p in layer_pairs if not (where / f"{_map_name(p)}.json").exists()]
         if missing:
             raise ValueError(
                 f"{where} lacks the maps {missing}. Fix: save one per matched layer pair "
                 f"with workbench.analysis.save_linear_map, or pass fit_map=True"
             )
-        return {(s, t): load_linear_map(where / f"src{s}_tgt{t}") for t, s in layer_pairs}
-    maps, todo = {}, [(t, s) for t, s in layer_pairs if not (run.path / "maps" / f"src{s}_tgt{t}.json").exists()]
+        return {p: load_linear_map(where / _map_name(p)) for p in layer_pairs}
+    todo = [p for p in layer_pairs if not (run.path / "maps" / f"{_map_name(p)}.json").exists()]
     if todo:  # the same neutral texts through both models, positions aligned on characters
         fit = fit_model_maps(
             source,
             target,
             texts,
-            target_layers=[t for t, _ in todo],
+            target_layers=[p.target for p in todo],
             methods=(cfg.map_method,),
             alpha=cfg.map_alpha,
             seed=cfg.seed,
@@ -117,33 +132,44 @@ def _maps(run: RunDir, source, target, texts, cfg: TransferConfig, layer_pairs) 
             show_progress=False,
         )
         fit.save(run.path / "maps", method=cfg.map_method)
-    for t, s in layer_pairs:
-        maps[(s, t)] = load_linear_map(run.path / "maps" / f"src{s}_tgt{t}")
+    maps = {p: load_linear_map(run.path / "maps" / _map_name(p)) for p in layer_pairs}
     run.record(
         "linear_maps",
         [
-            dict(source_layer=s, target_layer=t, method=m.method, r2_heldout=m.r2_heldout, n_train=m.n_train)
-            for (s, t), m in maps.items()
+            dict(
+                source_layer=p.source,
+                target_layer=p.target,
+                method=m.method,
+                r2_heldout=m.r2_heldout,
+                n_train=m.n_train,
+            )
+            for p, m in maps.items()
         ],
     )
     return maps
 
 
-def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target_acts=None) -> wb.SteeringVector:
-    """`vec` as a vector of the target's layers [t for t, s in layer_pairs]: the direction of
-    source layer s, mapped when `maps` are given, unit norm; z-bar from `target_acts` (the
-    target's PairActivations of the same pairs) when given, else the source's."""
+def carry(
+    vec: wb.SteeringVector,
+    target: Model,
+    layer_pairs: list[LayerPair],
+    maps: dict[LayerPair, LinearMap] | None,
+    target_acts: PairActivations | None = None,
+) -> wb.SteeringVector:
+    """`vec` as a vector of the target's layers (the targets of `layer_pairs`): the direction of
+    each pair's source layer, mapped when `maps` are given, unit norm; z-bar from `target_acts`
+    (the target's PairActivations of the same pairs) when given, else the source's."""
     info = model_info(target)
     return carry_directions(
         vec,
         layer_pairs,
-        (lambda s, t, d: maps[(s, t)].apply_direction(d)) if maps else None,
+        (lambda source, target, d: maps[LayerPair(source, target)].apply_direction(d)) if maps else None,
         target_acts,
         meta=dict(
             carried_to=dict(
                 model=info.name,
                 weight_hash=info.weight_hash,
-                layer_pairs=list(layer_pairs),
+                layer_pairs=[p._asdict() for p in layer_pairs],
                 mapped=maps is not None,
                 z_bar_from="target" if target_acts is not None else "source",
             )
@@ -152,14 +178,21 @@ def carry(vec: wb.SteeringVector, target, layer_pairs, maps: dict | None, target
 
 
 def run_transfer(
-    cfg: TransferConfig, out: str | Path, *, source=None, target=None, executor=None, show_progress: bool | None = None
+    cfg: TransferConfig,
+    out: str | Path,
+    *,
+    source: Model | None = None,
+    target: Model | None = None,
+    executor: Executor | None = None,
+    show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the transfer experiment into `out`; returns the run directory."""
     if cfg.z_bar_from not in ("source", "target"):
         raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
     source = source or wb.load_model(cfg.source, **load_args(cfg))
     target = target or wb.load_model(cfg.target, **load_args(cfg))
-    test = _stratified(short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars), cfg.limit)
+    rows = short_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.max_query_chars)
+    test = stratified_rows(rows, cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
     src = model_info(source)
@@ -172,33 +205,21 @@ def run_transfer(
         "formats", {name: wb.default_format(m).to_dict() for name, m in (("source", source), ("target", target))}
     )
     layers = search_layers(target.cfg.n_layers, cfg.layer_step, cfg.layers)
-    layer_pairs = [(t, s) for t, s in matched_layers(target.cfg.n_layers, source.cfg.n_layers) if t in layers]
+    matched = target_matched_layers(source.cfg.n_layers, target.cfg.n_layers)
+    layer_pairs = [p for p in matched if p.target in layers]
     run.record("candidate_layers", layers)
-    run.record("layer_pairs", [dict(target_layer=t, source_layer=s) for t, s in layer_pairs])
+    run.record("layer_pairs", [dict(target_layer=p.target, source_layer=p.source) for p in layer_pairs])
     split = wb.split_queries(
         short_base_queries(cfg.max_query_chars), exclude=test, seed=cfg.seed, validation=cfg.n_validation * 3
     )
-    languages = sorted({r.kwargs[0]["language"] for r in test if r.instruction_id_list[0] == LANGUAGE})
+    langs = languages(test)
     instructions = list(dict.fromkeys(r.instruction_id_list[0] for r in test))
 
     # vectors: the target's own, the source's, and the source's carried to the target's layers
-    pairs = {}
-    for iid in instructions:
-        for lang in languages if iid == LANGUAGE else [None]:
-            pairs[f"{iid}/{lang}" if lang else iid] = wb.instruction_pairs(
-                split.train, iid, n=cfg.n_pairs, seed=cfg.seed, kwargs={"language": lang} if lang else None
-            )
-
-    def derived(arm, model):
-        return vectors_for_all(
-            run,
-            model,
-            {name: (f"{arm}/{name}", p) for name, p in pairs.items()},
-            batch_size=cfg.batch_size,
-            executor=executor,
-        )
-
-    own, theirs = derived("own", target), derived("source", source)
+    pairs = format_vector_pairs(split.train, instructions, langs, n=cfg.n_pairs, seed=cfg.seed)
+    wanted = {arm: {name: (f"{arm}/{name}", p) for name, p in pairs.items()} for arm in ARMS}
+    own = vectors_for_all(run, target, wanted["own"], batch_size=cfg.batch_size, executor=executor)
+    theirs = vectors_for_all(run, source, wanted["source"], batch_size=cfg.batch_size, executor=executor)
     maps = _maps(run, source, target, list(split.train[: cfg.map_texts]), cfg, layer_pairs)
     carried = {}
     for name, vec in theirs.items():
@@ -206,29 +227,22 @@ def run_transfer(
         if not path.exists():
             acts = None
             if maps is not None or cfg.z_bar_from == "target":
+                targets = [p.target for p in layer_pairs]
                 acts = wb.cache_pairs(
-                    target,
-                    pairs[name],
-                    layers=[t for t, _ in layer_pairs],
-                    batch_size=cfg.batch_size,
-                    show_progress=False,
+                    target, pairs[name], layers=targets, batch_size=cfg.batch_size, show_progress=False
                 )
             carry(vec, target, layer_pairs, maps, acts).save(path)
         carried[name] = wb.SteeringVector.load(path)
     specs = vector_specs({"own": own, "source": carried}, cfg.mode, cross_model=("source",))
 
     # layer search on the target, per vector source, with and without the instruction
-    val = [
-        r
-        for iid in instructions
-        for r in _validation_rows(list(split.validation), iid, languages, cfg.n_validation, cfg.seed)
-    ]
+    val = [r for iid in instructions for r in validation_rows(split.validation, iid, langs, cfg.n_validation, cfg.seed)]
     chosen = layer_search(
         run, target, val, ARMS, specs, layers, cfg.weight, cfg, executor=executor, show_progress=show_progress
     )
 
     # the test prompts: target alone, its own vector, the source's vector
-    def candidates(row, with_instruction):
+    def candidates(row: IFEvalRow, with_instruction: bool) -> Iterable[tuple[str, int, float]]:
         iid = row.instruction_id_list[0]
         return [("none", NONE, 0.0), *((arm, chosen[(arm, iid, with_instruction)], cfg.weight) for arm in ARMS)]
 

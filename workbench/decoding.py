@@ -1,0 +1,150 @@
+"""The decode loop: one left-padded batch, a KV cache, per-row steering hooks, greedy or sampled.
+
+In a notebook (wb.generate_table runs it; this is its inside):
+
+    hf = forward_module(model, rows, unbridged=None)   # the unbridged twin, or the bridge's model
+    out = decode_batch(model, hf, ids, rows, 64, Sampling(), stops=(), gen=None, eos={2})
+
+The steering hooks are told where each new token sits (hooks.PositionContext), so the tokens equal
+those of the paper's batch-1 loop that recomputes the whole sequence for every token. A quarter
+of the rows finished, they leave the batch (and the cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from workbench.devices import hf_model, input_device
+from workbench.hooks import PositionContext, build_hooks
+from workbench.prompts import left_pad
+from workbench.steering import Steering
+from workbench.twin import twin, twin_hooks
+
+if TYPE_CHECKING:
+    from workbench.types import Model
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings, recorded in every run. temperature 0 means greedy. The sampling
+    generator lives on the model's device, so a seed repeats its samples on the same device."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def pick(self, logits: Float[Tensor, "batch d_vocab"], gen: torch.Generator | None) -> Int[Tensor, " batch"]:
+        if self.temperature <= 0:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / self.temperature, -1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(-1, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > self.top_p  # keep the smallest nucleus
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+        return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+def forward_module(model: Model, per_row: list[list[Steering]], unbridged: bool | None) -> nn.Module:
+    """What the decode loop calls: the unbridged twin (transformers' own model class sharing the
+    bridge's weights, twin.py) when every steering hook sits on a residual stream and the bridge
+    carries no hooks of the user's (those would not fire on the twin); else the bridged model.
+    `unbridged`: None chooses so; False forces the bridge; True requires the twin."""
+    specs = {id(s): s for specs in per_row for s in specs}.values()
+    reachable = all(s.hook.removeprefix("hook_") in ("resid_post", "resid_pre") for s in specs)
+    user_hooks = bool(model.list_hooks())
+    tw = twin(model) if unbridged is not False and reachable and not user_hooks else None
+    if unbridged and tw is None:
+        why = (
+            "the bridge carries hooks of its own"
+            if user_hooks
+            else "a steering hook is not on the residual stream"
+            if not reachable
+            else "this architecture cannot be twinned"
+        )
+        raise ValueError(
+            f"unbridged=True but generation must use the bridge: {why}. Fix: "
+            f"leave unbridged=None to choose automatically"
+        )
+    return tw if tw is not None else hf_model(model)
+
+
+@torch.no_grad()
+def decode_batch(
+    model: Model,
+    hf: nn.Module,
+    ids: list[list[int]],
+    rows: list[list[Steering]],
+    max_new_tokens: int,
+    sampling: Sampling,
+    stops: tuple[str, ...],
+    gen: torch.Generator | None,
+    eos: set[int],
+) -> list[tuple[list[int], str, str]]:
+    """One batch of prompt token ids decoded with a KV cache by `hf` (the bridge's transformers
+    model, or its unbridged twin) under the steering `rows[i]` of each row: per row its new token
+    ids (up to `eos`, without it), finish reason ("eos", "stop", "length") and text."""
+    from transformers import DynamicCache
+
+    device = input_device(model)
+    input_ids, mask, position_ids, offsets = left_pad(ids, model.tokenizer.pad_token_id, device)
+    width = input_ids.shape[1]
+    ctx = PositionContext(offsets, torch.tensor([len(r) for r in ids], device=device), 0, new_tokens=max_new_tokens)
+    tokens: list[list[int]] = [[] for _ in ids]
+    reasons: list[str | None] = [None] * len(ids)
+    texts = [""] * len(ids)
+    cache = DynamicCache()
+    live = list(range(len(ids)))  # the rows still in the batch, in batch order
+    hooks = build_hooks(model, rows, ctx)
+    on_bridge = hf is hf_model(model)
+    with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
+        step_ids = input_ids
+        for step in range(max_new_tokens):
+            logits = hf(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=position_ids,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+            nxt = sampling.pick(logits, gen)
+            for r, t in zip(live, nxt.tolist()):
+                if reasons[r] is not None:
+                    continue
+                if t in eos:
+                    reasons[r] = "eos"
+                    continue
+                tokens[r].append(t)
+                if stops:
+                    texts[r] = model.tokenizer.decode(tokens[r], skip_special_tokens=True)
+                    if any(s in texts[r] for s in stops):
+                        reasons[r] = "stop"
+            if all(reasons):
+                break
+            keep = [i for i, r in enumerate(live) if reasons[r] is None]
+            if 4 * (len(live) - len(keep)) >= len(live):  # a quarter finished: drop them
+                index = torch.tensor(keep, device=device)
+                # a CPU index: under a device_map split each layer's cache sits on its own
+                # device, and CUDA tensors accept CPU indices, not another GPU's
+                cache.batch_select_indices(torch.tensor(keep))
+                mask, position_ids, nxt = mask[index], position_ids[index], nxt[index]
+                live = [live[i] for i in keep]
+                ctx.rows = torch.tensor(live, device=device)
+            # the next forward sees one new token per row, at padded index width + step
+            ctx.start = width + step
+            step_ids = nxt[:, None].to(device)
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=1)
+            position_ids = position_ids[:, -1:] + 1
+    out = []
+    for r in range(len(ids)):
+        text = model.tokenizer.decode(tokens[r], skip_special_tokens=True)
+        for s in stops:
+            text = text.split(s)[0] if s in text else text
+        out.append((tokens[r], reasons[r] or "length", text))
+    return out
