@@ -193,10 +193,18 @@ def _phrased_pairs(
         )
     if not sentences or not queries:
         raise ValueError("no phrasings or no base queries given. Fix: pass at least one of each")
+    return _sentence_pairs(queries, sentences, instruction_id, n=n, seed=seed)
+
+
+def _sentence_pairs(
+    queries: Sequence[str], sentences: Sequence[str], instruction_id: str, *, n: int | None, seed: int
+) -> list[PromptPair]:
+    """`n` of `queries` (drawn by `seed`; all when n is None), each with one of `sentences`
+    appended (drawn by the same generator), and without it."""
     rng = random.Random(seed)
     chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
     return [
-        PromptPair(f"{instruction_id}/{i}", f"{q.rstrip()} {rng.choice(sentences)}", q, instruction_id, {})
+        PromptPair(f"{instruction_id}/{i}", f"{q.rstrip()} {rng.choice(list(sentences))}", q, instruction_id, {})
         for i, q in enumerate(chosen)
     ]
 
@@ -282,12 +290,7 @@ def control_pairs(
         raise ValueError("no base queries given. Fix: pass at least one query.")
     if not sentences:
         raise ValueError("no neutral sentences given")
-    rng = random.Random(seed)
-    chosen = list(queries) if n is None else rng.sample(list(queries), min(n, len(queries)))
-    return [
-        PromptPair(f"{CONTROL_ID}/{i}", f"{q.rstrip()} {rng.choice(list(sentences))}", q, CONTROL_ID, {})
-        for i, q in enumerate(chosen)
-    ]
+    return _sentence_pairs(queries, sentences, CONTROL_ID, n=n, seed=seed)
 
 
 def _has_kwargs(instruction_id: str) -> bool:

@@ -182,6 +182,20 @@ def run_format(
         for iid in instructions
         for w in (False, True)
     }
+
+    def generate(jobs: Sequence[Job], phase: str) -> pd.DataFrame:
+        return run_jobs(
+            run,
+            model,
+            jobs,
+            phase=phase,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            truncate=cfg.truncate,
+            executor=executor,
+            show_progress=show_progress,
+        )
+
     validation: dict[str, dict[Hashable, Any]] = {}  # scored lines by job id
 
     def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
@@ -194,17 +208,7 @@ def run_format(
             # its instruction, unsteered, is the same for every instruction), scored per job
             first = {_same_text(j): j for j in reversed(todo)}
             unique = [j for j in todo if first[_same_text(j)] is j]
-            gens = run_jobs(
-                run,
-                model,
-                unique,
-                phase="validation",
-                max_new_tokens=cfg.max_new_tokens,
-                batch_size=cfg.batch_size,
-                truncate=cfg.truncate,
-                executor=executor,
-                show_progress=show_progress,
-            )
+            gens = generate(unique, "validation")
             made = {_same_text(j): g for j, g in zip(unique, gens.to_dict("records"))}
             gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags} for j in todo])
             # degeneration in the search is judged by repetition, which needs no model
@@ -244,17 +248,7 @@ def run_format(
 
     # 3. the test set in four conditions
     test_jobs = _test_jobs(test, vectors, chosen)
-    res = run_jobs(
-        run,
-        model,
-        test_jobs,
-        phase="test",
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        truncate=cfg.truncate,
-        executor=executor,
-        show_progress=show_progress,
-    )
+    res = generate(test_jobs, "test")
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one

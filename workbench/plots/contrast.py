@@ -25,6 +25,18 @@ def _bars(df: pd.DataFrame, col: str, low: str, high: str) -> dict[str, Any] | N
     return dict(type="data", array=df[high] - df[col], arrayminus=df[col] - df[low], thickness=1)
 
 
+def _star(fig: go.Figure, df: pd.DataFrame, column: str, name: str, colour: int, *, row: int) -> pd.Series:
+    """Star the row of `df` with the largest `column` (the first of equal maxima) in panel `row`,
+    named "<name>: L<layer>" in the legend; returns that row."""
+    best = df.sort_values(column, ascending=False, kind="stable").iloc[0]
+    marker = dict(symbol="star", size=16, color=color(colour), line=dict(color="black", width=1))
+    trace = go.Scatter(
+        x=[best["layer"]], y=[best[column]], mode="markers", name=f"{name}: L{int(best['layer'])}", marker=marker
+    )
+    fig.add_trace(trace, row=row, col=1)
+    return best
+
+
 def detect_vs_steer(
     separation: pd.DataFrame,
     steering: pd.DataFrame,
@@ -71,18 +83,7 @@ def detect_vs_steer(
         row=1,
         col=1,
     )
-    best_sep = sep.sort_values(detect, ascending=False, kind="stable").iloc[0]  # the first of equal maxima
-    fig.add_trace(
-        go.Scatter(
-            x=[best_sep["layer"]],
-            y=[best_sep[detect]],
-            mode="markers",
-            name=f"best separating: L{int(best_sep['layer'])}",
-            marker=dict(symbol="star", size=16, color=color(0), line=dict(color="black", width=1)),
-        ),
-        row=1,
-        col=1,
-    )
+    best_sep = _star(fig, sep, detect, "best separating", 0, row=1)
     steered = steering[steering["layer"].notna()].sort_values("layer")
     x_range = [min(steered["layer"].min(), sep["layer"].min()), max(steered["layer"].max(), sep["layer"].max())]
     fig.add_trace(
@@ -112,18 +113,7 @@ def detect_vs_steer(
             row=2,
             col=1,
         )
-    best = steered.sort_values(value, ascending=False, kind="stable").iloc[0]
-    fig.add_trace(
-        go.Scatter(
-            x=[best["layer"]],
-            y=[best[value]],
-            mode="markers",
-            name=f"best steering: L{int(best['layer'])}",
-            marker=dict(symbol="star", size=16, color=color(1), line=dict(color="black", width=1)),
-        ),
-        row=2,
-        col=1,
-    )
+    best = _star(fig, steered, value, "best steering", 1, row=2)
     if flu:
         fig.add_trace(
             go.Scatter(
