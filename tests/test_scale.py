@@ -143,9 +143,11 @@ def _always_dies(model, task):
 
 
 def test_a_task_whose_workers_keep_dying_stops_the_run_and_says_resume(ray_session, tiny):
-    with RayExecutor(workers=1, threads=1, max_retries=0) as ex:
-        with pytest.raises(RuntimeError, match="lost its worker 1 times.*resume"):
-            list(ex.imap(tiny, _always_dies, [0]))
+    with (
+        RayExecutor(workers=1, threads=1, max_retries=0) as ex,
+        pytest.raises(RuntimeError, match="lost its worker 1 times.*resume"),
+    ):
+        list(ex.imap(tiny, _always_dies, [0]))
 
 
 def test_an_error_in_a_worker_is_raised_as_itself(pool, tmp_path, tiny):
@@ -214,6 +216,7 @@ def test_workers_without_ray_name_the_extra(tmp_path):
             str(out),
         ],
         cwd=ROOT,
+        check=False,
         capture_output=True,
         text=True,
         timeout=300,
