@@ -22,6 +22,7 @@ batch sizes run one after another in the same process.
 
     .venv/bin/python -m benchmarks.bench_baselines time [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from benchmarks import common
-from benchmarks.bench_generate import (LAYER, MODEL, hf_generate, load_raw, no_eos, padded,
-                                       vector)
+from benchmarks.bench_generate import LAYER, MODEL, hf_generate, load_raw, no_eos, padded, vector
 
 PEER = "steering-vectors"
 
@@ -46,8 +46,10 @@ def sizes(quick: bool) -> dict:
 
 def adjust_delta(u: torch.Tensor, z: float):
     """The `adjust` change at w = 1, (z - x.u) u, for activations x of shape (..., d_model)."""
+
     def delta(x: torch.Tensor) -> torch.Tensor:
         return (z - x @ u)[..., None] * u
+
     return delta
 
 
@@ -59,6 +61,7 @@ def plain_hook(hf, layer: int, u: torch.Tensor, z: float):
         if isinstance(output, tuple):  # older decoder layers return (hidden_states, ...)
             return (output[0] + delta(output[0]), *output[1:])
         return output + delta(output)
+
     return hf.model.layers[layer].register_forward_hook(hook)
 
 
@@ -105,11 +108,18 @@ def run_time(quick: bool) -> dict:
                 hf_generate(hf, *padded(model, wb.base_queries()[:2]), 2, pad)
         except Exception as e:
             peer, peer_error = None, f"{PEER} failed on this stack ({type(e).__name__}: {e})"
-    out = dict(spec=spec.describe(), new_tokens=T, reps=cfg["reps"], peer=PEER,
-               peer_version=peer_version(), peer_error=peer_error,
-               attn_unbridged=hf.config._attn_implementation,
-               attn_bridge=model.original_model.config._attn_implementation,
-               torch_threads=torch.get_num_threads(), batches={})
+    out = dict(
+        spec=spec.describe(),
+        new_tokens=T,
+        reps=cfg["reps"],
+        peer=PEER,
+        peer_version=peer_version(),
+        peer_error=peer_error,
+        attn_unbridged=hf.config._attn_implementation,
+        attn_bridge=model.original_model.config._attn_implementation,
+        torch_threads=torch.get_num_threads(),
+        batches={},
+    )
     for B in cfg["batches"]:
         prompts = wb.base_queries()[:B]
         input_ids, mask = padded(model, prompts)
@@ -117,9 +127,11 @@ def run_time(quick: bool) -> dict:
 
         def wb_run(key, **kw):
             def go():
-                t = wb.generate_table(model, prompts, steering=[spec], max_new_tokens=T,
-                                      batch_size=B, show_progress=False, **kw)
+                t = wb.generate_table(
+                    model, prompts, steering=[spec], max_new_tokens=T, batch_size=B, show_progress=False, **kw
+                )
                 tokens[key] = [list(r) for r in t["token_ids"]]
+
             return go
 
         def hf_run(key, ctx=None):
@@ -129,6 +141,7 @@ def run_time(quick: bool) -> dict:
                     return
                 with ctx():
                     tokens[key] = hf_generate(hf, input_ids, mask, T, pad).tolist()
+
             return go
 
         def hooked():
@@ -138,32 +151,48 @@ def run_time(quick: bool) -> dict:
             finally:
                 h.remove()
 
-        candidates = {"hf_unbridged": hf_run("hf_unbridged"), "hf_unbridged_hook": hooked,
-                      **({"peer": hf_run("peer", peer)} if peer is not None else {}),
-                      "wb_twin": wb_run("wb_twin"), "wb_bridge": wb_run("wb_bridge", unbridged=False)}
-        common.log(f"[baselines] batch {B}: {len(prompts)} prompts, width {input_ids.shape[1]}, "
-                   f"{T} new tokens, candidates {list(candidates)}")
+        candidates = {
+            "hf_unbridged": hf_run("hf_unbridged"),
+            "hf_unbridged_hook": hooked,
+            **({"peer": hf_run("peer", peer)} if peer is not None else {}),
+            "wb_twin": wb_run("wb_twin"),
+            "wb_bridge": wb_run("wb_bridge", unbridged=False),
+        }
+        common.log(
+            f"[baselines] batch {B}: {len(prompts)} prompts, width {input_ids.shape[1]}, "
+            f"{T} new tokens, candidates {list(candidates)}"
+        )
         with no_eos(model):  # warm-up: 2 tokens on 2 prompts each way
-            wb.generate_table(model, prompts[:2], steering=[spec], max_new_tokens=2,
-                              show_progress=False)
-            wb.generate_table(model, prompts[:2], steering=[spec], max_new_tokens=2,
-                              show_progress=False, unbridged=False)
+            wb.generate_table(model, prompts[:2], steering=[spec], max_new_tokens=2, show_progress=False)
+            wb.generate_table(
+                model, prompts[:2], steering=[spec], max_new_tokens=2, show_progress=False, unbridged=False
+            )
             hf_generate(hf, input_ids[:2], mask[:2], 2, pad)
             times = common.interleave(candidates, reps=cfg["reps"], warmup=0, log=common.log)
         n_tok = {k: sum(len(r) for r in v) for k, v in tokens.items()}
         assert all(n == B * T for n in n_tok.values()), n_tok  # fixed-length work everywhere
-        same = lambda a, b: sum(x == y for x, y in zip(tokens[a], tokens[b]))  # noqa: E731
-        res = dict(n_prompts=B, batch_size=B, prompt_width=int(input_ids.shape[1]),
-                   padding_share=float(1 - mask.float().mean()), tokens_per_run=B * T,
-                   seconds=times.summary(),
-                   tokens_per_s={k: B * T / common.median(v) for k, v in times.wall.items()},
-                   rows_identical_to_wb_twin={k: same(k, "wb_twin") for k in tokens
-                                              if k not in ("wb_twin", "hf_unbridged")})
+        same = lambda a, b: sum(x == y for x, y in zip(tokens[a], tokens[b]))
+        res = dict(
+            n_prompts=B,
+            batch_size=B,
+            prompt_width=int(input_ids.shape[1]),
+            padding_share=float(1 - mask.float().mean()),
+            tokens_per_run=B * T,
+            seconds=times.summary(),
+            tokens_per_s={k: B * T / common.median(v) for k, v in times.wall.items()},
+            rows_identical_to_wb_twin={k: same(k, "wb_twin") for k in tokens if k not in ("wb_twin", "hf_unbridged")},
+        )
         # throughput ratio a / b = time(b) / time(a), repetition by repetition
-        for a, b in [("wb_twin", "hf_unbridged"), ("wb_twin", "hf_unbridged_hook"),
-                     ("wb_twin", "peer"), ("wb_bridge", "hf_unbridged"), ("wb_bridge", "peer"),
-                     ("wb_twin", "wb_bridge"), ("peer", "hf_unbridged"),
-                     ("hf_unbridged_hook", "hf_unbridged")]:
+        for a, b in [
+            ("wb_twin", "hf_unbridged"),
+            ("wb_twin", "hf_unbridged_hook"),
+            ("wb_twin", "peer"),
+            ("wb_bridge", "hf_unbridged"),
+            ("wb_bridge", "peer"),
+            ("wb_twin", "wb_bridge"),
+            ("peer", "hf_unbridged"),
+            ("hf_unbridged_hook", "hf_unbridged"),
+        ]:
             if a in candidates and b in candidates:
                 res[f"throughput_ratio_{a}_vs_{b}"] = times.ratio(b, a)
         out["batches"][str(B)] = res

@@ -16,6 +16,7 @@ dtype=torch.bfloat16)`, and uses the float32 lowercase vector (bench_generate.ve
 
     .venv/bin/python -m benchmarks.bench_bf16 run [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,11 +44,15 @@ def first_difference(a: list[int], b: list[int]) -> int:
 def agreement(ref: list[list[int]], other: list[list[int]], new_tokens: int) -> dict:
     firsts = [first_difference(a, b) for a, b in zip(ref, other)]
     total = sum(len(r) for r in ref)
-    return dict(rows=len(ref), rows_identical=sum(a == b for a, b in zip(ref, other)),
-                first_difference_median=common.median(firsts), first_difference=firsts,
-                share_before_first_difference=sum(firsts) / total,
-                share_same_position=sum(x == y for a, b in zip(ref, other)
-                                        for x, y in zip(a, b)) / total, new_tokens=new_tokens)
+    return dict(
+        rows=len(ref),
+        rows_identical=sum(a == b for a, b in zip(ref, other)),
+        first_difference_median=common.median(firsts),
+        first_difference=firsts,
+        share_before_first_difference=sum(firsts) / total,
+        share_same_position=sum(x == y for a, b in zip(ref, other) for x, y in zip(a, b)) / total,
+        new_tokens=new_tokens,
+    )
 
 
 def run(quick: bool) -> dict:
@@ -58,28 +63,38 @@ def run(quick: bool) -> dict:
     models = {"fp32": wb.load_model(MODEL), "bf16": wb.load_model(MODEL, dtype=torch.bfloat16)}
     vec = vector(models["fp32"], cfg["n_train"])
     spec = wb.Steering(vec, layer=LAYER, mode="adjust", weight=1.0, positions="all")
-    prompts = wb.base_queries()[:cfg["n_prompts"]]
-    pairs = wb.instruction_pairs(wb.base_queries()[100:100 + cfg["n_train"]], INSTRUCTION)
+    prompts = wb.base_queries()[: cfg["n_prompts"]]
+    pairs = wb.instruction_pairs(wb.base_queries()[100 : 100 + cfg["n_train"]], INSTRUCTION)
     layers = list(SWEEP_LAYERS)
     tokens: dict[str, list[list[int]]] = {}
     acts = {}
 
     def gen(dtype, steering, key):
         def go():
-            t = wb.generate_table(models[dtype], prompts, steering=steering, max_new_tokens=T,
-                                  batch_size=len(prompts), show_progress=False)
+            t = wb.generate_table(
+                models[dtype],
+                prompts,
+                steering=steering,
+                max_new_tokens=T,
+                batch_size=len(prompts),
+                show_progress=False,
+            )
             tokens[key] = [list(r) for r in t["token_ids"]]
+
         return go
 
     def cache(dtype):
         def go():
-            acts[dtype] = wb.cache_pairs(models[dtype], pairs, layers=layers, position="last",
-                                         show_progress=False)
+            acts[dtype] = wb.cache_pairs(models[dtype], pairs, layers=layers, position="last", show_progress=False)
+
         return go
 
-    candidates = {"generate_fp32": gen("fp32", [spec], "steered_fp32"),
-                  "generate_bf16": gen("bf16", [spec], "steered_bf16"),
-                  "cache_fp32": cache("fp32"), "cache_bf16": cache("bf16")}
+    candidates = {
+        "generate_fp32": gen("fp32", [spec], "steered_fp32"),
+        "generate_bf16": gen("bf16", [spec], "steered_bf16"),
+        "cache_fp32": cache("fp32"),
+        "cache_bf16": cache("bf16"),
+    }
     with no_eos(models["fp32"]), no_eos(models["bf16"]):
         for m in models.values():  # warm-up (and each model's stack check)
             wb.generate_table(m, prompts[:2], steering=[spec], max_new_tokens=2, show_progress=False)
@@ -104,23 +119,31 @@ def run(quick: bool) -> dict:
             residual_rel_error_median=float(rel_all[:, i].median()),
             residual_rel_error_max=float(rel_all[:, i].max()),
             direction_cosine=float(d32 @ d16 / (d32.norm() * d16.norm())),
-            z_bar_fp32=z32, z_bar_bf16=z16,
+            z_bar_fp32=z32,
+            z_bar_bf16=z16,
             # z-bar can sit near 0, so its shift is measured against the spread of the
             # projections it summarises (fp32, prompts with the instruction)
-            z_bar_shift_over_projection_std=abs(z16 - z32)
-            / float((a32.with_instruction[:, i].float() @ d32).std()))
+            z_bar_shift_over_projection_std=abs(z16 - z32) / float((a32.with_instruction[:, i].float() @ d32).std()),
+        )
     return dict(
-        n_prompts=len(prompts), new_tokens=T, spec=spec.describe(), n_pairs=len(pairs),
-        layers=layers, reps=cfg["reps"], twin_used=twin_used,
+        n_prompts=len(prompts),
+        new_tokens=T,
+        spec=spec.describe(),
+        n_pairs=len(pairs),
+        layers=layers,
+        reps=cfg["reps"],
+        twin_used=twin_used,
         avx512_bf16="avx512_bf16" in open("/proc/cpuinfo").read(),
         seconds=times.summary(),
-        tokens_per_s={k: len(prompts) * T / common.median(times.wall[k])
-                      for k in ("generate_fp32", "generate_bf16")},
+        tokens_per_s={k: len(prompts) * T / common.median(times.wall[k]) for k in ("generate_fp32", "generate_bf16")},
         speedup_generate_bf16_vs_fp32=times.ratio("generate_fp32", "generate_bf16"),
         speedup_cache_bf16_vs_fp32=times.ratio("cache_fp32", "cache_bf16"),
-        tokens=dict(steered=agreement(tokens["steered_fp32"], tokens["steered_bf16"], T),
-                    unsteered=agreement(tokens["plain_fp32"], tokens["plain_bf16"], T)),
-        activations=per_layer)
+        tokens=dict(
+            steered=agreement(tokens["steered_fp32"], tokens["steered_bf16"], T),
+            unsteered=agreement(tokens["plain_fp32"], tokens["plain_bf16"], T),
+        ),
+        activations=per_layer,
+    )
 
 
 def _twin_used(model) -> bool:

@@ -12,6 +12,7 @@ cache_pairs does not compute logits either.
     .venv/bin/python -m benchmarks.bench_cache time [--quick]
     .venv/bin/python -m benchmarks.bench_cache memory VARIANT [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def hf_batches(tokenizer, pairs, batch_size: int = BATCH):
     from workbench.runs import batched
 
     fmt = PromptFormat("chat")
-    texts = fmt.apply_all(tokenizer, [p.with_instruction for p in pairs]) + \
-        fmt.apply_all(tokenizer, [p.without_instruction for p in pairs])
+    texts = fmt.apply_all(tokenizer, [p.with_instruction for p in pairs]) + fmt.apply_all(
+        tokenizer, [p.without_instruction for p in pairs]
+    )
     ids = encode(tokenizer, texts, fmt)
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
     pad = tokenizer.pad_token_id or 0
@@ -67,8 +69,9 @@ def load_hf(attn: str):
     import workbench as wb
 
     directory = wb.weights.cache_dir(wb.weights.BUNDLED[MODEL])
-    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32,
-                                                 attn_implementation=attn, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, attn_implementation=attn, local_files_only=True
+    )
     return model.eval()
 
 
@@ -78,8 +81,13 @@ def hf_cache(model, batches, n_prompts: int, head: bool = True) -> torch.Tensor:
     out: dict[int, torch.Tensor] = {}
     fwd = model if head else model.model
     for index, input_ids, mask, position_ids in batches:
-        res = fwd(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                  output_hidden_states=True, use_cache=False)
+        res = fwd(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            output_hidden_states=True,
+            use_cache=False,
+        )
         # hidden_states[0] is the embedding; [i + 1] is layer i's output (the last after the norm)
         last = torch.stack(res.hidden_states[1:], dim=1)[:, :, -1]  # left padded: -1 is last
         for i, row in zip(index, last):
@@ -90,8 +98,7 @@ def hf_cache(model, batches, n_prompts: int, head: bool = True) -> torch.Tensor:
 def wb_cache(model, pairs):
     import workbench as wb
 
-    return wb.cache_pairs(model, pairs, layers=None, position="last", batch_size=BATCH,
-                          show_progress=False)
+    return wb.cache_pairs(model, pairs, layers=None, position="last", batch_size=BATCH, show_progress=False)
 
 
 def run_time(quick: bool) -> dict:
@@ -102,8 +109,10 @@ def run_time(quick: bool) -> dict:
     pairs = make_pairs(cfg["n_pairs"])
     batches, n_prompts, n_tokens = hf_batches(model.tokenizer, pairs)
     eager, sdpa = load_hf("eager"), load_hf("sdpa")
-    common.log(f"cache: {n_prompts} prompts ({n_tokens} tokens) in {len(batches)} batches of "
-               f"<= {BATCH}; bridge attn={model.original_model.config._attn_implementation}")
+    common.log(
+        f"cache: {n_prompts} prompts ({n_tokens} tokens) in {len(batches)} batches of "
+        f"<= {BATCH}; bridge attn={model.original_model.config._attn_implementation}"
+    )
 
     # correctness: the two routes read the same activations (all layers but the last, which
     # HF reports after the final norm)
@@ -124,11 +133,17 @@ def run_time(quick: bool) -> dict:
         hf_cache(m, batches[-1:], n_prompts)
     hf_cache(eager, batches[-1:], n_prompts, head=False)
     times = common.interleave(candidates, reps=cfg["reps"], warmup=0, log=common.log)
-    res = dict(n_pairs=cfg["n_pairs"], n_prompts=n_prompts, n_tokens=n_tokens, batch_size=BATCH,
-               n_layers=model.cfg.n_layers, max_abs_diff_vs_hf=max_diff,
-               bridge_attn_implementation=model.original_model.config._attn_implementation,
-               seconds=times.summary(),
-               prompts_per_s={k: n_prompts / common.median(v) for k, v in times.wall.items()})
+    res = dict(
+        n_pairs=cfg["n_pairs"],
+        n_prompts=n_prompts,
+        n_tokens=n_tokens,
+        batch_size=BATCH,
+        n_layers=model.cfg.n_layers,
+        max_abs_diff_vs_hf=max_diff,
+        bridge_attn_implementation=model.original_model.config._attn_implementation,
+        seconds=times.summary(),
+        prompts_per_s={k: n_prompts / common.median(v) for k, v in times.wall.items()},
+    )
     for base in ("hf_eager", "hf_sdpa", "hf_eager_nohead"):
         # throughput ratio wb / raw = time(raw) / time(wb), pair by pair
         res[f"throughput_ratio_wb_vs_{base}"] = times.ratio(base, "wb")
@@ -142,7 +157,7 @@ def run_memory(variant: str, quick: bool) -> dict:
     pairs = make_pairs(cfg["n_pairs"])
     if variant == "wb":
         model = wb.load_model(MODEL)
-        fn = lambda: wb_cache(model, pairs)  # noqa: E731
+        fn = lambda: wb_cache(model, pairs)
     else:
         from transformers import AutoTokenizer
 
@@ -151,7 +166,7 @@ def run_memory(variant: str, quick: bool) -> dict:
         tok = AutoTokenizer.from_pretrained(wb.weights.cache_dir(wb.weights.BUNDLED[MODEL]))
         batches, n_prompts, _ = hf_batches(tok, pairs)
         head = variant != "hf_eager_nohead"
-        fn = lambda: hf_cache(model, batches, n_prompts, head=head)  # noqa: E731
+        fn = lambda: hf_cache(model, batches, n_prompts, head=head)
     return dict(variant=variant, **common.measure_memory(fn))
 
 

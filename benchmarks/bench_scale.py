@@ -10,6 +10,7 @@ write the same records. Timings alternate (local, ray, local, ray, ...) after a 
 the Ray workers are started, and their models loaded, before the timings (reported apart).
 Writes benchmarks/results/scale.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,25 +24,29 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: see benchmarks/common.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-import workbench as wb  # noqa: E402
-from workbench.data import IFEvalRow  # noqa: E402
-from workbench.executor import LOCAL, RayExecutor  # noqa: E402
-from workbench.experiments.jobs import Job, job_batches, run_jobs  # noqa: E402
-from workbench.experiments.rundir import RunDir  # noqa: E402
+import workbench as wb
+from workbench.data import IFEvalRow
+from workbench.executor import LOCAL, RayExecutor
+from workbench.experiments.jobs import Job, job_batches, run_jobs
+from workbench.experiments.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def sweep(model, n_jobs: int) -> list[Job]:
-    queries = wb.base_queries()[:max(1, n_jobs // 4)]
+    queries = wb.base_queries()[: max(1, n_jobs // 4)]
     pairs = wb.instruction_pairs(wb.base_queries()[100:116], "change_case:english_lowercase", seed=0)
     n = model.cfg.n_layers
     layers = [n // 3, n // 2, 2 * n // 3]  # 10, 15, 20 on SmolLM2
     vec = wb.derive(wb.cache_pairs(model, pairs, layers=sorted(set(layers)), show_progress=False))
-    settings = [(), (wb.Steering(vec, layers[0], "adjust"),), (wb.Steering(vec, layers[1], "add", 4.0),),
-                (wb.Steering(vec, layers[2], "ablate"),)]
+    settings = [
+        (),
+        (wb.Steering(vec, layers[0], "adjust"),),
+        (wb.Steering(vec, layers[1], "add", 4.0),),
+        (wb.Steering(vec, layers[2], "ablate"),),
+    ]
     jobs = []
     for i, q in enumerate(queries):
         row = IFEvalRow(f"q{i}", q, ("change_case:english_lowercase",), ({},), q)
@@ -50,11 +55,21 @@ def sweep(model, n_jobs: int) -> list[Job]:
 
 
 def timed(model, jobs, executor, args) -> tuple[float, list[dict]]:
-    with tempfile.TemporaryDirectory() as d, \
-            RunDir.open(Path(d) / "run", "bench-scale", {}, model=model, data_hash="bench") as run:
+    with (
+        tempfile.TemporaryDirectory() as d,
+        RunDir.open(Path(d) / "run", "bench-scale", {}, model=model, data_hash="bench") as run,
+    ):
         start = time.perf_counter()
-        table = run_jobs(run, model, jobs, phase="sweep", max_new_tokens=args.new_tokens,
-                         batch_size=args.batch_size, executor=executor, show_progress=False)
+        table = run_jobs(
+            run,
+            model,
+            jobs,
+            phase="sweep",
+            max_new_tokens=args.new_tokens,
+            batch_size=args.batch_size,
+            executor=executor,
+            show_progress=False,
+        )
         return time.perf_counter() - start, table.to_dict("records")
 
 
@@ -78,14 +93,19 @@ def main() -> None:
     ray_ex._ensure_pool(model)
     list(ray_ex.imap(model, _noop, range(args.workers)))  # every worker has loaded its model
     startup = time.perf_counter() - start
-    print(f"{len(jobs)} jobs in {n_batches} batches of {args.batch_size}, {args.new_tokens} tokens; "
-          f"ray workers up in {startup:.1f} s", flush=True)
-    sides = {f"1 process x {cores} threads": LOCAL,
-             f"{args.workers} ray workers x {max(1, cores // args.workers)} thread(s)": ray_ex}
+    print(
+        f"{len(jobs)} jobs in {n_batches} batches of {args.batch_size}, {args.new_tokens} tokens; "
+        f"ray workers up in {startup:.1f} s",
+        flush=True,
+    )
+    sides = {
+        f"1 process x {cores} threads": LOCAL,
+        f"{args.workers} ray workers x {max(1, cores // args.workers)} thread(s)": ray_ex,
+    }
     times: dict[str, list[float]] = {k: [] for k in sides}
     records = {}
     for name, ex in sides.items():  # warm-up
-        timed(model, jobs[:args.batch_size], ex, args)
+        timed(model, jobs[: args.batch_size], ex, args)
     for rep in range(args.repeats):
         for name, ex in sides.items():
             seconds, recs = timed(model, jobs, ex, args)
@@ -96,12 +116,21 @@ def main() -> None:
     a, b = list(sides)
     same = records[a] == records[b]
     ratios = [x / y for x, y in zip(times[a], times[b])]
-    result = dict(model=args.model, jobs=len(jobs), batches=n_batches, batch_size=args.batch_size,
-                  new_tokens=args.new_tokens, cores=cores, ray_startup_s=round(startup, 1),
-                  seconds={k: [round(t, 2) for t in v] for k, v in times.items()},
-                  median_s={k: round(statistics.median(v), 2) for k, v in times.items()},
-                  speedup_median=round(statistics.median(ratios), 3), identical_records=same,
-                  load=os.getloadavg(), torch=torch.__version__)
+    result = dict(
+        model=args.model,
+        jobs=len(jobs),
+        batches=n_batches,
+        batch_size=args.batch_size,
+        new_tokens=args.new_tokens,
+        cores=cores,
+        ray_startup_s=round(startup, 1),
+        seconds={k: [round(t, 2) for t in v] for k, v in times.items()},
+        median_s={k: round(statistics.median(v), 2) for k, v in times.items()},
+        speedup_median=round(statistics.median(ratios), 3),
+        identical_records=same,
+        load=os.getloadavg(),
+        torch=torch.__version__,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))

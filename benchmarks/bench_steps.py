@@ -5,6 +5,7 @@ Not part of benchmarks.run (diagnostic, ~1 min):
 
     .venv/bin/python -m benchmarks.bench_steps
 """
+
 from __future__ import annotations
 
 import os
@@ -48,8 +49,12 @@ def main() -> None:
                 out[k][b]["wall"].append(w)
                 out[k][b]["cpu"].append(c)
                 common.log(f"{k} batch {b}: {w:.3f} s wall, {c:.3f} s CPU per step")
-    common.emit({k: {str(b): {m: round(common.median(v), 4) for m, v in d.items()}
-                     for b, d in per.items()} for k, per in out.items()})
+    common.emit(
+        {
+            k: {str(b): {m: round(common.median(v), 4) for m, v in d.items()} for b, d in per.items()}
+            for k, per in out.items()
+        }
+    )
 
 
 if __name__ == "__main__":

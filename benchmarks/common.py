@@ -10,6 +10,7 @@ reads VmHWM again. `peak_rss_mb` is then the process's peak while the variant ra
 `delta_mb` the growth over the RSS just before it, and `ru_maxrss_mb` the whole process's peak
 (load included), from getrusage.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -21,9 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -38,8 +39,13 @@ OMP_WAIT_POLICY: str | None = "PASSIVE"
 
 def env() -> dict:
     e = dict(os.environ)
-    e.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-             TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
+    e.update(
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        PYTHONWARNINGS="ignore",
+    )
     if OMP_WAIT_POLICY:
         e["OMP_WAIT_POLICY"] = OMP_WAIT_POLICY
     return e
@@ -58,29 +64,39 @@ def machine() -> dict:
     import transformers
 
     try:
-        import transformer_lens  # noqa: F401
         import importlib.metadata as md
+
+        import transformer_lens  # noqa: F401
+
         tl = md.version("transformer-lens")
     except Exception:
         tl = "?"
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return dict(nproc=os.cpu_count(), cpu_model=model, mem_gb=round(mem_gb, 1),
-                torch_threads=torch.get_num_threads(), python=platform.python_version(),
-                torch=torch.__version__, transformers=transformers.__version__,
-                transformer_lens=tl, loadavg_start=os.getloadavg(), nice=os.nice(0),
-                date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                git_commit=_git("rev-parse", "--short", "HEAD"))
+    return dict(
+        nproc=os.cpu_count(),
+        cpu_model=model,
+        mem_gb=round(mem_gb, 1),
+        torch_threads=torch.get_num_threads(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        transformers=transformers.__version__,
+        transformer_lens=tl,
+        loadavg_start=os.getloadavg(),
+        nice=os.nice(0),
+        date=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        git_commit=_git("rev-parse", "--short", "HEAD"),
+    )
 
 
 def _git(*args) -> str:
     try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     except Exception:
         return "?"
 
 
 # ---------------------------------------------------------------- timing
+
 
 @dataclass
 class Timings:
@@ -96,12 +112,15 @@ class Timings:
 
     def ratio(self, a: str, b: str) -> dict:
         """time(a) / time(b), repetition by repetition."""
-        return dict(wall=summary(paired_ratios(self.wall[a], self.wall[b])),
-                    cpu=summary(paired_ratios(self.cpu[a], self.cpu[b])))
+        return dict(
+            wall=summary(paired_ratios(self.wall[a], self.wall[b])),
+            cpu=summary(paired_ratios(self.cpu[a], self.cpu[b])),
+        )
 
 
-def interleave(candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-               log: Callable[[str], None] | None = None) -> Timings:
+def interleave(
+    candidates: dict[str, Callable[[], object]], reps: int, warmup: int = 1, log: Callable[[str], None] | None = None
+) -> Timings:
     """Each candidate `reps` times, in turn; the order rotates every repetition so no candidate
     always follows the same one."""
     names = list(candidates)
@@ -117,8 +136,7 @@ def interleave(candidates: dict[str, Callable[[], object]], reps: int, warmup: i
             out.wall[n].append(time.perf_counter() - t0)
             out.cpu[n].append(time.process_time() - c0)
             if log:
-                log(f"  rep {r + 1}/{reps} {n}: {out.wall[n][-1]:.3f} s wall, "
-                    f"{out.cpu[n][-1]:.3f} s cpu")
+                log(f"  rep {r + 1}/{reps} {n}: {out.wall[n][-1]:.3f} s wall, {out.cpu[n][-1]:.3f} s cpu")
     return out
 
 
@@ -135,6 +153,7 @@ def summary(xs: list[float]) -> dict:
 
 
 # ---------------------------------------------------------------- memory
+
 
 def _status(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -172,12 +191,17 @@ def measure_memory(fn: Callable[[], object]) -> dict:
     fn()
     seconds = time.perf_counter() - t0
     peak = peak_mb()
-    return dict(rss_before_mb=round(before, 1), peak_rss_mb=round(peak, 1),
-                delta_mb=round(peak - before, 1), ru_maxrss_mb=round(ru_maxrss_mb(), 1),
-                seconds=round(seconds, 3))
+    return dict(
+        rss_before_mb=round(before, 1),
+        peak_rss_mb=round(peak, 1),
+        delta_mb=round(peak - before, 1),
+        ru_maxrss_mb=round(ru_maxrss_mb(), 1),
+        seconds=round(seconds, 3),
+    )
 
 
 # ---------------------------------------------------------------- subprocess workers
+
 
 def _raw_name() -> str:
     return "-".join(a.lstrip("-") for a in [Path(sys.argv[0]).stem, *sys.argv[1:]])
@@ -224,13 +248,14 @@ def run_worker(module: str, *args: str, timeout: float = 4 * 3600) -> dict:
     plus the whole process's wall time as seen from here."""
     cmd = [PY, "-m", f"benchmarks.{module}", *args]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=timeout)
     wall = time.perf_counter() - t0
     lines = [l for l in proc.stdout.splitlines() if l.startswith(RESULT_MARK)]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"worker {' '.join(cmd)} failed (exit {proc.returncode}):\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    out = json.loads(lines[-1][len(RESULT_MARK):])
+        raise RuntimeError(
+            f"worker {' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    out = json.loads(lines[-1][len(RESULT_MARK) :])
     out["process_wall_s"] = round(wall, 3)
     return out
 

@@ -16,6 +16,7 @@ file per benchmark ({full,quick}-<name>.json, which --reuse reads). A suite's ru
 the part of benchmarks/RESULTS.md between its AUTO markers (benchmarks/report.py); the text
 around them is kept.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,13 @@ from benchmarks.common import log, run_worker
 from benchmarks.report import render, targets, update_results_md
 
 HERE = Path(__file__).resolve().parent
-SUITES = {"all": ("load", "cache", "generate", "sweep", "baselines", "bf16"),
-          "speed": ("cache", "baselines", "sweep", "bf16")}
+SUITES = {
+    "all": ("load", "cache", "generate", "sweep", "baselines", "bf16"),
+    "speed": ("cache", "baselines", "sweep", "bf16"),
+}
 
 # ---------------------------------------------------------------- the benchmarks
+
 
 def bench_cache(quick: bool, memory: bool = True) -> dict:
     q = ["--quick"] if quick else []
@@ -59,25 +63,28 @@ def bench_load(quick: bool) -> dict:
         for m in warm_models:
             res = run_worker("bench_load", "warm", m)
             out["warm"][m].append(res)
-            log(f"[load] warm {m} rep {r + 1}: call {res['load_call_s']} s, "
-                f"process {res['process_wall_s']} s")
+            log(f"[load] warm {m} rep {r + 1}: call {res['load_call_s']} s, process {res['process_wall_s']} s")
     if not quick:
         for r in range(1):  # a reference figure, not a ratio target: one run each
             for m in MODELS:
                 res = run_worker("bench_load", "gguf", m)
                 out["gguf"].setdefault(m, []).append(res)
-                log(f"[load] gguf {m} rep {r + 1}: from_pretrained {res['from_pretrained_s']} s, "
-                    f"total {res['total_s']} s, process {res['process_wall_s']} s")
+                log(
+                    f"[load] gguf {m} rep {r + 1}: from_pretrained {res['from_pretrained_s']} s, "
+                    f"total {res['total_s']} s, process {res['process_wall_s']} s"
+                )
         for m in MODELS:
             out["profile"][m] = run_worker("bench_load", "profile", m)
     out["phases"] = {m: run_worker("bench_load", "phases", m) for m in warm_models}
     summary = {}
     for m, runs in out["warm"].items():
-        s = dict(load_call_s=common.summary([r["load_call_s"] for r in runs]),
-                 import_s=common.summary([r["import_s"] for r in runs]),
-                 import_libs_s=common.summary([r.get("import_libs_s", 0.0) for r in runs]),
-                 process_wall_s=common.summary([r["process_wall_s"] for r in runs]),
-                 ru_maxrss_mb=common.median([r["ru_maxrss_mb"] for r in runs]))
+        s = dict(
+            load_call_s=common.summary([r["load_call_s"] for r in runs]),
+            import_s=common.summary([r["import_s"] for r in runs]),
+            import_libs_s=common.summary([r.get("import_libs_s", 0.0) for r in runs]),
+            process_wall_s=common.summary([r["process_wall_s"] for r in runs]),
+            ru_maxrss_mb=common.median([r["ru_maxrss_mb"] for r in runs]),
+        )
         if all("second_call_s" in r for r in runs):
             s["second_call_s"] = common.summary([r["second_call_s"] for r in runs])
             s["second_call_cpu_s"] = common.summary([r["second_call_cpu_s"] for r in runs])
@@ -110,8 +117,7 @@ def bench_generate(quick: bool) -> dict:
         for what in ("ref", "overhead", "profile"):
             log(f"[generate] {what}")
             out[what] = run_worker("bench_generate", what, *q, timeout=4 * 3600)
-    variants = (["wb_steered"] if quick else
-                ["reference", "wb_steered", "hf_generate", "sweep_batched", "sweep_loop"])
+    variants = ["wb_steered"] if quick else ["reference", "wb_steered", "hf_generate", "sweep_batched", "sweep_loop"]
     out["memory"] = {}
     for v in variants:
         log(f"[generate] peak memory: {v}")
@@ -134,27 +140,47 @@ def bench_bf16(quick: bool) -> dict:
     return run_worker("bench_bf16", "run", *(["--quick"] if quick else []))
 
 
-BENCHMARKS = {"load": bench_load, "cache": bench_cache, "generate": bench_generate,
-              "sweep": bench_sweep, "baselines": bench_baselines, "bf16": bench_bf16}
+BENCHMARKS = {
+    "load": bench_load,
+    "cache": bench_cache,
+    "generate": bench_generate,
+    "sweep": bench_sweep,
+    "baselines": bench_baselines,
+    "bf16": bench_bf16,
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller sizes (about 3 minutes)")
-    p.add_argument("--suite", default="all", choices=sorted(SUITES),
-                   help="which benchmarks: " + "; ".join(f"{k} = {', '.join(v)}"
-                                                         for k, v in SUITES.items()))
-    p.add_argument("--only", default="",
-                   help="comma-separated benchmarks instead of a suite (of: "
-                        + ", ".join(BENCHMARKS) + "); RESULTS.md is then left alone")
-    p.add_argument("--omp-wait-policy", default="passive", choices=["passive", "default"],
-                   help="OMP_WAIT_POLICY for the workers (passive: no spinning beside other "
-                        "busy processes; default: leave the environment as it is)")
+    p.add_argument(
+        "--suite",
+        default="all",
+        choices=sorted(SUITES),
+        help="which benchmarks: " + "; ".join(f"{k} = {', '.join(v)}" for k, v in SUITES.items()),
+    )
+    p.add_argument(
+        "--only",
+        default="",
+        help="comma-separated benchmarks instead of a suite (of: "
+        + ", ".join(BENCHMARKS)
+        + "); RESULTS.md is then left alone",
+    )
+    p.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        choices=["passive", "default"],
+        help="OMP_WAIT_POLICY for the workers (passive: no spinning beside other "
+        "busy processes; default: leave the environment as it is)",
+    )
     p.add_argument("--no-md", action="store_true", help="do not touch RESULTS.md")
-    p.add_argument("--reuse", default="",
-                   help="comma-separated benchmarks whose results to take from the last run of "
-                        "the same size (results/{full,quick}-<name>.json) instead of running "
-                        "them again, e.g. to finish a run that was interrupted")
+    p.add_argument(
+        "--reuse",
+        default="",
+        help="comma-separated benchmarks whose results to take from the last run of "
+        "the same size (results/{full,quick}-<name>.json) instead of running "
+        "them again, e.g. to finish a run that was interrupted",
+    )
     a = p.parse_args()
     common.OMP_WAIT_POLICY = "PASSIVE" if a.omp_wait_policy == "passive" else os.environ.get("OMP_WAIT_POLICY")
     only = [x.strip() for x in a.only.split(",") if x.strip()] or list(SUITES[a.suite])
@@ -163,9 +189,13 @@ def main() -> None:
         p.error(f"unknown benchmarks {unknown}: choose from {list(BENCHMARKS)}")
     t0 = time.perf_counter()
     os.environ["WB_BENCH_TMP"] = tempfile.mkdtemp(prefix="wb-bench-")
-    res = dict(command=".venv/bin/python -m benchmarks.run " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
-               quick=a.quick, omp_wait_policy=common.OMP_WAIT_POLICY, machine=common.machine(),
-               benchmarks={})
+    res = dict(
+        command=".venv/bin/python -m benchmarks.run " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
+        quick=a.quick,
+        omp_wait_policy=common.OMP_WAIT_POLICY,
+        machine=common.machine(),
+        benchmarks={},
+    )
     reuse = [x.strip() for x in a.reuse.split(",") if x.strip()]
     size = "quick" if a.quick else "full"
     for name, fn in BENCHMARKS.items():
@@ -184,8 +214,7 @@ def main() -> None:
         # the speed suite leaves out peak memory (no target of its own; ~1.5 min)
         kw = dict(memory=False) if name == "cache" and a.suite == "speed" and not a.only else {}
         res["benchmarks"][name] = fn(a.quick, **kw)
-        res["benchmarks"][name]["run"] = dict(started, elapsed_s=time.perf_counter() - t,
-                                              loadavg_end=os.getloadavg())
+        res["benchmarks"][name]["run"] = dict(started, elapsed_s=time.perf_counter() - t, loadavg_end=os.getloadavg())
         part.parent.mkdir(exist_ok=True)
         part.write_text(json.dumps(res["benchmarks"][name], indent=1, default=str))
         log(f"[{name}] done in {time.perf_counter() - t:.0f} s")

@@ -11,6 +11,7 @@ bf16 and fp16 run (steering by 0 changes nothing); the device_map path gives the
 whole model; generation at batch 32 and 128 against transformers' own generate on the same GPU.
 Writes DIR/gpu_check.json and DIR/gpu_check.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,27 +37,35 @@ def _datasets_or_stub() -> None:
     except Exception as err:  # ImportError, or pyarrow's own errors
         import types
 
-        print(f"note: datasets does not import here ({type(err).__name__}: {err}); using a stub",
-              flush=True)
-        for name, attrs in (("datasets", {}), ("datasets.arrow_dataset", {"Dataset": type("Dataset", (), {})}),
-                            ("datasets.iterable_dataset", {"IterableDataset": type("IterableDataset", (), {})}),
-                            ("datasets.load", {"load_dataset": None})):
+        print(f"note: datasets does not import here ({type(err).__name__}: {err}); using a stub", flush=True)
+        for name, attrs in (
+            ("datasets", {}),
+            ("datasets.arrow_dataset", {"Dataset": type("Dataset", (), {})}),
+            ("datasets.iterable_dataset", {"IterableDataset": type("IterableDataset", (), {})}),
+            ("datasets.load", {"load_dataset": None}),
+        ):
             sys.modules[name] = types.ModuleType(name)
             sys.modules[name].__dict__.update(attrs)
         sys.modules["datasets"].load_dataset = None
 
 
 _datasets_or_stub()
-import workbench as wb  # noqa: E402
-from workbench import models  # noqa: E402
-from workbench.prompts import encode  # noqa: E402
-from workbench.tiny import tiny_hf_model  # noqa: E402
-from workbench.twin import twin  # noqa: E402
+import workbench as wb
+from workbench import models
+from workbench.prompts import encode
+from workbench.twin import twin
 
-PROMPTS = ["What is the capital of France?", "Tell me a story about a cat.", "Hi",
-           "How do I bake bread at home?"]
-GROUPS = ["model.embed_tokens", "model.rotary_emb", "model.layers.0", "model.layers.1",
-          "model.layers.2", "model.layers.3", "model.norm", "lm_head"]
+PROMPTS = ["What is the capital of France?", "Tell me a story about a cat.", "Hi", "How do I bake bread at home?"]
+GROUPS = [
+    "model.embed_tokens",
+    "model.rotary_emb",
+    "model.layers.0",
+    "model.layers.1",
+    "model.layers.2",
+    "model.layers.3",
+    "model.norm",
+    "lm_head",
+]
 
 
 def mixed_rows(vec, n_layers: int = 4) -> list[list[wb.Steering]]:
@@ -109,13 +118,17 @@ def check_half(device: str) -> dict:
         table = wb.generate_table(m, prompts(13), mixed_rows(vec), max_new_tokens=12)
         zero = [[wb.Steering(vec, layer, "add", 0.0)] for layer in range(4)]
         plain = wb.generate_table(m, PROMPTS, max_new_tokens=12)
-        same = list(wb.generate_table(m, PROMPTS, zero, max_new_tokens=12)["token_ids"]) == \
-            list(plain["token_ids"])
+        same = list(wb.generate_table(m, PROMPTS, zero, max_new_tokens=12)["token_ids"]) == list(plain["token_ids"])
         acts = wb.cache_pairs(m, pairs)
         finite = bool(torch.isfinite(acts.with_instruction).all())
         derived = wb.derive(acts).vectors.dtype == torch.float32
-        out[dtype] = dict(rows=len(table), zero_weight_changes_nothing=same, cache_finite=finite,
-                          derived_fp32=derived, model_dtype=wb.model_info(m).dtype)
+        out[dtype] = dict(
+            rows=len(table),
+            zero_weight_changes_nothing=same,
+            cache_finite=finite,
+            derived_fp32=derived,
+            model_dtype=wb.model_info(m).dtype,
+        )
         ok &= same and finite and derived and len(table) == 13
     out["ok"] = ok
     return out
@@ -137,9 +150,14 @@ def check_device_map(device: str) -> dict:
     err = float((acts_a.with_instruction - acts_b.with_instruction).abs().max())
     same_twin = list(a["token_ids"]) == list(b["token_ids"])
     same_bridge = list(a["token_ids"]) == list(c["token_ids"])
-    return dict(ok=same_twin and same_bridge and err < 1e-5, devices=models.placement(split),
-                twin_used=twin(split) is not None, tokens_equal_twin=same_twin,
-                tokens_equal_bridge=same_bridge, cache_max_abs_error=err)
+    return dict(
+        ok=same_twin and same_bridge and err < 1e-5,
+        devices=models.placement(split),
+        twin_used=twin(split) is not None,
+        tokens_equal_twin=same_twin,
+        tokens_equal_bridge=same_bridge,
+        cache_max_abs_error=err,
+    )
 
 
 def smollm_shaped(device: str, dtype: torch.dtype, assets: Path):
@@ -152,13 +170,16 @@ def smollm_shaped(device: str, dtype: torch.dtype, assets: Path):
     with torch.device(device):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     hf.eval()
-    info = dict(name="smollm2-135m-random", kind="instruct", weight_hash="random-seed-0",
-                source=f"random init of {assets / 'config.json'}")
+    info = dict(
+        name="smollm2-135m-random",
+        kind="instruct",
+        weight_hash="random-seed-0",
+        source=f"random init of {assets / 'config.json'}",
+    )
     return models._boot("HuggingFaceTB/SmolLM2-135M-Instruct", hf, models._tokenizer(assets), info)
 
 
-def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: int,
-                     dtype: torch.dtype) -> dict:
+def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: int, dtype: torch.dtype) -> dict:
     """Tokens per second of wb.generate_table (unsteered and steered per row, on the twin; and
     on the bridge at the smallest batch) against transformers' generate on the twin's plain
     model, the same GPU, the same prompts, greedy."""
@@ -171,16 +192,28 @@ def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: 
     results = []
     for batch in batches:
         texts = [queries[i % len(queries)] for i in range(batch)]
-        specs = [[wb.Steering(vec, 10, "adjust")] if i % 2 else [wb.Steering(vec, 15, "add", 4.0)]
-                 for i in range(batch)]
-        cases = [("workbench, unsteered", lambda: wb.generate_table(model, texts, max_new_tokens=new_tokens,
-                                                                     batch_size=batch)),
-                 ("workbench, steered per row", lambda: wb.generate_table(model, texts, specs,
-                                                                          max_new_tokens=new_tokens,
-                                                                          batch_size=batch))]
+        specs = [
+            [wb.Steering(vec, 10, "adjust")] if i % 2 else [wb.Steering(vec, 15, "add", 4.0)] for i in range(batch)
+        ]
+        cases = [
+            (
+                "workbench, unsteered",
+                lambda: wb.generate_table(model, texts, max_new_tokens=new_tokens, batch_size=batch),
+            ),
+            (
+                "workbench, steered per row",
+                lambda: wb.generate_table(model, texts, specs, max_new_tokens=new_tokens, batch_size=batch),
+            ),
+        ]
         if batch == min(batches):
-            cases.append(("workbench, bridged path", lambda: wb.generate_table(
-                model, texts, specs, max_new_tokens=new_tokens, batch_size=batch, unbridged=False)))
+            cases.append(
+                (
+                    "workbench, bridged path",
+                    lambda: wb.generate_table(
+                        model, texts, specs, max_new_tokens=new_tokens, batch_size=batch, unbridged=False
+                    ),
+                )
+            )
         ids = encode(model.tokenizer, fmt.apply_all(model.tokenizer, texts), fmt)
         width = max(map(len, ids))
         pad = model.tokenizer.pad_token_id or 0
@@ -189,9 +222,15 @@ def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: 
 
         def hf_generate():
             with torch.no_grad():
-                out = tw.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=new_tokens,
-                                  do_sample=False, pad_token_id=pad)
+                out = tw.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    max_new_tokens=new_tokens,
+                    do_sample=False,
+                    pad_token_id=pad,
+                )
             return out[:, width:]
+
         cases.append(("transformers generate (plain model)", hf_generate))
         for name, fn in cases:
             fn()  # warm-up: kernels, the stack check, the twin
@@ -201,20 +240,35 @@ def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: 
             sync(device)
             seconds = time.perf_counter() - start
             tokens = int(got["n_tokens"].sum()) if hasattr(got, "columns") else int(got.numel())
-            results.append(dict(batch=batch, case=name, seconds=round(seconds, 3), tokens=tokens,
-                                tokens_per_s=round(tokens / seconds, 1)))
-            print(f"  batch {batch:4d}  {name:38s} {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s",
-                  flush=True)
-    return dict(ok=True, dtype=str(dtype).removeprefix("torch."), new_tokens=new_tokens,
-                model="SmolLM2-135M-Instruct architecture, random weights", rows=results)
+            results.append(
+                dict(
+                    batch=batch,
+                    case=name,
+                    seconds=round(seconds, 3),
+                    tokens=tokens,
+                    tokens_per_s=round(tokens / seconds, 1),
+                )
+            )
+            print(f"  batch {batch:4d}  {name:38s} {seconds:7.2f} s  {tokens / seconds:9.0f} tok/s", flush=True)
+    return dict(
+        ok=True,
+        dtype=str(dtype).removeprefix("torch."),
+        new_tokens=new_tokens,
+        model="SmolLM2-135M-Instruct architecture, random weights",
+        rows=results,
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="dry run on the CPU, small benchmark")
     ap.add_argument("--out", type=Path, default=Path("gpu_check_out"))
-    ap.add_argument("--assets", type=Path, default=ROOT / ".gpu_check" / "smollm2",
-                    help="SmolLM2's config.json and tokenizer files (scripts/gpu_check.sh --prepare)")
+    ap.add_argument(
+        "--assets",
+        type=Path,
+        default=ROOT / ".gpu_check" / "smollm2",
+        help="SmolLM2's config.json and tokenizer files (scripts/gpu_check.sh --prepare)",
+    )
     ap.add_argument("--batches", default=None, help="benchmark batch sizes (default 32,128; --cpu: 2,4)")
     ap.add_argument("--new-tokens", type=int, default=None, help="tokens per response (default 64; --cpu: 4)")
     args = ap.parse_args()
@@ -225,15 +279,26 @@ def main() -> int:
     batches = [int(b) for b in (args.batches or ("2,4" if args.cpu else "32,128")).split(",")]
     new_tokens = args.new_tokens or (4 if args.cpu else 64)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = dict(device=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
-                  dry_run=args.cpu, python=platform.python_version(), versions=models.library_versions(),
-                  cuda=torch.version.cuda, checks={})
+    report = dict(
+        device=torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
+        dry_run=args.cpu,
+        python=platform.python_version(),
+        versions=models.library_versions(),
+        cuda=torch.version.cuda,
+        checks={},
+    )
     print(f"gpu_check on {report['device']}: torch {torch.__version__}, cuda {torch.version.cuda}", flush=True)
-    steps = [("tokens_and_caches_fp32", lambda: check_tokens_and_caches(device)),
-             ("bf16_and_fp16", lambda: check_half(device)),
-             ("device_map", lambda: check_device_map(device)),
-             ("benchmark", lambda: bench_generation(device, args.assets, batches, new_tokens,
-                                                         torch.bfloat16 if not args.cpu else torch.float32))]
+    steps = [
+        ("tokens_and_caches_fp32", lambda: check_tokens_and_caches(device)),
+        ("bf16_and_fp16", lambda: check_half(device)),
+        ("device_map", lambda: check_device_map(device)),
+        (
+            "benchmark",
+            lambda: bench_generation(
+                device, args.assets, batches, new_tokens, torch.bfloat16 if not args.cpu else torch.float32
+            ),
+        ),
+    ]
     for name, step in steps:
         start = time.perf_counter()
         print(f"[{name}]", flush=True)
@@ -243,8 +308,11 @@ def main() -> int:
             result = dict(ok=False, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         result["seconds"] = round(time.perf_counter() - start, 1)
         report["checks"][name] = result
-        print(f"  -> {'ok' if result['ok'] else 'FAILED'} ({result['seconds']} s) "
-              f"{ {k: v for k, v in result.items() if k not in ('rows', 'traceback')} }", flush=True)
+        print(
+            f"  -> {'ok' if result['ok'] else 'FAILED'} ({result['seconds']} s) "
+            f"{ {k: v for k, v in result.items() if k not in ('rows', 'traceback')} }",
+            flush=True,
+        )
     (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
     (args.out / "gpu_check.md").write_text(markdown(report))
     print(f"wrote {args.out / 'gpu_check.json'} and {args.out / 'gpu_check.md'}")
@@ -252,21 +320,37 @@ def main() -> int:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# GPU check on {report['device']}" + (" (CPU dry run)" if report["dry_run"] else ""), "",
-             f"torch {report['versions'].get('torch')}, CUDA {report['cuda']}, transformers "
-             f"{report['versions'].get('transformers')}, transformer-lens "
-             f"{report['versions'].get('transformer-lens')}, Python {report['python']}", "",
-             "| check | ok | details |", "| --- | --- | --- |"]
+    lines = [
+        f"# GPU check on {report['device']}" + (" (CPU dry run)" if report["dry_run"] else ""),
+        "",
+        (
+            f"torch {report['versions'].get('torch')}, CUDA {report['cuda']}, transformers "
+            f"{report['versions'].get('transformers')}, transformer-lens "
+            f"{report['versions'].get('transformer-lens')}, Python {report['python']}"
+        ),
+        "",
+        "| check | ok | details |",
+        "| --- | --- | --- |",
+    ]
     for name, c in report["checks"].items():
         details = {k: v for k, v in c.items() if k not in ("ok", "rows", "traceback")}
         lines.append(f"| {name} | {'yes' if c['ok'] else 'NO'} | {json.dumps(details, default=str)} |")
     bench = report["checks"].get("benchmark", {})
     if bench.get("rows"):
-        lines += ["", f"Generation, {bench['model']}, {bench['dtype']}, {bench['new_tokens']} new "
-                      f"tokens, greedy (tokens per second, one timed run after a warm-up):", "",
-                  "| batch | case | seconds | tokens | tokens/s |", "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {r['batch']} | {r['case']} | {r['seconds']} | {r['tokens']} | {r['tokens_per_s']} |"
-                  for r in bench["rows"]]
+        lines += [
+            "",
+            (
+                f"Generation, {bench['model']}, {bench['dtype']}, {bench['new_tokens']} new "
+                f"tokens, greedy (tokens per second, one timed run after a warm-up):"
+            ),
+            "",
+            "| batch | case | seconds | tokens | tokens/s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| {r['batch']} | {r['case']} | {r['seconds']} | {r['tokens']} | {r['tokens_per_s']} |"
+            for r in bench["rows"]
+        ]
     return "\n".join(lines) + "\n"
 
 
