@@ -51,7 +51,7 @@ def _datasets_or_stub() -> None:
 
 _datasets_or_stub()
 import workbench as wb
-from workbench import models
+from workbench import models, weights
 from workbench.prompts import encode
 from workbench.twin import twin
 
@@ -170,13 +170,15 @@ def smollm_shaped(device: str, dtype: torch.dtype, assets: Path):
     with torch.device(device):
         hf = AutoModelForCausalLM.from_config(config, dtype=dtype)
     hf.eval()
-    info = dict(
+    return models.bridge(
+        hf,
+        weights.cached_tokenizer(assets),
         name="smollm2-135m-random",
         kind="instruct",
+        hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
         weight_hash="random-seed-0",
         source=f"random init of {assets / 'config.json'}",
     )
-    return models._boot("HuggingFaceTB/SmolLM2-135M-Instruct", hf, models._tokenizer(assets), info)
 
 
 def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: int, dtype: torch.dtype) -> dict:
