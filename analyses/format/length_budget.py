@@ -18,7 +18,7 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import FORMAT_INSTRUCTIONS
-from workbench.experiments.format import _validation_rows
+from workbench.experiments.rows import validation_rows
 from workbench.fluency import fluency_table
 from workbench.scoring import score_ifeval
 
@@ -38,7 +38,7 @@ def main() -> None:
     rows = [
         r
         for iid in FORMAT_INSTRUCTIONS
-        for r in _validation_rows(list(split.validation), iid, languages, args.per_instruction, 0)
+        for r in validation_rows(list(split.validation), iid, languages, args.per_instruction, 0)
     ]
     lines = []
     for with_instruction in (False, True):
