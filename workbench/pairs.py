@@ -155,11 +155,18 @@ def instruction_pairs(
     instructions), False uses the registry's alone; a list of sentences (e.g.
     `split_phrasings(...).train`) draws from those only (kwarg-free instructions only).
     """
-    if not isinstance(phrasings, bool):
-        return _phrased_pairs(queries, instruction_id, list(phrasings), n=n, seed=seed)
+    check_instruction_id(instruction_id)
+    if not isinstance(phrasings, bool):  # sentences of one's choice: for kwarg-free instructions only
+        if _has_kwargs(instruction_id):
+            raise ValueError(
+                f"{instruction_id!r} takes verifier arguments, so its sentence is built from "
+                f"them and cannot be chosen from a list. Fix: pass phrasings=True"
+            )
+        if not phrasings or not queries:
+            raise ValueError("no phrasings or no base queries given. Fix: pass at least one of each")
+        return _sentence_pairs(queries, phrasings, instruction_id, n=n, seed=seed)
     from if_verifiable.ifeval import INSTRUCTION_DICT
 
-    check_instruction_id(instruction_id)
     if not queries:
         raise ValueError("no base queries given. Fix: pass at least one query.")
     rng = random.Random(seed)
@@ -180,20 +187,6 @@ def instruction_pairs(
     finally:
         random.setstate(state)
     return pairs
-
-
-def _phrased_pairs(
-    queries: Sequence[str], instruction_id: str, sentences: Sequence[str], *, n: int | None, seed: int
-) -> list[PromptPair]:
-    check_instruction_id(instruction_id)
-    if _has_kwargs(instruction_id):
-        raise ValueError(
-            f"{instruction_id!r} takes verifier arguments, so its sentence is built from "
-            f"them and cannot be chosen from a list. Fix: pass phrasings=True"
-        )
-    if not sentences or not queries:
-        raise ValueError("no phrasings or no base queries given. Fix: pass at least one of each")
-    return _sentence_pairs(queries, sentences, instruction_id, n=n, seed=seed)
 
 
 def _sentence_pairs(
