@@ -11,14 +11,18 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots._common import TEMPLATE
+from workbench.plots._common import TEMPLATE, color
 
 
 def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
     """One panel per condition (`with_instruction`), x = prompts per candidate in that round,
     y = the share followed and not degenerate; a line per candidate, ending where the search
-    dropped it. No steering is the black dashed line. Hover shows loose and degenerate rates."""
+    dropped it. No steering is the black dashed line. A candidate keeps one colour (by layer)
+    and line style (solid adjust, dotted add) in both panels. Hover shows loose and degenerate
+    rates."""
     conditions = sorted(rounds["with_instruction"].unique())
+    layers = sorted(int(x) for x in rounds.loc[rounds["label"] != "none", "layer"].unique())
+    shown: set[str] = set()
     fig = make_subplots(
         rows=1,
         cols=len(conditions),
@@ -30,6 +34,15 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
         for label, g in part.groupby("label", sort=False):
             g = g.sort_values("n_prompts")
             none = label == "none"
+            style = (
+                dict(color="black", dash="dash", width=3)
+                if none
+                else dict(
+                    color=color(layers.index(int(g["layer"].iloc[0]))),
+                    dash="dot" if g["mode"].iloc[0] == "add" else "solid",
+                    width=1.5,
+                )
+            )
             fig.add_trace(
                 go.Scatter(
                     x=g["n_prompts"],
@@ -37,8 +50,8 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
                     mode="lines+markers",
                     name=label,
                     legendgroup=label,
-                    showlegend=col == 1,
-                    line=dict(color="black", dash="dash", width=3) if none else dict(width=1.5),
+                    showlegend=label not in shown,
+                    line=style,
                     customdata=g[["loose", "degenerate", "n"]].to_numpy(),
                     hovertemplate=(
                         f"{label}<br>%{{x}} prompts: good %{{y:.2f}}, loose "
@@ -48,6 +61,7 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
                 row=1,
                 col=col,
             )
+            shown.add(str(label))
         fig.update_xaxes(
             title_text="validation prompts (round)",
             type="log",
@@ -57,6 +71,11 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
         )
     fig.update_yaxes(title_text="followed and not degenerate", range=[-0.03, 1.03], row=1, col=1)
     fig.update_layout(
-        template=TEMPLATE, title=title or "Search by round", height=420, width=1000, legend=dict(font=dict(size=9))
+        template=TEMPLATE,
+        title=title or "Search by round",
+        height=600,
+        width=1000,
+        legend=dict(font=dict(size=10), orientation="h", y=-0.25, yanchor="top"),
+        margin=dict(b=200),
     )
     return fig
