@@ -205,6 +205,12 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: str | Path, *, model: Model | None = None, allow_cross_model: bool = False) -> SteeringVector:
+        """Read a vector written by `save` (the safetensors file; `x` finds `x.safetensors`).
+
+            vec = wb.SteeringVector.load("lowercase.safetensors", model=model)
+
+        With `model`, refuse a vector of another width, or of another model unless
+        `allow_cross_model`. An unreadable or non-finite file raises VectorFileError."""
         from safetensors import safe_open
 
         path = _existing(Path(path))
