@@ -1,4 +1,5 @@
-"""Every Python block of the README runs as written (in a fresh process, in a scratch directory)."""
+"""Every ```python block of the README runs as written (in a fresh process, in a scratch directory).
+Examples that need hardware this machine lacks (CUDA GPUs) are fenced ```py and say so."""
 
 from __future__ import annotations
 
