@@ -23,7 +23,7 @@ from workbench.devices import hf_model, input_device
 from workbench.hooks import PositionContext, build_hooks
 from workbench.prompts import left_pad
 from workbench.steering import Steering
-from workbench.twin import twin, twin_hooks
+from workbench.twin import reachable, twin_for, twin_hooks
 
 if TYPE_CHECKING:
     from workbench.types import Model
@@ -56,15 +56,14 @@ def forward_module(model: Model, per_row: list[list[Steering]], unbridged: bool 
     carries no hooks of the user's (those would not fire on the twin); else the bridged model.
     `unbridged`: None chooses so; False forces the bridge; True requires the twin."""
     specs = {id(s): s for specs in per_row for s in specs}.values()
-    reachable = all(s.hook.removeprefix("hook_") in ("resid_post", "resid_pre") for s in specs)
-    user_hooks = bool(model.list_hooks())
-    tw = twin(model) if unbridged is not False and reachable and not user_hooks else None
+    names = [f"blocks.{s.layer}.hook_{s.hook.removeprefix('hook_')}" for s in specs]
+    tw = twin_for(model, names) if unbridged is not False else None
     if unbridged and tw is None:
         why = (
             "the bridge carries hooks of its own"
-            if user_hooks
+            if model.list_hooks()
             else "a steering hook is not on the residual stream"
-            if not reachable
+            if not reachable(names)
             else "this architecture cannot be twinned"
         )
         raise ValueError(

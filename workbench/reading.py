@@ -22,7 +22,7 @@ from torch import Tensor
 
 from workbench.devices import hf_model, input_device
 from workbench.prompts import left_pad
-from workbench.twin import supports, twin, twin_hooks
+from workbench.twin import twin_for, twin_hooks
 from workbench.types import Hook, NamedHook
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ def read_batch(
     # residual streams are read on the unbridged twin (transformers' own model on the same
     # weights, twin.py) unless the user has hooks on the bridge or asks for another hook point;
     # eager attention, as the bridge's: sdpa's masked kernel moves padded rows by ~1e-4
-    tw = twin(model, attention="eager") if supports(hooks) and not model.list_hooks() else None
+    tw = twin_for(model, [name for name, _ in hooks], attention="eager")
     with model.hooks(fwd_hooks=hooks) if tw is None else twin_hooks(tw, hooks):
         # the decoder stack alone: no lm_head, whose logits nobody reads here
         hf = hf_model(model) if tw is None else tw

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import re
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -101,9 +101,18 @@ def _remember(model: Model, key: tuple[str], tw: nn.Module | None) -> nn.Module 
     return tw
 
 
-def supports(hooks: Sequence[NamedHook]) -> bool:
-    """True when every hook sits on a residual stream the twin can reach."""
-    return all(_HOOK.fullmatch(name) for name, _ in hooks)
+def reachable(names: Iterable[str]) -> bool:
+    """True when every hook name sits on a residual stream the twin can reach."""
+    return all(_HOOK.fullmatch(name) for name in names)
+
+
+def twin_for(model: Model, names: Iterable[str], *, attention: str = ATTENTION) -> nn.Module | None:
+    """The twin to run hooks `names` on, or None when the bridge must run them: a name the twin
+    cannot reach, hooks of the user's on the bridge (they would not fire on the twin), or an
+    architecture that cannot be twinned. Generation and caching both ask here."""
+    if not reachable(names) or model.list_hooks():
+        return None
+    return twin(model, attention=attention)
 
 
 def _layers(tw: nn.Module) -> nn.ModuleList:

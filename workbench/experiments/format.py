@@ -31,7 +31,7 @@ from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.executor import Executor
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
 from workbench.experiments.format_tables import fill_unsteered, write_tables
-from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
+from workbench.experiments.jobs import Job, add_fluency, generate_shared, run_jobs, score_jobs, vectors_for_all
 from workbench.experiments.rows import format_vector_pairs, languages, stratified_rows, validation_rows, vector_name
 from workbench.experiments.rundir import RunDir
 from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
@@ -90,11 +90,6 @@ def _job(
         steered=cand.steered,
     )
     return Job(f"{phase}/{cond}/{cand.label}/{row.row_id}", prompt, row, spec, tags)
-
-
-def _same_text(job: Job) -> tuple[str, ...]:
-    """Jobs with equal keys generate the same text."""
-    return (job.prompt, *(s.describe() for s in job.steering))
 
 
 def _test_jobs(
@@ -204,13 +199,7 @@ def run_format(
     def evaluate(jobs: list[Job], round_: int) -> pd.DataFrame:
         todo = [j for j in jobs if j.id not in validation]
         if todo:
-            # jobs with the same prompt and steering share one generation (the request without
-            # its instruction, unsteered, is the same for every instruction), scored per job
-            first = {_same_text(j): j for j in reversed(todo)}
-            unique = [j for j in todo if first[_same_text(j)] is j]
-            gens = generate(unique, "validation")
-            made = {_same_text(j): g for j, g in zip(unique, gens.to_dict("records"))}
-            gens = pd.DataFrame([{**made[_same_text(j)], "job": j.id, "key": j.row.key, **j.tags} for j in todo])
+            gens = generate_shared(todo, lambda unique: generate(unique, "validation"))
             # degeneration in the search is judged by repetition, which needs no model
             scored = add_fluency(model, score_jobs(todo, gens), with_perplexity=False)
             validation.update((r["job"], r) for r in scored.to_dict("records"))

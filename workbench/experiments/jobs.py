@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -171,6 +171,23 @@ def run_jobs(
         run.state.setdefault("executors", {})[phase] = executor.describe()  # provenance, not a choice
         run.save()
     return pd.DataFrame([done[i] for i in ids])
+
+
+def same_text(job: Job) -> tuple[str, ...]:
+    """Jobs with equal keys generate the same text (same prompt, same steering)."""
+    return (job.prompt, *(s.describe() for s in job.steering))
+
+
+def generate_shared(jobs: Sequence[Job], generate: Callable[[list[Job]], pd.DataFrame]) -> pd.DataFrame:
+    """Generate each distinct (prompt, steering) of `jobs` once, with `generate` (e.g. run_jobs
+    over the first job of each), and return one line per job: that generation under the job's own
+    id, key and tags, so each is scored against its own row. The request without its instruction,
+    unsteered, is the same text for every instruction of a search."""
+    first: dict[tuple[str, ...], Job] = {}
+    for job in jobs:
+        first.setdefault(same_text(job), job)
+    made = {same_text(j): g for j, g in zip(first.values(), generate(list(first.values())).to_dict("records"))}
+    return pd.DataFrame([{**made[same_text(j)], "job": j.id, "key": j.row.key, **j.tags} for j in jobs])
 
 
 def job_batches(model: Model, jobs: Sequence[Job], batch_size: int) -> list[list[Job]]:
