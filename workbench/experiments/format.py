@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,10 +31,10 @@ from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.executor import Executor
 from workbench.experiments.checks import check_config, check_out, check_prompts_fit
 from workbench.experiments.format_tables import fill_unsteered, write_tables
-from workbench.experiments.jobs import Job, add_fluency, generate_shared, run_jobs, score_jobs, vectors_for_all
+from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
 from workbench.experiments.rows import format_vector_pairs, languages, stratified_rows, validation_rows, vector_name
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Halving, candidate_grid, successive_halving
+from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving
 from workbench.models import load_args
 from workbench.types import Model
 
@@ -191,19 +191,18 @@ def run_format(
             show_progress=show_progress,
         )
 
-    validation: dict[str, dict[Hashable, Any]] = {}  # scored lines by job id
+    evaluate = Evaluator(
+        run,
+        model,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        truncate=cfg.truncate,
+        executor=executor,
+        show_progress=show_progress,
+    )
 
     def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
         return [_job("validation", r, group[1], cand, vectors) for r in rows]
-
-    def evaluate(jobs: list[Job], round_: int) -> pd.DataFrame:
-        todo = [j for j in jobs if j.id not in validation]
-        if todo:
-            gens = generate_shared(todo, lambda unique: generate(unique, "validation"))
-            # degeneration in the search is judged by repetition, which needs no model
-            scored = add_fluency(model, score_jobs(todo, gens), with_perplexity=False)
-            validation.update((r["job"], r) for r in scored.to_dict("records"))
-        return pd.DataFrame([validation[j.id] for j in jobs])
 
     plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
     chosen = successive_halving(
@@ -216,7 +215,7 @@ def run_format(
         name="search",
         group_names=("instruction_id", "with_instruction"),
     )
-    val = pd.DataFrame(list(validation.values()))
+    val = evaluate.table()
     # every field quoted: a bare carriage return inside a response would split the row
     val.to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
     choices = pd.DataFrame(

@@ -18,14 +18,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
 from workbench.data import IFEvalRow
-from workbench.experiments.jobs import Job
+from workbench.experiments.jobs import Job, add_fluency, generate_shared, run_jobs, score_jobs
 from workbench.experiments.rundir import RunDir
 from workbench.vectors import SteeringVector
+
+if TYPE_CHECKING:
+    from workbench.executor import Executor
+    from workbench.types import Model
 
 NONE = -1  # the layer of "no steering"
 MODES = ("adjust", "add", "ablate")
@@ -84,6 +88,55 @@ class Halving:
 
 GroupT = TypeVar("GroupT", bound=Hashable)  # what a search chooses per: (instruction, condition), ...
 Evaluate = Callable[[list[Job], int], pd.DataFrame]  # -> lines with job, loose, degenerate
+
+
+class Evaluator:
+    """The `evaluate` of a search on a run: generates each distinct (prompt, steering) of the
+    jobs once (resumable: run_jobs appends to generations.jsonl), scores each job against its own
+    row (IFEval loose on all of the row's instructions, degeneration by repetition: no perplexity
+    in a search), and keeps every scored line (`table()`, for validation_scores.csv).
+
+        evaluate = Evaluator(run, model, max_new_tokens=96, batch_size=64)
+        chosen = successive_halving(run, groups, cands, jobs_for, evaluate)
+        evaluate.table().to_csv(run.file("validation_scores.csv"), ...)
+    """
+
+    def __init__(
+        self,
+        run: RunDir,
+        model: Model,
+        *,
+        max_new_tokens: int,
+        batch_size: int,
+        phase: str = "validation",
+        truncate: bool = False,
+        executor: Executor | None = None,
+        show_progress: bool | None = None,
+    ) -> None:
+        self.run, self.model, self.phase = run, model, phase
+        self.generation: dict[str, Any] = dict(
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            truncate=truncate,
+            executor=executor,
+            show_progress=show_progress,
+        )
+        self.lines: dict[str, dict[Hashable, Any]] = {}  # scored lines by job id
+
+    def generate(self, jobs: Sequence[Job]) -> pd.DataFrame:
+        return run_jobs(self.run, self.model, jobs, phase=self.phase, **self.generation)
+
+    def __call__(self, jobs: list[Job], round_: int) -> pd.DataFrame:
+        todo = list({j.id: j for j in jobs if j.id not in self.lines}.values())
+        if todo:
+            gens = generate_shared(todo, self.generate)
+            scored = add_fluency(self.model, score_jobs(todo, gens), with_perplexity=False)
+            self.lines.update((r["job"], r) for r in scored.to_dict("records"))
+        return pd.DataFrame([self.lines[j.id] for j in jobs])
+
+    def table(self) -> pd.DataFrame:
+        """Every line scored so far, one per job."""
+        return pd.DataFrame(list(self.lines.values()))
 
 
 def summarize(lines: pd.DataFrame) -> dict[str, float]:
