@@ -3,6 +3,7 @@ naming the problem and the fix, raised before anything is loaded, generated or w
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -122,3 +123,16 @@ def test_cli_warns_when_the_tree_is_dirty(tmp_path, monkeypatch):
         ],
     )
     assert "uncommitted changes" in result.output and result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "said"),
+    [
+        (dict(search_prompts=(3, 8, 24), n_validation=8), "search_prompts[-1]=24"),
+        (dict(search_prompts=(8, 3), search_keep=(1,)), "must be increasing"),
+        (dict(search_prompts=(1, 2), search_keep=()), "needs one count"),
+    ],
+)
+def test_a_search_plan_that_cannot_run_is_refused_before_any_compute(changes, said):
+    with pytest.raises(ValueError, match=re.escape(said)):
+        check_config(replace(FormatConfig(), **changes))

@@ -73,11 +73,31 @@ def check_config(cfg: Any) -> None:
             problems.append(f"{f.name}={value!r} is not of type {shown}")
         elif f.name in POSITIVE and isinstance(value, int) and value < 1:
             problems.append(f"{f.name}={value!r} must be at least 1")
+    problems += _search_plan_problems(cfg)
     if problems:
         raise ValueError(
             f"invalid {type(cfg).__name__}: {'; '.join(problems)}. Fix: correct "
             f"the option (or --set KEY=VALUE) and run again; nothing was written."
         )
+
+
+def _search_plan_problems(cfg: Any) -> list[str]:
+    """A config with a search (search_prompts, search_keep, n_validation) whose plan cannot run."""
+    prompts, keep = getattr(cfg, "search_prompts", None), getattr(cfg, "search_keep", None)
+    if prompts is None or keep is None:
+        return []
+    out = []
+    if not prompts or list(prompts) != sorted(prompts) or min(prompts) < 1:
+        out.append(f"search_prompts={prompts!r} must be increasing counts of at least 1")
+    if len(keep) != len(prompts) - 1 or any(k < 1 for k in keep):
+        out.append(f"search_keep={keep!r} needs one count (at least 1) per round but the last of {prompts!r}")
+    n_validation = getattr(cfg, "n_validation", None)
+    if prompts and isinstance(n_validation, int) and prompts[-1] > n_validation:
+        out.append(
+            f"the search's last round needs search_prompts[-1]={prompts[-1]} validation prompts per "
+            f"group but n_validation={n_validation} (raise n_validation or lower search_prompts)"
+        )
+    return out
 
 
 def check_out(out: str | Path) -> Path:

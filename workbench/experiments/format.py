@@ -120,12 +120,6 @@ def run_format(
     test = stratified_rows(wb.format_test_rows(cfg.data, cfg.without_data), cfg.limit)
     if not test:
         raise ValueError("no single-instruction format prompts in the test data")
-    if cfg.search_prompts[-1] > cfg.n_validation:
-        raise ValueError(
-            f"the search's last round needs {cfg.search_prompts[-1]} validation "
-            f"prompts per instruction but n_validation is {cfg.n_validation}. Fix: "
-            f"--set n_validation={cfg.search_prompts[-1]} or smaller search_prompts"
-        )
     n_layers = model.cfg.n_layers
     layers = list(cfg.layers) if cfg.layers else list(range(n_layers // 5, n_layers, cfg.layer_step))
     if not all(0 <= layer < n_layers for layer in layers):
