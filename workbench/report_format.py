@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from workbench.report_tables import Section, State, condition_label, md_table
+from workbench.report_tables import Section, State, condition_label, md_table, search_section
 
 # The paper's Table 1 (IFEval single-instruction format prompts, loose accuracy).
 PAPER_FORMAT = pd.DataFrame(
@@ -94,24 +94,7 @@ def format_sections(state: State, run: Path) -> list[Section]:
                 [],
             )
         )
-    if (tables / "search_rounds.csv").exists():
-        rounds = pd.read_csv(tables / "search_rounds.csv")
-        choices = pd.read_csv(tables / "search_choices.csv")
-        plan = state["choices"].get("search_plan", {})
-        figs = [
-            plots.search_rounds(g, title=f"Search: {iid}") for iid, g in rounds.groupby("instruction_id", sort=False)
-        ]
-        last = rounds[rounds["round"] == rounds["round"].max()]
-        final = last.merge(
-            choices[["instruction_id", "with_instruction", "label"]].rename(columns={"label": "chosen"}),
-            on=["instruction_id", "with_instruction"],
-        )
-        final = final[(final["label"] == final["chosen"]) | (final["label"] == "none")]
-        text = (
-            f"Successive halving over {len(plan.get('candidates', []))} candidates, prompts per "
-            f"round {plan.get('prompts')}, steered candidates kept {plan.get('keep')}; selected on "
-            f"followed (loose) and not degenerate; steering must beat no steering strictly.\n\n"
-            + md_table(final[["instruction_id", "with_instruction", "label", "n", "good", "loose", "degenerate"]])
-        )
-        sections.append(("The search on validation prompts", text, figs))
+    search = search_section(state, run, "search", ["instruction_id", "with_instruction"])
+    if search is not None:
+        sections.append(search)
     return sections

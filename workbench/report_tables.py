@@ -65,6 +65,35 @@ def choices_section(run: Path, name: str, keys: list[str], value: str = "layer")
     return (f"{name.replace('_', ' ').capitalize()} on validation prompts", text, [])
 
 
+def search_section(state: State, run: Path, name: str, group: list[str]) -> Section | None:
+    """The section of a successive-halving search (experiments/search.py) from
+    tables/{name}_rounds.csv and tables/{name}_choices.csv: a figure per group but the condition
+    (candidates by round, a panel per condition), and the finalists' table (the chosen
+    candidate beside no steering, on all prompts). `group`: the search's group columns, the
+    condition (`with_instruction`) last. None before the search is written."""
+    from workbench import plots
+
+    rounds, choices = read_table(run, f"{name}_rounds"), read_table(run, f"{name}_choices")
+    if rounds is None or choices is None:
+        return None
+    plan = state["choices"].get(f"{name}_plan", {})
+    facets = [c for c in group if c != "with_instruction"]  # a figure each; its panels: the conditions
+    figs = [
+        plots.search_rounds(g, title="Search: " + " / ".join(map(str, v if isinstance(v, tuple) else (v,))))
+        for v, g in rounds.groupby(facets, sort=False)
+    ]
+    last = rounds[rounds["round"] == rounds["round"].max()]
+    final = last.merge(choices[[*group, "label"]].rename(columns={"label": "chosen"}), on=group)
+    final = final[(final["label"] == final["chosen"]) | (final["label"] == "none")]
+    text = (
+        f"Successive halving over {len(plan.get('candidates', []))} candidates, prompts per "
+        f"round {plan.get('prompts')}, steered candidates kept {plan.get('keep')}; selected on "
+        f"followed (loose) and not degenerate; steering must beat no steering strictly.\n\n"
+        + md_table(final[[*group, "label", "n", "good", "loose", "degenerate"]])
+    )
+    return ("The search on validation prompts", text, figs)
+
+
 def when_written(name: str, fn: Callable[[State, Path, pd.DataFrame], list[Section]]) -> Builder:
     """The builder of `fn`, run once tables/{name}.csv exists (an interrupted run has no
     sections yet) and given that table."""
