@@ -117,6 +117,69 @@ def test_zero_weight_and_no_steering_change_nothing(tiny, tiny_vec, unsteered):
     assert _tokens(wb.generate_table(tiny, PROMPTS, max_new_tokens=N_TINY, batch_size=1)) == unsteered
 
 
+def _prefill_rows(module):
+    """Record the batch size of every forward of `module` that reads more than one token."""
+    seen: list[int] = []
+
+    def pre(mod, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1:
+            seen.append(int(ids.shape[0]))
+
+    return seen, module.register_forward_pre_hook(pre, with_kwargs=True)
+
+
+@pytest.mark.parametrize("unbridged", [None, False], ids=["twin", "bridge"])
+def test_a_sweep_shares_one_prefill_per_prompt_and_keeps_every_token(tiny, tiny_vec, unbridged):
+    """Rows whose steering leaves the prompt alone (generated positions, weight 0, an index past
+    the prompt, none) run one prefill per distinct prompt, its KV rows expanded; rows that steer
+    the prompt get their own. Every row's tokens equal the batch-1 reference, and the prefill
+    ran on as many rows as there are distinct (prompt, prompt steering)."""
+    from workbench.decoding import forward_module
+
+    prompts = ["Hi", "Yo"]  # close in length: one explicit index past both is reachable from each
+    gen_index = max(len(_ids(tiny, p)) for p in prompts) + 2  # past both prompts: a generated token
+    configs = [
+        [],
+        [wb.Steering(tiny_vec, layer=1, weight=40.0, positions="generated")],
+        [wb.Steering(tiny_vec, layer=2, mode="adjust", weight=1.0, positions="generated")],
+        [wb.Steering(tiny_vec, layer=1, weight=0.0)],
+        [wb.Steering(tiny_vec, layer=3, weight=30.0, positions=(gen_index,))],
+        [wb.Steering(tiny_vec, layer=1, weight=40.0)],  # steers the prompt: a prefill of its own
+    ]
+    rows_prompts = [p for _ in configs for p in prompts]
+    rows_specs = [c for c in configs for _ in prompts]
+    module = forward_module(tiny, rows_specs, unbridged)
+    wb.generate(tiny, prompts[:1], max_new_tokens=1, unbridged=unbridged)  # the stack check's forwards run first
+    seen, handle = _prefill_rows(module)
+    try:
+        table = wb.generate_table(
+            tiny, rows_prompts, rows_specs, max_new_tokens=N_TINY, batch_size=len(rows_prompts), unbridged=unbridged
+        )
+    finally:
+        handle.remove()
+    assert seen == [2 * len(prompts)], "one prefill per prompt, and one per prompt for the row that steers it"
+    got = _tokens(table)
+    for prompt, specs, tokens in zip(rows_prompts, rows_specs, got):
+        assert tokens == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY), (prompt, specs)
+    assert len({tuple(t) for t in got}) > len(prompts) + 1  # the generated-token steering did something
+
+
+def test_prefill_groups_name_what_leaves_the_prompt_alone(tiny_vec):
+    from workbench.decoding import prefill_groups, touches_prompt
+
+    def spec(**kw):
+        return wb.Steering(tiny_vec, layer=1, **{"weight": 5.0, **kw})
+
+    assert touches_prompt(spec(), 4) and touches_prompt(spec(positions="prompt"), 4)
+    assert touches_prompt(spec(positions=(-1,)), 4) and touches_prompt(spec(positions=(3, 9)), 4)
+    assert not touches_prompt(spec(positions="generated"), 4)
+    assert not touches_prompt(spec(weight=0.0), 4) and not touches_prompt(spec(positions=(4, 9)), 4)
+    ids = [[1, 2, 3], [1, 2, 3], [1, 2, 4], [1, 2, 3], [1, 2, 3]]
+    rows = [[], [spec(positions="generated")], [], [spec()], [spec()]]
+    assert prefill_groups(ids, rows) == ([0, 2, 3], [0, 0, 1, 2, 2])
+
+
 def _hf_generate(model, ids, n):
     """HF's own greedy generate on one unpadded prompt; the new tokens up to the first EOS."""
     hf = model.original_model

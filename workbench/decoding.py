@@ -8,6 +8,11 @@ In a notebook (wb.generate_table runs it; this is its inside):
 The steering hooks are told where each new token sits (hooks.PositionContext), so the tokens equal
 those of the paper's batch-1 loop that recomputes the whole sequence for every token. A quarter
 of the rows finished, they leave the batch (and the cache).
+
+A sweep repeats each prompt under many settings. Rows whose prompt activations are the same (the
+same tokens, and steering that leaves the prompt alone: positions="generated", weight 0, or
+explicit indices past the prompt) share one prefill: it runs once per distinct prompt and its
+KV-cache rows are expanded to every row that shares it (`prefill_groups`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,36 @@ def forward_module(model: Model, per_row: list[list[Steering]], unbridged: bool 
     return tw if tw is not None else hf_model(model)
 
 
+def touches_prompt(spec: Steering, n_prompt: int) -> bool:
+    """Whether `spec` changes any activation of a prompt of `n_prompt` tokens (its hook's rows
+    x + (a + b x.d) d are exactly x at every position it does not steer, and everywhere at
+    weight 0)."""
+    if spec.weight == 0 or spec.positions == "generated":
+        return False
+    if isinstance(spec.positions, tuple):
+        return any(-n_prompt <= i < n_prompt for i in spec.positions)
+    return True  # "all", "prompt"
+
+
+def prefill_groups(ids: list[list[int]], rows: list[list[Steering]]) -> tuple[list[int], list[int]]:
+    """Which rows can share a prefill: (the first row of each distinct (prompt tokens, prompt
+    steering), and per row the index of its group among those)."""
+    group: dict[tuple[object, ...], int] = {}
+    firsts: list[int] = []
+    share = []
+    for r, (tokens, specs) in enumerate(zip(ids, rows)):
+        on_prompt = tuple(
+            (id(s.vector), s.layer, s.hook, s.mode, s.weight, s.positions)
+            for s in specs
+            if touches_prompt(s, len(tokens))
+        )
+        g = group.setdefault((tuple(tokens), on_prompt), len(group))
+        if g == len(firsts):
+            firsts.append(r)
+        share.append(g)
+    return firsts, share
+
+
 @torch.no_grad()
 def decode_batch(
     model: Model,
@@ -101,17 +136,32 @@ def decode_batch(
     live = list(range(len(ids)))  # the rows still in the batch, in batch order
     hooks = build_hooks(model, rows, ctx)
     on_bridge = hf is hf_model(model)
+    reps, share = prefill_groups(ids, rows)
+
+    def forward(step_ids: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+        out = hf(
+            input_ids=step_ids,
+            attention_mask=mask,
+            position_ids=position_ids,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits: Tensor = out.logits[:, -1]
+        return logits
+
     with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
         step_ids = input_ids
         for step in range(max_new_tokens):
-            logits = hf(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=position_ids,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits[:, -1]
+            if step == 0 and len(reps) < len(ids):  # one prefill per distinct prompt, then expand
+                first = torch.tensor(reps, device=device)
+                ctx.rows = first  # the hooks steer each first row as its own
+                logits = forward(input_ids[first], mask[first], position_ids[first])
+                ctx.rows = None
+                logits = logits[torch.tensor(share, device=logits.device)]
+                cache.batch_select_indices(torch.tensor(share))  # a CPU index, as below
+            else:
+                logits = forward(step_ids, mask, position_ids)
             nxt = sampling.pick(logits, gen)
             for r, t in zip(live, nxt.tolist()):
                 if reasons[r] is not None:

@@ -134,7 +134,8 @@ def _generate(
     # on the model's device: torch.multinomial refuses a generator on another device
     gen = torch.Generator(input_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 else None
     eos = eos_ids(model)
-    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))  # similar lengths share a batch
+    # similar lengths share a batch, and equal prompts sit together (they share a prefill)
+    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), ids[i]))
     out: dict[int, Generation] = {}
     for index in progress(list(batched(order, batch_size)), "generating", show_progress):
         rows = [per_row[i] for i in index]
