@@ -138,11 +138,11 @@ def vector(model, n_train: int):
     return vec
 
 
-def sweep_specs(vec, cfg):
+def sweep_specs(vec, cfg, positions="all"):
     import workbench as wb
 
     return [
-        wb.Steering(vec, layer=l, mode="add", weight=w, positions="all")
+        wb.Steering(vec, layer=l, mode="add", weight=w, positions=positions)
         for l in cfg["sweep_layers"]
         for w in cfg["sweep_weights"]
     ]
@@ -353,30 +353,42 @@ def run_sweep(quick: bool) -> dict:
     rows_specs = [[s] for s in specs for _ in prompts]
     out = {}
 
-    def batched(bs, key, **kw):
+    # the same sweep steering only the generated tokens: its rows share one prefill per prompt
+    gen_specs = sweep_specs(vec, cfg, "generated")
+    gen_rows_specs = [[s] for s in gen_specs for _ in prompts]
+
+    def batched(bs, key, row_specs=rows_specs, **kw):
         def go():
             t = wb.generate_table(
-                model, rows_prompts, steering=rows_specs, max_new_tokens=T, batch_size=bs, show_progress=False, **kw
+                model, rows_prompts, steering=row_specs, max_new_tokens=T, batch_size=bs, show_progress=False, **kw
             )
             out[key] = [tuple(r) for r in t["token_ids"]]
 
         return go
 
-    def loop():
-        got = []
-        for s in specs:
-            t = wb.generate_table(model, prompts, steering=[s], max_new_tokens=T, batch_size=B, show_progress=False)
-            got += [tuple(r) for r in t["token_ids"]]
-        out["loop"] = got
+    def loop(key="loop", configs=specs):
+        def go():
+            got = []
+            for s in configs:
+                t = wb.generate_table(model, prompts, steering=[s], max_new_tokens=T, batch_size=B, show_progress=False)
+                got += [tuple(r) for r in t["token_ids"]]
+            out[key] = got
 
-    candidates = {"batched": batched(B, "batched"), "loop": loop}
+        return go
+
+    candidates = {
+        "batched": batched(B, "batched"),
+        "loop": loop(),
+        "batched_generated": batched(B, "batched_generated", gen_rows_specs),
+        "loop_generated": loop("loop_generated", gen_specs),
+    }
     if cfg["sweep_bridge"]:  # the same batched call on the bridged path: before the twin
         candidates["batched_bridge"] = batched(B, "batched_bridge", unbridged=False)
     wb.generate(model, prompts, steering=[specs[-1]], max_new_tokens=2, show_progress=False)
     wb.generate(model, prompts, steering=[specs[-1]], max_new_tokens=2, show_progress=False, unbridged=False)
     times = common.interleave(candidates, reps=cfg["reps"], warmup=0, log=common.log)
     n_tok = sum(len(r) for r in out["loop"])
-    same = lambda a: sum(x == y for x, y in zip(out[a], out["loop"]))
+    same = lambda a, b="loop": sum(x == y for x, y in zip(out[a], out[b]))
     res = dict(
         n_prompts=len(prompts),
         n_configs=len(specs),
@@ -393,6 +405,15 @@ def run_sweep(quick: bool) -> dict:
         seconds=times.summary(),
         speedup_batched_vs_loop=times.ratio("loop", "batched"),
         rows_identical_batched_vs_loop=same("batched"),
+    )
+    res["generated"] = dict(
+        positions="generated",
+        tokens_loop=sum(len(r) for r in out["loop_generated"]),
+        tokens_batched=sum(len(r) for r in out["batched_generated"]),
+        speedup_batched_vs_loop=times.ratio("loop_generated", "batched_generated"),
+        # the same batched work steering every position: what sharing the prefill saves
+        speedup_vs_batched_all=times.ratio("batched", "batched_generated"),
+        rows_identical_batched_vs_loop=same("batched_generated", "loop_generated"),
     )
     if "batched_bridge" in candidates:
         res["speedup_batched_vs_batched_bridge"] = times.ratio("batched_bridge", "batched")

@@ -122,6 +122,18 @@ def targets(b: dict) -> list[dict]:
     if sweep:
         r = sweep["speedup_batched_vs_loop"]
         out.append(target("3c. batched sweep vs loop", "speed-up", r["wall"]["median"], r["cpu"]["median"], ">=", 6.0))
+        if "generated" in sweep:  # the sweep steering generated tokens only: one prefill per prompt
+            r = sweep["generated"]["speedup_batched_vs_loop"]
+            out.append(
+                target(
+                    "3c. batched sweep vs loop, generated positions (shared prefill)",
+                    "speed-up",
+                    r["wall"]["median"],
+                    r["cpu"]["median"],
+                    ">=",
+                    6.0,
+                )
+            )
     if "baselines" in b:
         x = b["baselines"]
         for B, r in x["batches"].items():
@@ -453,6 +465,21 @@ def render_sweep(s: dict, own_run: dict | None) -> list[str]:
     ]
     if "speedup_batched_vs_batched_bridge" in s:
         L.append(_ratio_row("batched (twin) vs batched_bridge", s["speedup_batched_vs_batched_bridge"]))
+    g = s.get("generated")
+    if g:
+        L.append(_ratio_row("generated positions: batched (shared prefill) vs loop", g["speedup_batched_vs_loop"]))
+        L.append(_ratio_row("batched: generated positions vs all positions", g["speedup_vs_batched_all"]))
+        L += [
+            "",
+            (
+                f'`*_generated`: the same configurations with positions="generated", so every row of a '
+                f"prompt leaves the prompt alone and the batched call prefills each prompt once, its KV rows "
+                f"expanded (workbench.decoding.prefill_groups). Tokens: batched {g['tokens_batched']}, loop "
+                f"{g['tokens_loop']}; rows identical to the loop: {g['rows_identical_batched_vs_loop']}/{s['rows']}. "
+                f"The generated-vs-all ratio compares two batched calls of the same shape whose steering "
+                f"differs (so their tokens differ: all {s['tokens_batched']}, generated {g['tokens_batched']})."
+            ),
+        ]
     return L
 
 

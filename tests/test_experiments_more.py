@@ -238,29 +238,87 @@ def test_choose_layer_over_weights_and_steered_only():
     assert by_weight["weight"].item() == 5.0 and "weights [10.0] dropped" in by_weight["reason"].item()
 
 
+def _search_checks(run, group: list[str], n_groups: int, n_candidates: int) -> pd.DataFrame:
+    """The search's rounds are recorded, and its choice per group is the one the rounds imply:
+    the best steered finalist on all prompts only when its good rate strictly beats no
+    steering's. Returns the choices."""
+    state = _state(run)
+    rounds = pd.read_csv(run.path / "tables/search_rounds.csv")
+    assert len(state["choices"]["search_rounds"]) == len(rounds)
+    assert len(rounds[rounds["round"] == 0]) == n_groups * n_candidates  # every candidate runs first
+    assert (rounds.groupby(group)["round"].max() == rounds["round"].max()).all()
+    choices = pd.read_csv(run.path / "tables/search_choices.csv")
+    assert choices[[*group, "label", "layer", "mode", "strength"]].to_dict("records") == state["choices"]["chosen"]
+    assert len(choices) == n_groups
+    last = rounds[rounds["round"] == rounds["round"].max()]
+    for c in choices.to_dict("records"):
+        g = last[(last[group] == pd.Series({k: c[k] for k in group})).all(axis=1)]
+        none = g.loc[g["label"] == "none", "good"].item()
+        steered = g[g["label"] != "none"]
+        if c["label"] == "none":
+            assert steered.empty or steered["good"].max() <= none
+        else:
+            best = g.loc[g["label"] == c["label"], "good"].item()
+            assert best > none and best == steered["good"].max()
+    val = pd.read_csv(run.path / "validation_scores.csv")
+    assert {"good", "loose", "degenerate"} <= set(rounds.columns) and {"loose", "degenerate"} <= set(val.columns)
+    return choices
+
+
 def test_composition_end_to_end_on_tiny(tmp_path, tiny):
     run = run_composition(COMPOSITION, tmp_path / "run", model=tiny, show_progress=False)
-    _common_checks(run, ["conditions", "per_instruction", "layer_search_choices"])
+    _common_checks(run, ["conditions", "per_instruction", "search_rounds", "search_choices"])
     state = _state(run)
     assert state["choices"]["length"]["layer"] == 2
+    # none + 2 layers x (adjust 1, add 1); lowercase with and without the instruction
+    choices = _search_checks(run, ["instruction_id", "with_instruction"], 2, 5)
+    chosen = {(c["instruction_id"], c["with_instruction"]): c for c in choices.to_dict("records")}
     scores = pd.read_csv(run.path / "scores.csv")
     assert len(scores) == 2 * 2 * 4  # prompts x instruction x arm
     assert scores.groupby(["with_instruction", "arm"]).size().eq(2).all()
     gens = {g["job"]: g for g in _lines(run.path / "generations.jsonl")}
-    both = [gens[j] for j in scores.loc[scores["arm"] == "both", "job"]]
-    for g, layer in zip(both, scores.loc[scores["arm"] == "both", "format_layer"]):
-        # two specs in one row's list when the search steers format; the length spec always
-        assert g["steering"].count("add length/extremely_concise @L2") == 1
-        assert ("adjust change_case:english_lowercase" in g["steering"]) == (layer != NONE)
+    for line in scores.to_dict("records"):  # the test jobs use the chosen layer, mode and strength
+        c = chosen[(line["format_instruction"], line["with_instruction"])]
+        assert (line["format_layer"], line["format_mode"], line["format_strength"]) == (
+            c["layer"],
+            c["mode"],
+            c["strength"],
+        )
+        steering = gens[line["job"]]["steering"]
+        if line["arm"] in ("format", "both"):
+            # two specs in one row's list when the search steers format
+            shaped = f"{c['mode']} change_case:english_lowercase @L{c['layer']} w={line['format_weight']:g}"
+            assert (shaped in steering) == (c["label"] != "none")
+        assert steering.count("add length/extremely_concise @L2") == (line["arm"] in ("length", "both"))
     cond = pd.read_csv(run.path / "tables/conditions.csv")
-    assert {"format_accuracy", "length_accuracy", "both_accuracy"} <= set(cond.columns) and len(cond) == 8
-    assert "Format and length at once" in (run.path / "summary.md").read_text()
+    assert {"format_accuracy", "length_accuracy", "both_accuracy", "good_accuracy", "degenerate"} <= set(cond.columns)
+    assert len(cond) == 8
+    summary = (run.path / "summary.md").read_text()
+    assert "Format and length at once" in summary and "The search on validation prompts" in summary
     _resumes(run_composition, COMPOSITION, run, model=tiny)
+
+
+def test_composition_jobs_steer_at_the_chosen_candidate(tiny_vec):
+    import workbench as wb
+    from workbench.experiments.composition import composed_jobs, composed_rows
+    from workbench.experiments.search import Candidate
+
+    iid = "change_case:english_lowercase"
+    rows = composed_rows(["Tell me about cats."], [iid], 2, seed=0)
+    cand = Candidate(1, "add", 2.0)
+    lengthen = wb.Steering(tiny_vec, 3, "add", 5.0)
+    jobs = composed_jobs(rows, {(iid, False): Candidate(), (iid, True): cand}, {iid: tiny_vec}, lengthen)
+    by = {(j.tags["with_instruction"], j.tags["arm"]): j for j in jobs}
+    assert len(jobs) == 2 * 4 and by[(False, "format")].steering == () and by[(False, "both")].steering == (lengthen,)
+    shape = by[(True, "format")].steering
+    assert [(s.layer, s.mode, s.weight) for s in shape] == [(1, "add", 2.0 * float(tiny_vec.norms[1]))]
+    assert by[(True, "both")].steering == (*shape, lengthen) and by[(True, "length")].steering == (lengthen,)
+    assert by[(True, "both")].tags["format_strength"] == 2.0 and by[(True, "none")].steering == ()
 
 
 def test_transfer_between_equal_widths_on_tiny(tmp_path, tiny, tiny_base):
     run = run_transfer(TRANSFER, tmp_path / "run", source=tiny, target=tiny_base, show_progress=False)
-    _common_checks(run, ["conditions_loose", "per_instruction_loose", "layer_search_choices"])
+    _common_checks(run, ["conditions_loose", "per_instruction_loose", "search_rounds", "search_choices"])
     state = _state(run)
     assert state["identity"]["model"] == "tiny-base" and state["choices"]["source"]["name"] == "tiny-instruct"
     assert "linear_maps" not in state["choices"]
@@ -277,13 +335,78 @@ def test_transfer_between_equal_widths_on_tiny(tmp_path, tiny, tiny_base):
         for layer in vec.layers:
             assert float(vec.direction(layer) @ src.direction(layer)) > 0.9999
             assert abs(vec.z_bar(layer) - src.z_bar(layer)) < 1e-5
-    # the source's vectors really steered the target during the layer search
+        # `add`'s unit: the source's raw norm at the matched (here the same) layer
+        assert vec.norms.tolist() == pytest.approx([float(src.norms[src.layers.index(l)]) for l in vec.layers])
+    # the source's vectors really steered the target during the search
     gens = _lines(run.path / "generations.jsonl")
     assert any(g["arm"] == "source" and g["steering"] for g in gens if g["phase"] == "validation")
+    # per arm x instruction x condition: none + 2 layers at adjust 1 (the config's mode)
+    n_groups = 2 * len(set(pd.read_csv(run.path / "scores.csv")["instruction_id"])) * 2
+    choices = _search_checks(run, ["arm", "instruction_id", "with_instruction"], n_groups, 3)
+    assert set(choices["mode"]) <= {"none", "adjust"}
+    chosen = {(c["arm"], c["instruction_id"], c["with_instruction"]): c for c in choices.to_dict("records")}
+    scores = pd.read_csv(run.path / "scores.csv")
+    gens_by_job = {g["job"]: g for g in gens}
+    for line in scores[scores["arm"] != "none"].to_dict("records"):  # the test jobs use the choice
+        c = chosen[(line["arm"], line["instruction_id"], line["with_instruction"])]
+        assert (line["layer"], line["mode"], line["strength"]) == (c["layer"], c["mode"], c["strength"])
+        steering = gens_by_job[line["job"]]["steering"]
+        assert (f"{c['mode']} " in steering and f"@L{c['layer']} w=1 " in steering) == (c["label"] != "none")
     cond = pd.read_csv(run.path / "tables/conditions_loose.csv")
     assert set(cond["arm"]) == {"none", "own", "source"} and len(cond) == 6
-    assert "Gemma-2-2B" in (run.path / "summary.md").read_text()
+    assert (run.path / "tables/conditions_good.csv").is_file()
+    summary = (run.path / "summary.md").read_text()
+    assert "Gemma-2-2B" in summary and "The search on validation prompts" in summary
     _resumes(run_transfer, TRANSFER, run, source=tiny, target=tiny_base)
+
+
+def _force_choice(monkeypatch, cand) -> None:
+    """The search runs and records its rounds as ever, but every group gets `cand` (a random
+    tiny model rarely beats no steering, so the steered test path needs a planted choice)."""
+    from workbench.experiments import validation
+
+    real = validation.successive_halving
+
+    def forced(*args, **kwargs):
+        return dict.fromkeys(real(*args, **kwargs), cand)
+
+    monkeypatch.setattr(validation, "successive_halving", forced)
+
+
+def test_transfer_searches_add_in_units_of_the_raw_norm(tiny, tiny_base, tmp_path, monkeypatch):
+    import workbench as wb
+    from workbench.experiments.search import Candidate
+
+    _force_choice(monkeypatch, Candidate(3, "add", 2.0))
+    cfg = replace(TRANSFER, mode="add", strengths=(0.5, 2.0), limit=1)
+    run = run_transfer(cfg, tmp_path / "run", source=tiny, target=tiny_base, show_progress=False)
+    rounds = pd.read_csv(run.path / "tables/search_rounds.csv")
+    steered = rounds[rounds["label"] != "none"]
+    assert set(steered["mode"]) == {"add"} and set(steered["strength"]) == {0.5, 2.0}
+    assert {c["label"] for c in _state(run)["choices"]["chosen"]} == {"add@L3x2"}
+    scores = pd.read_csv(run.path / "scores.csv")
+    gens = {g["job"]: g for g in _lines(run.path / "generations.jsonl")}
+    for line in scores[scores["arm"] != "none"].to_dict("records"):
+        folder = "carried" if line["arm"] == "source" else "own"
+        name = line["instruction_id"].replace(":", "__")
+        vec = wb.SteeringVector.load(run.path / "vectors" / folder / f"{name}.safetensors")
+        assert line["weight"] == pytest.approx(2.0 * float(vec.norms[vec.layers.index(3)]), rel=1e-5)
+        assert f"add {line['arm']}/{line['instruction_id']} @L3 w=" in gens[line["job"]]["steering"]
+    with pytest.raises(ValueError, match="mode must be one of"):
+        run_transfer(replace(cfg, mode="scale"), tmp_path / "run2", source=tiny, target=tiny_base)
+
+
+def test_composition_tests_at_a_steered_choice(tiny, tmp_path, monkeypatch):
+    from workbench.experiments.search import Candidate
+
+    _force_choice(monkeypatch, Candidate(3, "adjust", 1.0))
+    run = run_composition(replace(COMPOSITION, limit=1), tmp_path / "run", model=tiny, show_progress=False)
+    scores = pd.read_csv(run.path / "scores.csv")
+    gens = {g["job"]: g for g in _lines(run.path / "generations.jsonl")}
+    for line in scores.to_dict("records"):
+        shaped = "adjust change_case:english_lowercase @L3 w=1 " in gens[line["job"]]["steering"]
+        assert shaped == (line["arm"] in ("format", "both"))
+        assert (line["format_layer"], line["format_mode"], line["format_strength"]) == (3, "adjust", 1.0)
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +440,7 @@ def test_transfer_with_a_fitted_map_between_unequal_widths(tmp_path, tiny, tiny_
     for path in (run.path / "vectors" / "carried").rglob("*.safetensors"):
         vec = wb.SteeringVector.load(path)
         assert vec.d_model == 32 and vec.meta["carried_to"]["mapped"]
+        assert bool((vec.norms > 0).all()) and bool(vec.norms.isfinite().all())  # the mapped raw vector's
         assert abs(float(vec.direction(1).norm()) - 1) < 1e-5
         assert vec.meta["carried_to"]["z_bar_from"] == "target"
     # a map saved elsewhere is used the same way
@@ -385,12 +509,8 @@ def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProce
             ],
             "Include / exclude",
         ),
-        ("composition", ["--limit", "2", "--set", "max_new_tokens=24", "--set", "n_validation=1"], "Format and length"),
-        (
-            "transfer",
-            ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12", "--set", "n_validation=1"],
-            "Transfer",
-        ),
+        ("composition", ["--limit", "2", "--set", "max_new_tokens=24"], "Format and length"),
+        ("transfer", ["--limit", "1", "--fit-map", "--set", "max_new_tokens=12"], "Transfer"),
     ],
 )
 def test_cli_on_bundled_smollm2(tmp_path, name, args, heading):

@@ -21,6 +21,7 @@ from workbench.report_tables import (
     md_table,
     need,
     read_table,
+    search_section,
     when_written,
 )
 
@@ -209,11 +210,13 @@ def composition_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Se
         yaxis=dict(title="length accuracy", range=[-0.05, 1.05]),
     )
     length = state["choices"].get("length", {})
+    chosen = pd.DataFrame(state["choices"].get("chosen", []))
     text = (
         f"Conciseness vector: `add` at layer {length.get('layer')}, c = {length.get('c')} "
-        f"({length.get('unit')}; raw {length.get('raw', float('nan')):.3g}); format vectors: `adjust` at "
-        f"the layer searched on validation prompts (below). Loose IFEval verdicts; `both` = every "
-        f"instruction followed. The paper shows composition as figures only (no numbers in PAPER.md).\n\n"
+        f"({length.get('unit')}; raw {length.get('raw', float('nan')):.3g}); format vectors: at the "
+        f"setting searched on validation prompts per instruction and condition (below). Loose IFEval "
+        f"verdicts; `both` = every instruction followed; `good` = both and not degenerate (what the "
+        f"search selects on). The paper shows composition as figures only (no numbers in PAPER.md).\n\n"
         + md_table(
             cond[
                 [
@@ -223,11 +226,13 @@ def composition_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Se
                     "format_accuracy",
                     "length_accuracy",
                     "both_accuracy",
+                    *(["good_accuracy"] if "good_accuracy" in cond else []),
                     "n_tokens",
                     "degenerate",
                 ]
             ]
         )
+        + ("\n\nFormat vector settings chosen:\n\n" + md_table(chosen) if len(chosen) else "")
     )
     sections = [("Format and length at once: (format accuracy, length accuracy) per condition", text, [fig])]
     per = need(run, "per_instruction")
@@ -238,8 +243,10 @@ def composition_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Se
             [],
         )
     )
-    choice = choices_section(run, "layer_search", ["instruction_id", "with_instruction"])
-    return sections + ([choice] if choice else [])
+    search = search_section(state, run, "search", ["instruction_id", "with_instruction"])
+    # a run of the previous method (analyses/composition/run until re-run): its layer search
+    search = search or choices_section(run, "layer_search", ["instruction_id", "with_instruction"])
+    return sections + ([search] if search else [])
 
 
 def transfer_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Section]:
@@ -266,15 +273,23 @@ def transfer_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Secti
         if maps
         else f"Equal widths: source directions used as they are (z-bar from the {z_from})."
     )
+    good = read_table(run, "conditions_good")
+    shown = cond[["with_instruction", "arm", "n", "accuracy", "ci_low", "ci_high", "degenerate"]]
+    if good is not None:  # followed and not degenerate: what the search selects on
+        shown = shown.merge(good[["with_instruction", "arm", "accuracy"]].rename(columns={"accuracy": "good"}))
+    chosen = pd.DataFrame(state["choices"].get("chosen", []))
+    mode = state["identity"]["config"].get("mode", "adjust")
     text = (
-        "Loose IFEval accuracy: target alone / the target's own vector / the source's vector, "
-        "each at the layer searched on the target (the paper's rows: Gemma-2 base steered with its "
-        "own and with the instruction-tuned model's vectors).\n\n"
+        f"Loose IFEval accuracy: target alone / the target's own vector / the source's vector, "
+        f"each at the setting (layer, `{mode}` strength) searched on the target per vector "
+        f"source, instruction and condition (the paper's rows: Gemma-2 base steered with its "
+        f"own and with the instruction-tuned model's vectors).\n\n"
         + md_table(table)
-        + "\n\n"
-        + md_table(cond[["with_instruction", "arm", "n", "accuracy", "ci_low", "ci_high", "degenerate"]])
+        + "\n\nWith intervals; good = followed and not degenerate:\n\n"
+        + md_table(shown)
         + "\n\n"
         + note
+        + ("\n\nSettings chosen:\n\n" + md_table(chosen) if len(chosen) else "")
     )
     sections = [("Transfer: the paper's table", text, [fig])]
     per = need(run, "per_instruction_loose")
@@ -282,10 +297,10 @@ def transfer_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Secti
         index=["instruction_id", "with_instruction"], columns="arm", values="accuracy"
     ).reset_index()
     sections.append(("Per instruction (loose accuracy)", md_table(per_wide), []))
-    choice = choices_section(run, "layer_search", ["arm", "instruction_id", "with_instruction"])
+    search = search_section(state, run, "search", ["arm", "instruction_id", "with_instruction"])
     pairs = json.dumps(state["choices"].get("layer_pairs", []))
-    if choice:
-        sections.append((choice[0], choice[1] + f"\n\nTarget layer <- source layer: {pairs}", []))
+    if search:
+        sections.append((search[0], search[1] + f"\n\nTarget layer <- source layer: {pairs}", search[2]))
     return sections
 
 

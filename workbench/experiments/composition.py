@@ -4,18 +4,23 @@
     run = run_composition(CompositionConfig(limit=20), out="runs/composition")
 
 Each test prompt is a base query with a format instruction (e.g. lowercase) and "Answer using at
-most n sentences." Two vectors steer it, each at its own layer: the format vector (`adjust`, at
-the layer the format experiment's search picks on validation prompts for that instruction, with
-or without the instruction) and the conciseness vector (`add` at the length layer and weight,
-as in workbench.experiments.length). Four arms: none, format alone, length alone, both (two
-Steering specs in one row's list); with and without the two instructions in the prompt. Each
-condition is reported as a point (format accuracy, length accuracy), loose IFEval verdicts.
+most n sentences." Two vectors steer it, each at its own layer: the format vector, at the setting
+the shared search (experiments/search.py, as in the format experiment) chooses per format
+instruction, with and without the instruction, and the conciseness vector (`add` at the length
+layer and weight, as in workbench.experiments.length). The search: successive halving over no
+steering + layers x (`adjust` at the weights `adjust`, `add` at multiples `add` of the vector's
+raw norm) on `n_validation` validation prompts per instruction (the format instruction alone,
+base queries disjoint from the test ones, varied phrasings), selecting on "followed (loose) and
+not degenerate"; a steered setting only where it strictly beats no steering. Four arms: none,
+format alone, length alone, both (two Steering specs in one row's list); with and without the
+two instructions in the prompt. Each condition is reported as a point (format accuracy, length
+accuracy), loose IFEval verdicts.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -25,26 +30,25 @@ import pandas as pd
 import workbench as wb
 from workbench.data import IFEvalRow, rows_hash
 from workbench.executor import Executor
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
+from workbench.experiments.checks import check_config, check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
-    NONE,
     Settings,
     accuracy_table,
     depth_layer,
     instruction_verdicts,
     job_id,
-    layer_search,
     raw_weight,
     residual_norms,
     run_grid,
     save_scores,
     search_layers,
-    vector_specs,
 )
 from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.length import SENTENCES, at_most, length_vectors, sentence_instruction
-from workbench.experiments.rows import LANGUAGE, pair_row, short_base_queries
+from workbench.experiments.rows import LANGUAGE, short_base_queries, validation_rows
 from workbench.experiments.rundir import RunDir
+from workbench.experiments.search import Candidate, Halving, candidate_grid
+from workbench.experiments.validation import candidate_job, candidate_steering, search_validation
 from workbench.models import load_args
 from workbench.types import Model
 
@@ -64,9 +68,13 @@ class CompositionConfig(Settings):
     max_sentences: int = 5
     n_pairs: int = 64  # training pairs per format vector
     n_length_pairs: int = 50  # training queries of the conciseness vector
-    n_validation: int = 6  # validation prompts per format instruction (its layer search)
+    n_validation: int = 24  # validation prompts per format instruction (the last search round's)
     layer_step: int = 2
     layers: tuple[int, ...] | None = None  # format candidate layers; None: n_layers//5 .. last, step
+    adjust: tuple[float, ...] = (1.0,)  # format vector: adjust weights searched
+    add: tuple[float, ...] = (1.0,)  # format vector: add strengths searched, in units of its raw norm
+    search_prompts: tuple[int, ...] = (3, 8, 24)  # validation prompts per round (cumulative)
+    search_keep: tuple[int, ...] = (3, 2)  # steered candidates kept after each round but the last
     length_layer: int | None = None  # None: relative depth `depth`
     depth: float = 0.375
     length_weight: float = 20  # the paper's c for Phi-3
@@ -79,6 +87,8 @@ class CompositionConfig(Settings):
         n_pairs=8,
         n_length_pairs=8,
         n_validation=2,
+        search_prompts=(1, 2),
+        search_keep=(1,),
         layer_step=8,
         max_new_tokens=48,
         max_query_chars=300,
@@ -116,6 +126,7 @@ def run_composition(
     show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the composition experiment into `out`; returns the run directory."""
+    check_config(cfg)
     if LANGUAGE in cfg.format_instructions:
         raise ValueError(f"{LANGUAGE} needs one vector per language; compose another format instruction")
     model = model or wb.load_model(cfg.model, **load_args(cfg))
@@ -153,44 +164,37 @@ def run_composition(
     length_raw = raw_weight(cfg.length_weight, length_layer, norms, cfg.weight_unit)
     run.record("length", dict(layer=length_layer, c=cfg.length_weight, unit=cfg.weight_unit, raw=length_raw))
 
-    # the format layer, searched as in the format experiment
-    fmt_specs = vector_specs({"format": fmt}, "adjust")
-    val = [
-        pair_row(p, f"val/{iid}/{i}")
+    # the format vector's setting, searched as in the format experiment
+    groups = {
+        (iid, w): validation_rows(val_q, iid, [], cfg.n_validation, cfg.seed)
         for iid in cfg.format_instructions
-        for i, p in enumerate(wb.instruction_pairs(val_q, iid, seed=cfg.seed))
-    ]
-    chosen = layer_search(
-        run, model, val, ["format"], fmt_specs, layers, 1.0, cfg, executor=executor, show_progress=show_progress
+        for w in (False, True)
+    }
+
+    def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
+        return [candidate_job("validation", "format", r, group[1], cand, fmt) for r in rows]
+
+    chosen = search_validation(
+        run,
+        model,
+        groups,
+        candidate_grid(layers, adjust=cfg.adjust, add=cfg.add),
+        jobs_for,
+        plan=Halving(prompts=cfg.search_prompts, keep=cfg.search_keep),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        group_names=("instruction_id", "with_instruction"),
+        executor=executor,
+        show_progress=show_progress,
     )
 
-    def format_layer(row: IFEvalRow, with_instruction: bool) -> int:
-        layer: int = chosen[("format", row.instruction_id_list[0], with_instruction)]
-        return layer
-
-    lengthen = (wb.Steering(concise, length_layer, "add", length_raw),)
-    jobs = []
-    for row in test:
-        for with_instruction in (False, True):
-            layer = format_layer(row, with_instruction)
-            shape = tuple(fmt_specs("format", row, layer, 1.0)) if layer != NONE else ()
-            prompt = row.prompt if with_instruction else row.prompt_without_instruction or ""
-            for arm, steering in zip(ARMS, [(), shape, lengthen, shape + lengthen]):
-                tags = dict(
-                    row_id=row.row_id,
-                    arm=arm,
-                    with_instruction=with_instruction,
-                    steered=bool(steering),
-                    format_instruction=row.instruction_id_list[0],
-                    format_layer=layer,
-                    length_layer=length_layer,
-                    max_n=row.extra["max_n"],
-                )
-                jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
+    lengthen = wb.Steering(concise, length_layer, "add", length_raw)
+    jobs = composed_jobs(test, chosen, fmt, lengthen)
     res = run_grid(run, model, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     verdicts = instruction_verdicts(jobs, res)
     res["format_ok"] = [bool(verdicts.at[i, j.row.instruction_id_list[0]]) for i, j in enumerate(jobs)]
     res["length_ok"] = verdicts[SENTENCES].astype(bool).to_numpy()
+    res["good"] = res["loose"].astype(bool) & ~res["degenerate"].astype(bool)  # the search's metric
     save_scores(res, run.file("scores.csv"))
     write_tables(run, res)
     from workbench.report import write_report
@@ -199,15 +203,54 @@ def run_composition(
     return run
 
 
+def composed_jobs(
+    rows: Sequence[IFEvalRow],
+    chosen: Mapping[tuple[str, bool], Candidate],
+    fmt: Mapping[str, wb.SteeringVector],
+    lengthen: wb.Steering,
+) -> list[Job]:
+    """Each test row with and without its instructions, in the four arms: the format vector at the
+    candidate chosen for (its format instruction, condition), the conciseness spec `lengthen`,
+    both (two specs in one row's list), or neither."""
+    jobs = []
+    for row in rows:
+        for with_instruction in (False, True):
+            cand = chosen[(row.instruction_id_list[0], with_instruction)]
+            shape = candidate_steering(cand, fmt, row)
+            prompt = row.prompt if with_instruction else row.prompt_without_instruction or ""
+            for arm, steering in zip(ARMS, [(), shape, (lengthen,), (*shape, lengthen)]):
+                tags = dict(
+                    row_id=row.row_id,
+                    arm=arm,
+                    with_instruction=with_instruction,
+                    steered=bool(steering),
+                    format_instruction=row.instruction_id_list[0],
+                    format_layer=cand.layer,
+                    format_mode=cand.mode,
+                    format_strength=cand.strength,
+                    format_weight=float(shape[0].weight) if shape else 0.0,
+                    length_layer=lengthen.layer,
+                    max_n=row.extra["max_n"],
+                )
+                jobs.append(Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags))
+    return jobs
+
+
 def write_tables(run: RunDir, res: pd.DataFrame) -> None:
-    """Per condition: format, length and both-followed accuracy (Wilson intervals), fluency."""
+    """Per condition: format, length and both-followed accuracy, and both followed and not
+    degenerate (`good_`, what the search selects on), with Wilson intervals; fluency."""
     for by, name in (
         (["with_instruction", "arm"], "conditions"),
         (["format_instruction", "with_instruction", "arm"], "per_instruction"),
     ):
         table = accuracy_table(res, by, means=("n_tokens",)).set_index(by)
         table = table[["n", "n_tokens", "ppl_median", "degenerate"]]
-        for metric, prefix in (("format_ok", "format_"), ("length_ok", "length_"), ("loose", "both_")):
+        for metric, prefix in (
+            ("format_ok", "format_"),
+            ("length_ok", "length_"),
+            ("loose", "both_"),
+            ("good", "good_"),
+        ):
             part = accuracy_table(res, by, metric=metric).set_index(by)
             table = table.join(part[["accuracy", "ci_low", "ci_high"]].add_prefix(prefix))
         table.reset_index().to_csv(run.file("tables", f"{name}.csv"), index=False)

@@ -1,10 +1,12 @@
 """What the experiments after format share: steering grids as jobs, one scored line per job,
-searches over a layer or a weight, `add` weights in units of the residual-stream norm, and
-accuracy tables with intervals.
+`add` weights in units of the residual-stream norm, and accuracy tables with intervals. (The
+search over layer x mode x strength is experiments/search.py, run on validation prompts by
+experiments/validation.py; `search` here is the older paper-style choice of one layer or weight
+from a scored grid.)
 
-    jobs = grid_jobs(rows, "validation", candidates, specs)      # rows x instruction x candidates
-    scored = run_grid(run, model, jobs, cfg, phase="validation")  # generated once, resumable
-    chosen = search(run, scored, "layer_search", group=["arm", "with_instruction"])
+    jobs = grid_jobs(rows, "test", candidates, specs)            # rows x instruction x candidates
+    scored = run_grid(run, model, jobs, cfg, phase="test")       # generated once, resumable
+    chosen = search(run, scored, "weight_search", group=["arm", "with_instruction"])
     accuracy_table(scored, ["arm", "with_instruction", "weight"])
 
 A candidate is (arm, layer, weight): the arm names what steers (a vector family, "none"), layer
@@ -268,31 +270,3 @@ def vector_specs(
         return [wb.Steering(vectors[arm][vector_name(row)], layer, mode, weight, allow_cross_model=arm in cross_model)]
 
     return specs
-
-
-def layer_search(
-    run: RunDir,
-    model: Model,
-    rows: Sequence[IFEvalRow],
-    arms: Sequence[str],
-    specs: Specs,
-    layers: Sequence[int],
-    weight: float,
-    cfg: Settings,
-    *,
-    executor: Executor | None = None,
-    show_progress: bool | None = None,
-) -> Choices:
-    """The format experiment's layer search, per arm: validation rows with and without the
-    instruction x (no steering + each candidate layer at `weight`); writes validation_scores.csv
-    and tables/layer_search_*.csv; returns {(arm, instruction_id, with_instruction): layer}."""
-
-    def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
-        return [(arm, layer, weight) for arm in arms for layer in [NONE, *layers]]
-
-    jobs = grid_jobs(rows, "validation", candidates, specs)
-    scored = run_grid(
-        run, model, jobs, cfg, phase="validation", perplexity=False, executor=executor, show_progress=show_progress
-    )
-    save_scores(scored, run.file("validation_scores.csv"))
-    return search(run, scored, "layer_search", group=["arm", "instruction_id", "with_instruction"])

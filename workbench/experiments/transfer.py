@@ -5,9 +5,14 @@
 
 The format experiment on a target model with two vector sources: the target's own vectors, and
 vectors derived (with their z-bar) on the source model, each prompted in its own format (a base
-target as `Q: ...\\nA:`, stopping at "\\nQ:"). The layer search is re-run on the target for each
-source; the test table is the paper's: target alone / target's own vector / source's vector,
-with and without the instruction in the prompt, `adjust` steering.
+target as `Q: ...\\nA:`, stopping at "\\nQ:"). The shared search (experiments/search.py) runs
+on the target per vector source x instruction x condition (with or without the instruction):
+successive halving over no steering + layers x strengths in the mode `mode` (`adjust` weights,
+the paper's; or `add` multiples of the vector's raw norm), on `n_validation` validation prompts
+per instruction (base queries disjoint from the test set, varied phrasings), selecting on
+"followed (loose) and not degenerate"; a steered setting only where it strictly beats no
+steering. The test table is the paper's: target alone / target's own vector / source's vector,
+with and without the instruction in the prompt, each at the setting its search chose.
 
 Carrying a source vector to the target, for each candidate target layer t: the source layer s at
 the nearest relative depth (analysis.matched_layers; the identity for equal depths) gives the
@@ -19,16 +24,19 @@ Procrustes by analysis.fit_model_maps on `map_texts` neutral texts, the training
 without instructions, read by both models with positions aligned on characters, per matched
 layer pair, saved under maps/): the direction is mapped
 (LinearMap.apply_direction), renormalised, and z-bar recomputed as the mean projection of the
-target's own with-instruction activations (the training pairs) on the mapped direction.
+target's own with-instruction activations (the training pairs) on the mapped direction. A
+carried vector's raw norm (the unit of `add`) is the source's raw vector, mapped when mapped.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
+
+import torch
 
 import workbench as wb
 from workbench.analysis.linear_map import LinearMap, load_linear_map
@@ -38,19 +46,9 @@ from workbench.cache import PairActivations
 from workbench.data import IFEvalRow, rows_hash
 from workbench.derivation import carry_directions
 from workbench.executor import Executor
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
-from workbench.experiments.grid import (
-    NONE,
-    Settings,
-    accuracy_table,
-    grid_jobs,
-    layer_search,
-    run_grid,
-    save_scores,
-    search_layers,
-    vector_specs,
-)
-from workbench.experiments.jobs import vectors_for_all
+from workbench.experiments.checks import check_config, check_out, check_prompts_fit, row_prompts
+from workbench.experiments.grid import Settings, accuracy_table, job_id, run_grid, save_scores, search_layers
+from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.rows import (
     format_vector_pairs,
     languages,
@@ -60,6 +58,8 @@ from workbench.experiments.rows import (
     validation_rows,
 )
 from workbench.experiments.rundir import RunDir
+from workbench.experiments.search import MODES, Candidate, Halving, candidate_grid
+from workbench.experiments.validation import candidate_job, candidate_steering, search_validation
 from workbench.models import load_args, model_info
 from workbench.types import LayerPair, Model
 
@@ -74,11 +74,13 @@ class TransferConfig(Settings):
     without_data: str | None = None
     limit: int | None = None  # first N test prompts, round-robin over instructions
     n_pairs: int = 64
-    n_validation: int = 6
+    n_validation: int = 24  # validation prompts per instruction (the last search round's)
     layer_step: int = 2
     layers: tuple[int, ...] | None = None  # target candidate layers; None: n_layers//5 .. last, step
-    mode: str = "adjust"
-    weight: float = 1.0
+    mode: str = "adjust"  # the mode searched: "adjust" (the paper's), "add" or "ablate"
+    strengths: tuple[float, ...] = (1.0,)  # searched: adjust/ablate weights, or add's multiples of the raw norm
+    search_prompts: tuple[int, ...] = (3, 8, 24)  # validation prompts per round (cumulative)
+    search_keep: tuple[int, ...] = (3, 2)  # steered candidates kept after each round but the last
     z_bar_from: str = "source"  # equal widths: "source" (the paper) or "target"
     fit_map: bool = False  # unequal widths: fit a linear map per matched layer pair
     linear_map: str | None = None  # or a directory of saved maps src{s}_tgt{t}
@@ -87,7 +89,14 @@ class TransferConfig(Settings):
     map_texts: int = 200  # neutral texts (training base queries, no instruction) the map is fitted on
     # quick(): few pairs, few short prompts, few layers, short answers
     QUICK: ClassVar[dict[str, object]] = dict(
-        n_pairs=8, n_validation=2, layer_step=8, max_new_tokens=32, limit=4, max_query_chars=300
+        n_pairs=8,
+        n_validation=2,
+        search_prompts=(1, 2),
+        search_keep=(1,),
+        layer_step=8,
+        max_new_tokens=32,
+        limit=4,
+        max_query_chars=300,
     )
 
 
@@ -160,7 +169,7 @@ def carry(
     each pair's source layer, mapped when `maps` are given, unit norm; z-bar from `target_acts`
     (the target's PairActivations of the same pairs) when given, else the source's."""
     info = model_info(target)
-    return carry_directions(
+    carried = carry_directions(
         vec,
         layer_pairs,
         (lambda source, target, d: maps[LayerPair(source, target)].apply_direction(d)) if maps else None,
@@ -175,6 +184,21 @@ def carry(
             )
         ),
     )
+    return replace(carried, norms=carried_norms(vec, layer_pairs, maps))
+
+
+def carried_norms(
+    vec: wb.SteeringVector, layer_pairs: list[LayerPair], maps: dict[LayerPair, LinearMap] | None
+) -> torch.Tensor:
+    """Per layer pair, the norm of the source's raw vector at the source layer, mapped to the
+    target's width when `maps` are given: what `add` at strength 1 adds, as for a vector of the
+    target's own."""
+    norms = []
+    for pair in layer_pairs:
+        i = vec.layers.index(pair.source)
+        raw = vec.direction(pair.source).float() * vec.norms[i].float()
+        norms.append(maps[pair].apply_direction(raw).norm() if maps else raw.norm())
+    return torch.stack(norms).float()
 
 
 def run_transfer(
@@ -187,6 +211,9 @@ def run_transfer(
     show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the transfer experiment into `out`; returns the run directory."""
+    check_config(cfg)
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {cfg.mode!r}")
     if cfg.z_bar_from not in ("source", "target"):
         raise ValueError(f"z_bar_from must be 'source' or 'target', got {cfg.z_bar_from!r}")
     source = source or wb.load_model(cfg.source, **load_args(cfg))
@@ -233,23 +260,51 @@ def run_transfer(
                 )
             carry(vec, target, layer_pairs, maps, acts).save(path)
         carried[name] = wb.SteeringVector.load(path)
-    specs = vector_specs({"own": own, "source": carried}, cfg.mode, cross_model=("source",))
+    vectors = {"own": own, "source": carried}
 
-    # layer search on the target, per vector source, with and without the instruction
-    val = [r for iid in instructions for r in validation_rows(split.validation, iid, langs, cfg.n_validation, cfg.seed)]
-    chosen = layer_search(
-        run, target, val, ARMS, specs, layers, cfg.weight, cfg, executor=executor, show_progress=show_progress
+    # the search on the target, per vector source x instruction x condition
+    groups = {
+        (arm, iid, w): validation_rows(split.validation, iid, langs, cfg.n_validation, cfg.seed)
+        for arm in ARMS
+        for iid in instructions
+        for w in (False, True)
+    }
+
+    def jobs_for(group: tuple[str, str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
+        arm, _, with_instruction = group
+        return [
+            candidate_job("validation", arm, r, with_instruction, cand, vectors[arm], cross_model=arm == "source")
+            for r in rows
+        ]
+
+    chosen = search_validation(
+        run,
+        target,
+        groups,
+        candidate_grid(layers, **{"adjust": (), cfg.mode: cfg.strengths}),
+        jobs_for,
+        plan=Halving(prompts=cfg.search_prompts, keep=cfg.search_keep),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        group_names=("arm", "instruction_id", "with_instruction"),
+        executor=executor,
+        show_progress=show_progress,
     )
 
-    # the test prompts: target alone, its own vector, the source's vector
-    def candidates(row: IFEvalRow, with_instruction: bool) -> Iterable[tuple[str, int, float]]:
-        iid = row.instruction_id_list[0]
-        return [("none", NONE, 0.0), *((arm, chosen[(arm, iid, with_instruction)], cfg.weight) for arm in ARMS)]
-
-    jobs = grid_jobs(test, "test", candidates, specs)
+    # the test prompts: target alone, its own vector, the source's vector, each as chosen
+    jobs = [
+        _test_job(row, with_instruction, arm, cand, vectors)
+        for row in test
+        for with_instruction in (False, True)
+        for arm, cand in [
+            ("none", Candidate()),
+            *((arm, chosen[(arm, row.instruction_id_list[0], with_instruction)]) for arm in ARMS),
+        ]
+    ]
     res = run_grid(run, target, jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
+    res["good"] = res["loose"].astype(bool) & ~res["degenerate"].astype(bool)  # the search's metric
     save_scores(res, run.file("scores.csv"))
-    for metric in ("loose", "strict"):
+    for metric in ("loose", "strict", "good"):
         accuracy_table(res, ["with_instruction", "arm"], metric=metric).to_csv(
             run.file("tables", f"conditions_{metric}.csv"), index=False
         )
@@ -260,3 +315,24 @@ def run_transfer(
 
     write_report(run.path)
     return run
+
+
+def _test_job(
+    row: IFEvalRow, with_instruction: bool, arm: str, cand: Candidate, vectors: dict[str, dict[str, wb.SteeringVector]]
+) -> Job:
+    """A test prompt under `arm`'s chosen candidate. The id hashes prompt and steering: an arm
+    whose search chose no steering shares the generation of the target alone."""
+    prompt = (row.prompt if with_instruction else row.prompt_without_instruction) or ""
+    steering = candidate_steering(cand, vectors.get(arm, {}), row, cross_model=arm == "source")
+    tags = dict(
+        row_id=row.row_id,
+        arm=arm,
+        instruction_id=row.instruction_id_list[0],
+        with_instruction=with_instruction,
+        layer=cand.layer,
+        mode=cand.mode,
+        strength=cand.strength,
+        weight=float(steering[0].weight) if steering else 0.0,
+        steered=cand.steered,
+    )
+    return Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags)
