@@ -35,7 +35,7 @@ LENGTH = LengthConfig.quick(
     **SMALL,
 )
 KEYWORDS = KeywordsConfig.quick(
-    model="tiny-instruct", limit=1, n_pairs=3, n_validation=1, layers=(1, 3), weights=(0, 40, 400), **SMALL
+    model="tiny-instruct", limit=1, n_pairs=3, n_validation=2, layers=(1, 3), weights=(0, 40, 400), **SMALL
 )
 COMPOSITION = CompositionConfig.quick(
     model="tiny-instruct", limit=2, n_pairs=4, n_length_pairs=4, layers=(1, 3), **SMALL
@@ -135,14 +135,28 @@ def test_a_truncated_generation_is_redone_on_resume(tmp_path, tiny):
 def test_keywords_end_to_end_on_tiny(tmp_path, tiny):
     run = run_keywords(KEYWORDS, tmp_path / "run", model=tiny, show_progress=False)
     _common_checks(
-        run,
-        ["headline", "weight_sweep_loose", "weight_sweep_word_match", "layer_search_choices", "weight_search_choices"],
+        run, ["headline", "weight_sweep_loose", "weight_sweep_word_match", "search_rounds", "search_choices"]
     )
     state = _state(run)
-    layers = {(c["arm"], c["with_instruction"]): c["layer"] for c in state["choices"]["layer_search"]}
-    assert len(layers) == 3 * 2 and set(layers.values()) <= {1, 3, NONE}
-    weights = {c["weight"] for c in state["choices"]["weight_search"]}
-    assert weights <= {0, 40, 400}
+    # one search per arm and condition, every round recorded: 5 candidates on 1 prompt, then 2 on 2
+    rounds = pd.read_csv(run.path / "tables/search_rounds.csv")
+    assert len(state["choices"]["search_rounds"]) == len(rounds) == 6 * 5 + 6 * 2
+    assert rounds.groupby("round")["n_prompts"].unique().map(list).to_dict() == {0: [1], 1: [2]}
+    assert set(rounds["label"]) == {"none", *(f"add@L{layer}x{c}" for layer in (1, 3) for c in (40, 400))}
+    # the choice agrees with the last round: steering only when its good rate beats none's strictly
+    choices = pd.read_csv(run.path / "tables/search_choices.csv")
+    assert len(choices) == 6 and {"label", "layer", "weight", "sweep_layer"} <= set(choices)
+    assert choices.to_dict("records") == pd.DataFrame(state["choices"]["chosen"]).to_dict("records")
+    last = rounds[rounds["round"] == 1]
+    for c in choices.itertuples():
+        mine = last[(last["arm"] == c.arm) & (last["with_instruction"] == c.with_instruction)].set_index("label")
+        none, best = mine.loc["none", "good"], mine.drop("none")["good"].max()
+        if c.label == "none":
+            assert best <= none and c.layer == NONE and c.weight == 0 and c.sweep_layer in (1, 3)
+        else:
+            assert mine.loc[c.label, "good"] == best > none and c.sweep_layer == c.layer
+    val = pd.read_csv(run.path / "validation_scores.csv")
+    assert {"job", "loose", "degenerate", "arm", "layer", "weight"} <= set(val)
     scores = pd.read_csv(run.path / "scores.csv")
     assert set(scores["arm"]) == {"include", "exclude_subtract", "exclude_vector"}
     assert set(scores["instruction_id"]) == {"keywords:existence", "keywords:forbidden_words"}
@@ -157,9 +171,31 @@ def test_keywords_end_to_end_on_tiny(tmp_path, tiny):
     assert vec and all("add exclude/" in g["steering"] for g in vec)
     head = pd.read_csv(run.path / "tables/headline.csv")
     assert len(head) == 3 * 2 * 2  # arm x instruction x steered
+    assert {"accuracy", "good", "degenerate", "word_match"} <= set(head)
     summary = (run.path / "summary.md").read_text()
-    assert ".291" in summary and "vs weight" in summary
+    assert ".291" in summary and "vs weight" in summary and "The search on validation prompts" in summary
     _resumes(run_keywords, KEYWORDS, run, model=tiny)
+
+
+def test_keywords_sweeps_where_the_search_chose_or_its_best_finalist():
+    from workbench.experiments.keywords_tables import sweep_layers
+    from workbench.experiments.search import Candidate
+
+    rounds = pd.DataFrame(
+        dict(
+            round=[0, 1, 1, 1, 1, 1, 1],
+            arm=["include"] * 4 + ["exclude_subtract"] * 3,
+            with_instruction=[False] * 7,
+            label=["add@L9x40", "none", "add@L1x40", "add@L3x40", "add@L5x40", "none", "add@L2x40"],
+            layer=[9, NONE, 1, 3, 5, NONE, 2],
+            good=[1.0, 0.5, 0.25, 0.25, 0.0, 0.0, 0.5],
+            loose=[1.0, 0.5, 0.5, 0.75, 1.0, 0.0, 0.5],
+            degenerate=[0.0] * 7,
+        )
+    )
+    chosen = {("include", False): Candidate(), ("exclude_subtract", False): Candidate(2, "add", 40.0)}
+    # no steering won for include: its best finalist (tied on good, more loose) is swept, not round 0's
+    assert sweep_layers(rounds, chosen) == {("include", False): 3, ("exclude_subtract", False): 2}
 
 
 def _keyword_test_file(path: Path) -> Path:
@@ -500,8 +536,6 @@ def _cli(name: str, *args: str, timeout: int = 900) -> subprocess.CompletedProce
                 "1",
                 "--set",
                 "max_new_tokens=12",
-                "--set",
-                "n_validation=1",
                 "--set",
                 "n_pairs=2",
                 "--set",

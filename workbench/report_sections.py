@@ -111,6 +111,13 @@ def length_sections(state: State, run: Path, loose: pd.DataFrame) -> list[Sectio
     return sections
 
 
+def _present(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`keys`, then loose accuracy and the rates beside it in every keyword table (those a run
+    has: runs before the joint search have no `good`)."""
+    rates = ["raw_weight", "n", "accuracy", "good", "word_match", "ppl_median", "degenerate", "distinct_2"]
+    return df[keys + [c for c in rates if c in df and c not in keys]]
+
+
 def keywords_sections(state: State, run: Path, head: pd.DataFrame) -> list[Section]:
     from workbench import plots
 
@@ -122,26 +129,13 @@ def keywords_sections(state: State, run: Path, head: pd.DataFrame) -> list[Secti
     )
     text = (
         "Loose IFEval accuracy on the test prompts, no steering vs the layer and weight chosen on "
-        "validation (the paper's Phi-3-mini numbers beside; exclude_vector, the exclusion "
-        "instruction's own vector, is not in the paper's table because it does not work):\n\n"
+        "validation (layer -1: the search kept no steering; the paper's Phi-3-mini numbers "
+        "beside; exclude_vector, the exclusion instruction's own vector, is not in the paper's "
+        "table because it does not work):\n\n"
         + md_table(beside)
-        + "\n\nWith intervals and the word-boundary match:\n\n"
-        + md_table(
-            head[
-                [
-                    "arm",
-                    "with_instruction",
-                    "steered",
-                    "n",
-                    "accuracy",
-                    "ci_low",
-                    "ci_high",
-                    "word_match",
-                    "ppl_median",
-                    "degenerate",
-                ]
-            ]
-        )
+        + "\n\nWith intervals, good (followed and not degenerate, what the search selects on), "
+        "the word-boundary match and fluency:\n\n"
+        + md_table(_present(head, ["arm", "with_instruction", "steered", "n", "accuracy", "ci_low", "ci_high"]))
     )
     sections: list[Section] = [("Include / exclude a word", text, [])]
     sweep, match = need(run, "weight_sweep_loose"), need(run, "weight_sweep_word_match")
@@ -153,29 +147,21 @@ def keywords_sections(state: State, run: Path, head: pd.DataFrame) -> list[Secti
             f"accuracy and perplexity vs weight"
         )
         figs.append(fig)
-    table = sweep[
-        [
-            "arm",
-            "with_instruction",
-            "layer",
-            "weight",
-            "raw_weight",
-            "n",
-            "accuracy",
-            "ppl_median",
-            "degenerate",
-            "distinct_2",
-        ]
-    ].assign(word_match=match["accuracy"])
-    sections.append(("Accuracy and fluency vs weight (test prompts, at the chosen layer)", md_table(table), figs))
-    sections += [
-        s
-        for s in (
-            choices_section(run, "layer_search", ["arm", "with_instruction"]),
-            choices_section(run, "weight_search", ["arm", "with_instruction"], "weight"),
+    table = _present(sweep.assign(word_match=match["accuracy"]), ["arm", "with_instruction", "layer", "weight"])
+    sections.append(
+        (
+            "Accuracy and fluency vs weight (test prompts, at the chosen layer)",
+            "Where the search kept no steering, the sweep runs at its best steered finalist's layer.\n\n"
+            + md_table(table),
+            figs,
         )
-        if s
-    ]
+    )
+    search = search_section(state, run, "search", ["arm", "with_instruction"])
+    choices = read_table(run, "search_choices")
+    if search is not None and choices is not None:
+        title, text, figs = search
+        text += "\n\nThe choices (weight in percent of the residual norm, or raw; sweep_layer: the test sweep's):\n\n"
+        sections.append((title, text + md_table(choices), figs))
     return sections
 
 

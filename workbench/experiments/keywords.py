@@ -6,56 +6,61 @@
 1. Vectors per word: the inclusion vector from pairs (base query + "include the word X") vs
    (base query), n_pairs base queries per word (the paper: 20); the exclusion vector likewise from
    "do not use the word X". Training queries exclude every evaluation and validation query.
-2. Three arms, all `add` at one layer:
+2. Three arms, all `add`:
    - include: + the inclusion vector (keywords:existence prompts);
    - exclude_subtract: - the inclusion vector, the paper's exclusion (keywords:forbidden_words);
    - exclude_vector: + the exclusion vector, which the paper found does not work (the
      instruction to avoid a word mentions it), kept so that can be seen.
    A prompt with several words gets one spec per word at weight c / n_words (the paper's split).
-3. Search on the packaged validation files (inclusion_validation.jsonl,
-   exclusion_validation.jsonl), separately per arm and with / without the instruction: first the
-   layer at `search_weight` (n_layers//5 .. last, step 2; the best steered layer, degenerate
-   layers dropped), then the weight at that layer (0 = no steering may win).
-4. Test: IFEval's single-instruction keyword prompts, each arm at its layer over the whole weight
-   grid (accuracy and fluency vs weight), the validation-chosen weight as the headline. Scored
-   by the IFEval verifier (loose; note keywords:existence matches substrings) and by a
-   case-insensitive word-boundary match of every word (word_match).
+3. One search over layer x weight per arm, with and without the instruction in the prompt, on
+   the packaged validation files (inclusion_validation.jsonl, exclusion_validation.jsonl:
+   n_validation prompts each, varied phrasings, none on a test prompt's request): successive
+   halving (experiments/search.py), selecting on "followed (IFEval loose) and not degenerate".
+   Candidates: no steering, and every layer (n_layers//5 .. last, step 2) x every non-zero
+   weight of `weights`.
+4. Test: IFEval's single-instruction keyword prompts, each arm at its chosen layer over the
+   whole weight grid (accuracy and fluency vs weight), the chosen weight as the headline (where
+   no steering won, the sweep runs at the best steered finalist's layer and the headline is no
+   steering). Scored by the IFEval verifier (loose; note keywords:existence matches substrings),
+   by "followed and not degenerate" (good), and by a case-insensitive word-boundary match of
+   every word (word_match).
 
 Weights are percents of the layer's mean residual norm by default (see workbench.experiments.length).
+A search candidate is Candidate(layer, "add", strength=c) with c in that unit, so its
+Candidate.weight() (a multiple of the vector's own norm) does not apply: `specs` makes the hooks'
+weight with grid.raw_weight.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
 from workbench.executor import Executor
-from workbench.experiments.checks import check_out, check_prompts_fit, row_prompts
+from workbench.experiments.checks import check_config, check_out, check_prompts_fit, row_prompts
 from workbench.experiments.grid import (
     NONE,
-    Candidates,
-    Choices,
     Settings,
-    accuracy_table,
     grid_jobs,
     raw_weight,
     residual_norms,
     run_grid,
     save_scores,
-    search,
     search_layers,
 )
-from workbench.experiments.jobs import vectors_for_all
+from workbench.experiments.jobs import Job, vectors_for_all
+from workbench.experiments.keywords_tables import Group, choices_table, sweep_layers, write_tables
 from workbench.experiments.rows import short_base_queries, short_rows
 from workbench.experiments.rundir import RunDir
+from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving
 from workbench.models import load_args
 from workbench.pairs import PromptPair
 from workbench.types import Model
@@ -92,15 +97,24 @@ class KeywordsConfig(Settings):
     limit: int | None = None  # first N test prompts of each kind (inclusion, exclusion)
     arms: tuple[str, ...] = tuple(ARMS)
     n_pairs: int = 20  # base queries per word vector (the paper: 20)
-    n_validation: int = 10  # validation prompts per file
+    n_validation: int = 24  # validation prompts per file (the last search round's)
     layer_step: int = 2
     layers: tuple[int, ...] | None = None  # candidate layers; None: n_layers//5 .. last, step
-    search_weight: float = 40  # the weight of the layer search (the paper's inclusion c)
-    weights: tuple[float, ...] = (0, 10, 20, 40, 80)  # the weight grid; 0 = no steering
+    weights: tuple[float, ...] = (0, 10, 20, 40, 80)  # searched (all but 0) and swept on test; 0 = none
     weight_unit: str = "norm_percent"  # or "raw"
+    search_prompts: tuple[int, ...] = (3, 8, 24)  # validation prompts per round (cumulative)
+    search_keep: tuple[int, ...] = (3, 2)  # steered candidates kept after each round but the last
     # quick(): two short prompts per kind, few pairs, few layers, one weight, short answers
     QUICK: ClassVar[dict[str, object]] = dict(
-        limit=2, n_pairs=6, n_validation=2, layer_step=8, weights=(0, 40), max_new_tokens=32, max_query_chars=300
+        limit=2,
+        n_pairs=6,
+        n_validation=2,
+        layer_step=8,
+        weights=(0, 40),
+        max_new_tokens=32,
+        max_query_chars=300,
+        search_prompts=(1, 2),
+        search_keep=(1,),
     )
 
 
@@ -136,10 +150,13 @@ def _test_rows(cfg: KeywordsConfig) -> list[IFEvalRow]:
     return [r for iid in (INCLUDE, EXCLUDE) for r in [r for r in rows if r.instruction_id_list[0] == iid][: cfg.limit]]
 
 
-def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
+def _validation_rows(n: int, seed: int, test: Sequence[IFEvalRow]) -> list[IFEvalRow]:
+    """n prompts of each validation file, in a seeded random order (the search's rounds take the
+    first ones), none on a request of the test set."""
+    taken = {r.prompt_without_instruction for r in test}
     out = []
     for name in ("inclusion_validation.jsonl", "exclusion_validation.jsonl"):
-        rows = wb.load_ifeval(data_path(name))
+        rows = [r for r in wb.load_ifeval(data_path(name)) if r.prompt_without_instruction not in taken]
         out += [
             replace(
                 r, key=f"val/{r.instruction_id_list[0]}/{r.key}", row_id=f"val/{r.instruction_id_list[0]}/{r.row_id}"
@@ -147,6 +164,28 @@ def _validation_rows(n: int, seed: int) -> list[IFEvalRow]:
             for r in random.Random(seed).sample(rows, min(n, len(rows)))
         ]
     return out
+
+
+Specs = Callable[[str, IFEvalRow, int, float], list[wb.Steering]]
+
+
+def _validation_job(arm: str, row: IFEvalRow, with_instruction: bool, cand: Candidate, specs: Specs) -> Job:
+    """One validation prompt of `arm` under `cand`. The id names the row: two rows may share a
+    request, and each is scored against its own words (equal texts are generated once)."""
+    prompt = (row.prompt if with_instruction else row.prompt_without_instruction) or ""
+    steering = tuple(specs(arm, row, cand.layer, cand.strength)) if cand.steered else ()
+    tags = dict(
+        row_id=row.row_id,
+        arm=arm,
+        instruction_id=row.instruction_id_list[0],
+        with_instruction=with_instruction,
+        layer=cand.layer,
+        weight=cand.strength,
+        steered=cand.steered,
+        words=words(row),
+    )
+    cond = "instruction" if with_instruction else "no_instruction"
+    return Job(f"validation/{arm}/{cond}/{cand.label}/{row.row_id}", prompt, row, steering, tags)
 
 
 def run_keywords(
@@ -158,14 +197,16 @@ def run_keywords(
     show_progress: bool | None = None,
 ) -> RunDir:
     """Run (or resume) the keyword experiment into `out`; returns the run directory."""
+    check_config(cfg)
     unknown = set(cfg.arms) - set(ARMS)
     if unknown:
         raise ValueError(f"unknown keyword arms {sorted(unknown)}: use {list(ARMS)}")
+    check_out(out)
     model = model or wb.load_model(cfg.model, **load_args(cfg))
-    test, val = _test_rows(cfg), _validation_rows(cfg.n_validation, cfg.seed)
+    test = _test_rows(cfg)
     if not test:
         raise ValueError("no single-instruction keyword prompts in the test data")
-    check_out(out)
+    val = _validation_rows(cfg.n_validation, cfg.seed, test)
     check_prompts_fit(model, row_prompts(test + val), max_new_tokens=cfg.max_new_tokens)
     run = RunDir.open(out, "keywords", cfg, model=model, data_hash=rows_hash(test + val))
     run.record("format", wb.default_format(model).to_dict())
@@ -195,91 +236,49 @@ def run_keywords(
         w = sign * raw_weight(c, layer, norms, cfg.weight_unit) / len(words(row))
         return [wb.Steering(vectors[(kind, word)], layer, "add", w) for word in words(row)]
 
-    def arms_of(row: IFEvalRow) -> list[str]:
-        return [a for a in cfg.arms if ARMS[a][0] == row.instruction_id_list[0]]
-
-    def grid(at_layer: Choices | None = None, weights: Sequence[float] = ()) -> Candidates:
-        """Candidates: no steering, then the layers (at the search weight), or the weights at
-        the layer chosen per (arm, condition)."""
-
-        def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
-            out = [(a, NONE, 0.0) for a in arms_of(row)]
-            for a in arms_of(row):
-                if at_layer is None:
-                    out += [(a, layer, cfg.search_weight) for layer in layers]
-                else:
-                    layer = at_layer[(a, with_instruction)]
-                    out += [(a, layer, c) for c in weights if c]
-            return out
-
-        return candidates
-
-    group = ["arm", "with_instruction"]
-
-    def tags(row: IFEvalRow) -> dict[str, Any]:
-        return dict(words=words(row))
-
-    # 2. the layer, then the weight, on validation prompts (one phase: shared generations reused)
-    val_jobs = grid_jobs(val, "validation", grid(), specs, tags=tags)
-    scored = run_grid(
-        run, model, val_jobs, cfg, phase="validation", perplexity=False, executor=executor, show_progress=show_progress
-    )
-    layer_of = search(run, scored, "layer_search", group=group, steered_only=True)
-    weight_jobs = grid_jobs(val, "validation", grid(layer_of, cfg.weights), specs, tags=tags)
-    wscored = run_grid(
+    # 2. one search over layer x weight per arm and condition, on validation prompts
+    groups = {
+        (a, w): [r for r in val if r.instruction_id_list[0] == ARMS[a][0]] for a in cfg.arms for w in (False, True)
+    }
+    evaluate = Evaluator(
         run,
         model,
-        weight_jobs,
-        cfg,
-        phase="validation",
-        perplexity=False,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
         executor=executor,
         show_progress=show_progress,
     )
-    weight_of = search(run, wscored, "weight_search", group=group, candidate="weight", none_value=0.0)
-    save_scores(
-        pd.concat([scored.assign(stage="layer"), wscored.assign(stage="weight")]), run.file("validation_scores.csv")
-    )
 
-    # 3. the test prompts over the weight grid at the chosen layer
-    test_jobs = grid_jobs(test, "test", grid(layer_of, cfg.weights), specs, tags=tags)
+    def jobs_for(group: Group, rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
+        return [_validation_job(group[0], r, group[1], cand, specs) for r in rows]
+
+    candidates = candidate_grid(layers, adjust=(), add=[c for c in cfg.weights if c])
+    plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
+    chosen = successive_halving(
+        run, groups, candidates, jobs_for, evaluate, plan=plan, name="search", group_names=("arm", "with_instruction")
+    )
+    save_scores(evaluate.table(), run.file("validation_scores.csv"))
+    sweep_at = sweep_layers(pd.DataFrame(run.state["choices"]["search_rounds"]), chosen)
+    choices = choices_table(chosen, sweep_at, norms, cfg.weight_unit)
+    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
+    run.record("chosen", choices.to_dict("records"))
+
+    # 3. the test prompts over the weight grid at the chosen (or swept) layer
+    def candidates_of(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:
+        arms = [a for a in cfg.arms if ARMS[a][0] == row.instruction_id_list[0]]
+        return [(a, NONE, 0.0) for a in arms] + [
+            (a, sweep_at[(a, with_instruction)], c) for a in arms for c in cfg.weights if c
+        ]
+
+    test_jobs = grid_jobs(test, "test", candidates_of, specs, tags=lambda row: dict(words=words(row)))
     res = run_grid(run, model, test_jobs, cfg, phase="test", executor=executor, show_progress=show_progress)
     res["word_match"] = [word_match(j.row, t) for j, t in zip(test_jobs, res["response"])]
-    res["chosen"] = [
-        w == weight_of[(arm, with_instruction)]
-        for arm, with_instruction, w in zip(res["arm"], res["with_instruction"], res["weight"])
-    ]
+    res["good"] = res["loose"].astype(bool) & ~res["degenerate"].astype(bool)
+    weight_of = {g: c.strength if c.steered else 0.0 for g, c in chosen.items()}
+    res["chosen"] = [weight_of[(a, w)] == c for a, w, c in zip(res["arm"], res["with_instruction"], res["weight"])]
     save_scores(res, run.file("scores.csv"))
-    write_tables(run, res, layer_of, weight_of, norms, cfg)
+    write_tables(run, res, chosen, sweep_at, norms, cfg.weight_unit)
     from workbench.report import write_report
 
     write_report(run.path)
     return run
-
-
-def write_tables(
-    run: RunDir, res: pd.DataFrame, layer_of: Choices, weight_of: Choices, norms: dict[int, float], cfg: KeywordsConfig
-) -> None:
-    """The weight sweeps (loose and word-match accuracy per weight at the chosen layer) and the
-    headline: no steering vs the validation-chosen weight, per arm and condition."""
-    for metric in ("loose", "word_match"):
-        sweep = accuracy_table(
-            res, ["arm", "with_instruction", "weight"], metric=metric, means=("distinct_2", "n_tokens")
-        )
-        sweep["layer"] = [layer_of[(a, w)] for a, w in zip(sweep["arm"], sweep["with_instruction"])]
-        sweep["raw_weight"] = [
-            raw_weight(c, layer, norms, cfg.weight_unit) if layer != NONE else 0.0
-            for c, layer in zip(sweep["weight"], sweep["layer"])
-        ]
-        sweep.to_csv(run.file("tables", f"weight_sweep_{metric}.csv"), index=False)
-    # the headline: no steering vs the validation-chosen weight (none vs none when 0 was chosen)
-    head = res[(res["weight"] == 0) | res["chosen"]]
-    head = pd.concat([head[head["weight"] == 0], head[head["chosen"]].assign(steered=True)]).drop_duplicates(
-        ["arm", "with_instruction", "steered", "row_id"]
-    )
-    table = accuracy_table(head, ["arm", "with_instruction", "steered"], means=("word_match",))
-    table["layer"] = [layer_of[(a, w)] for a, w in zip(table["arm"], table["with_instruction"])]
-    table["weight"] = [
-        weight_of[(a, w)] if s else 0.0 for a, w, s in zip(table["arm"], table["with_instruction"], table["steered"])
-    ]
-    table.to_csv(run.file("tables", "headline.csv"), index=False)
