@@ -1,5 +1,7 @@
-"""Choosing a candidate (a layer, or a weight) per group from scored validation lines: the
-best mean accuracy among the candidates no more degenerate than no steering.
+"""The paper-style choice of a candidate (a layer, or a weight) per group from a scored grid: the
+best mean accuracy among the candidates no more degenerate than no steering. The experiments
+choose with the successive-halving search (experiments/search.py) instead; this rule stays for
+notebooks/03_layer_sweep.ipynb, which shows it on a full layer grid.
 
 In a notebook:
 

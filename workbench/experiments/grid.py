@@ -1,12 +1,9 @@
 """What the experiments after format share: steering grids as jobs, one scored line per job,
 `add` weights in units of the residual-stream norm, and accuracy tables with intervals. (The
-search over layer x mode x strength is experiments/search.py, run on validation prompts by
-experiments/validation.py; `search` here is the older paper-style choice of one layer or weight
-from a scored grid.)
+search over layer x mode x strength that chooses a setting is experiments/search.py.)
 
     jobs = grid_jobs(rows, "test", candidates, specs)            # rows x instruction x candidates
     scored = run_grid(run, model, jobs, cfg, phase="test")       # generated once, resumable
-    chosen = search(run, scored, "weight_search", group=["arm", "with_instruction"])
     accuracy_table(scored, ["arm", "with_instruction", "weight"])
 
 A candidate is (arm, layer, weight): the arm names what steers (a vector family, "none"), layer
@@ -29,7 +26,6 @@ import torch
 
 import workbench as wb
 from workbench.data import IFEvalRow
-from workbench.experiments.choice import choose_candidate
 from workbench.experiments.jobs import Job, add_fluency, run_jobs
 from workbench.experiments.rows import vector_name
 from workbench.experiments.rundir import RunDir
@@ -67,8 +63,6 @@ class Settings:
 Candidates = Callable[[IFEvalRow, bool], Iterable[tuple[str, int, float]]]
 # specs(arm, row, layer, weight) -> the steering of a steered candidate
 Specs = Callable[[str, IFEvalRow, int, float], Sequence[Steering]]
-# a search's choice per group: {group key tuple: the layer (int) or weight (float) chosen}
-Choices = dict[tuple[Any, ...], Any]
 
 
 def save_scores(scored: pd.DataFrame, path: Path) -> None:
@@ -199,28 +193,6 @@ def instruction_verdicts(jobs: Sequence[Job], scored: pd.DataFrame, metric: str 
     verdicts = score_ifeval([j.row for j in jobs], scored["response"].tolist())
     wide = verdicts.pivot_table(index="prompt_index", columns="instruction_id", values=metric, aggfunc="all")
     return wide.reindex(range(len(jobs))).reset_index(drop=True)
-
-
-def search(
-    run: RunDir,
-    scored: pd.DataFrame,
-    name: str,
-    *,
-    group: Sequence[str],
-    candidate: str = "layer",
-    none_value: float = NONE,
-    steered_only: bool = False,
-) -> Choices:
-    """Choose a layer (or weight) per group with choice.choose_candidate; writes tables/{name}_sweep.csv
-    and tables/{name}_choices.csv, records the choices; returns {group key tuple: value}."""
-    sweep, choices = choose_candidate(
-        scored, group=group, candidate=candidate, none_value=none_value, steered_only=steered_only
-    )
-    sweep.to_csv(run.file("tables", f"{name}_sweep.csv"), index=False)
-    choices.to_csv(run.file("tables", f"{name}_choices.csv"), index=False)
-    records = choices.to_dict("records")
-    run.record(name, records)
-    return {tuple(r[g] for g in group): r[candidate] for r in records}
 
 
 def accuracy_table(
