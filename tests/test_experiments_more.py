@@ -32,6 +32,10 @@ LENGTH = LengthConfig.quick(
     weights=(0, 20, 200),
     directions=("concise", "verbose"),
     all_classes=True,
+    layers=(1, 3),
+    n_validation=3,
+    search_prompts=(1, 3),
+    search_keep=(1,),
     **SMALL,
 )
 KEYWORDS = KeywordsConfig.quick(
@@ -71,22 +75,46 @@ def _resumes(fn, cfg, run, **models) -> None:
 
 def test_length_end_to_end_on_tiny(tmp_path, tiny):
     run = run_length(LENGTH, tmp_path / "run", model=tiny, show_progress=False)
-    _common_checks(run, ["by_weight_loose", "by_weight_at_most_n", "by_n_loose", "class_cosines"])
+    tables = ["headline", "search_rounds", "search_choices", "by_weight_loose", "by_weight_at_most_n", "by_n_loose"]
+    _common_checks(run, [*tables, "class_cosines"])
     state = _state(run)
-    layer = state["choices"]["layer"]
-    assert layer == round(0.375 * 4)
     norms = {int(k): v for k, v in state["choices"]["residual_norms"].items()}
-    assert [w["raw"] for w in state["choices"]["weights"]] == [
-        raw_weight(c, layer, norms, "norm_percent") for c in LENGTH.weights
-    ]
+    assert sorted(norms) == state["choices"]["candidate_layers"] == [1, 3]  # measured at every candidate
     assert len(list((run.path / "vectors" / "length").glob("*.safetensors"))) == 5
-    gens = _lines(run.path / "generations.jsonl")
-    # the prompt without the instruction is generated once for all n, and no steering once for
-    # both directions: 2 queries x (2 n + 1 plain) x (1 unsteered + 2 directions x 2 weights)
-    assert len(gens) == 2 * 3 * 5
+    # the search: per direction and condition, 5 candidates (none + 2 layers x 2 weights) on 1
+    # prompt, then none + the best on all 3; every round recorded in run.json and the table
+    rounds = pd.read_csv(run.path / "tables/search_rounds.csv")
+    assert len(state["choices"]["search_rounds"]) == len(rounds) == 4 * 5 + 4 * 2
+    assert rounds.groupby("round")["n_prompts"].unique().map(list).to_dict() == {0: [1], 1: [3]}
+    assert set(rounds["label"]) == {"none", *(f"add@L{layer}x{c}" for layer in (1, 3) for c in (20, 200))}
+    choices = pd.read_csv(run.path / "tables/search_choices.csv")
+    assert choices.to_dict("records") == pd.DataFrame(state["choices"]["chosen"]).to_dict("records")
+    last = rounds[rounds["round"] == 1]
+    for c in choices.itertuples():
+        mine = last[(last["arm"] == c.arm) & (last["with_instruction"] == c.with_instruction)].set_index("label")
+        none, best = mine.loc["none", "good"], mine.drop("none")["good"].max()
+        if c.label == "none":  # steered only when its good rate beats none's strictly
+            assert best <= none and c.layer == NONE and c.raw_weight == 0 and c.curve_layer in (1, 3)
+        else:
+            assert mine.loc[c.label, "good"] == best > none and c.curve_layer == c.layer
+            assert c.raw_weight == raw_weight(c.weight, c.layer, norms, "norm_percent")
+    # validation: 3 base queries disjoint from the test queries, varied n, each scored per job
+    val = pd.read_csv(run.path / "validation_scores.csv")
+    assert {"job", "loose", "degenerate", "arm", "layer", "weight", "max_n"} <= set(val)
     scores = pd.read_csv(run.path / "scores.csv")
+    val_queries = set(val.loc[~val["with_instruction"], "prompt"])
+    test_queries = set(scores.loc[~scores["with_instruction"], "prompt"])
+    assert len(val_queries) == 3 and len(test_queries) == 2 and not val_queries & test_queries
+    assert set(val["max_n"]) == {1, 2}
+    gens = _lines(run.path / "generations.jsonl")
+    # the test prompt without the instruction is generated once for all n, and no steering once for
+    # both directions: 2 queries x (2 n + 1 plain) x (1 unsteered + 2 directions x 2 weights)
+    assert len([g for g in gens if g["phase"] == "test"]) == 2 * 3 * 5
     assert len(scores) == 2 * 2 * 2 * 2 * 3  # queries x n x instruction x direction x weight
     assert set(scores["weight"]) == {0, 20, 200} and set(scores["arm"]) == {"concise", "verbose"}
+    curve = {(c.arm, c.with_instruction): c.curve_layer for c in choices.itertuples()}
+    steered = scores[scores["weight"] != 0]
+    assert [curve[(a, w)] for a, w in zip(steered["arm"], steered["with_instruction"])] == steered["layer"].tolist()
     by_weight = pd.read_csv(run.path / "tables/by_weight_loose.csv")
     assert len(by_weight) == 2 * 2 * 3 and by_weight["n"].eq(4).all() and by_weight["n_clusters"].eq(2).all()
     assert (by_weight["ci_low"] <= by_weight["accuracy"]).all() and (
@@ -95,6 +123,13 @@ def test_length_end_to_end_on_tiny(tmp_path, tiny):
     assert (by_weight["loose_not_degenerate"] <= by_weight["accuracy"]).all()
     assert scores["loose_not_degenerate"].tolist() == (scores["loose"] & ~scores["degenerate"]).tolist()
     assert set(pd.read_csv(run.path / "tables/by_n_loose.csv")["max_n"]) == {1, 2}
+    # the headline: no steering vs the chosen setting (none again where none was chosen)
+    head = pd.read_csv(run.path / "tables/headline.csv")
+    assert len(head) == 2 * 2 * 2 and head["n"].eq(4).all()
+    assert (head["good"] <= head["loose"]).all() and (head["good_ci_low"] <= head["good"]).all()
+    for h in head[head["steered"]].itertuples():
+        c = choices[(choices["arm"] == h.arm) & (choices["with_instruction"] == h.with_instruction)].iloc[0]
+        assert h.setting == c["label"]
     # at_most_n is the count of the verifier's own sentence tokenizer
     from workbench.scoring import count_sentences
 
@@ -107,8 +142,41 @@ def test_length_end_to_end_on_tiny(tmp_path, tiny):
     plain = scores[scores["weight"] == 0].set_index(["prompt", "arm"])["response"]
     pushed = scores[scores["weight"] == 200].set_index(["prompt", "arm"])["response"]
     assert (pushed != plain.reindex(pushed.index)).any()
-    assert "at most n" in (run.path / "summary.md").read_text()
+    summary = (run.path / "summary.md").read_text()
+    assert "at most n" in summary and "The search on validation prompts" in summary
     _resumes(run_length, LENGTH, run, model=tiny)
+
+
+def test_length_validation_rows_vary_n_and_phrasing():
+    from workbench.experiments.length import AT_MOST, validation_rows
+
+    rows = validation_rows([f"Question {i}?" for i in range(24)], 5, seed=0)
+    assert [r.extra["max_n"] for r in rows[:10]] == [1, 2, 3, 4, 5] * 2  # every round's prefix balanced
+    assert all(r.kwargs == (at_most(r.extra["max_n"]),) for r in rows)
+    assert len({r.prompt.removeprefix(r.prompt_without_instruction) for r in rows}) > len(AT_MOST)
+
+
+def test_length_curve_at_the_chosen_layer_or_the_best_finalist():
+    from workbench.experiments.length_tables import curve_layers
+    from workbench.experiments.search import Candidate
+
+    def line(round_, arm, layer, good, loose):
+        return dict(round=round_, arm=arm, with_instruction=True, layer=layer, good=good, loose=loose, degenerate=0.0)
+
+    rounds = [
+        line(0, "concise", 9, 1.0, 1.0),
+        line(1, "concise", NONE, 0.5, 0.5),
+        line(1, "concise", 1, 0.25, 0.5),
+        line(1, "concise", 3, 0.25, 0.75),
+        line(1, "verbose", NONE, 0.0, 0.0),
+        line(1, "verbose", 2, 0.5, 0.5),
+    ]
+    chosen = {("concise", True): Candidate(), ("verbose", True): Candidate(2, "add", 20.0)}
+    # no steering won for concise: its best finalist (tied on good, more loose) gives the curve's layer
+    assert curve_layers(rounds, chosen) == {("concise", True): 3, ("verbose", True): 2}
+    assert curve_layers([line(0, "concise", NONE, 0.5, 0.5)], {("concise", True): Candidate()}) == {
+        ("concise", True): None
+    }
 
 
 def test_at_most_n_is_ifevals_less_than_n_plus_one():
@@ -500,11 +568,11 @@ def test_cli_set_parses_config_fields():
     cfg = parse_config(
         LengthConfig,
         True,
-        ["max_new_tokens=12", "weights=0,5", "layer=none", "baseline=opposite"],
+        ["max_new_tokens=12", "weights=0,5", "layers=none", "baseline=opposite"],
         model="tiny-instruct",
         limit=None,
     )
-    assert (cfg.max_new_tokens, cfg.weights, cfg.layer, cfg.baseline, cfg.limit) == (12, (0, 5), None, "opposite", 2)
+    assert (cfg.max_new_tokens, cfg.weights, cfg.layers, cfg.baseline, cfg.limit) == (12, (0, 5), None, "opposite", 2)
     assert parse_config(KeywordsConfig, True, ["limit=none"]).limit is None  # --set may clear a quick value
     for bad in (["nonsense=1"], ["QUICK={}"], ["limit"]):
         with pytest.raises(typer.BadParameter, match="max_new_tokens"):

@@ -17,7 +17,6 @@ from workbench.report_tables import (
     Section,
     State,
     choices_section,
-    lines_figure,
     md_table,
     need,
     read_table,
@@ -46,69 +45,10 @@ PAPER_TRANSFER = pd.DataFrame(
 
 
 def length_sections(state: State, run: Path, loose: pd.DataFrame) -> list[Section]:
-    count = need(run, "by_weight_at_most_n")
-    choices = state["choices"]
-    table = loose[
-        [
-            "arm",
-            "with_instruction",
-            "weight",
-            "n",
-            *(["n_clusters"] if "n_clusters" in loose else []),
-            "accuracy",
-            "ci_low",
-            "ci_high",
-            *(["loose_not_degenerate"] if "loose_not_degenerate" in loose else []),
-            "n_sentences",
-            "n_words",
-            "ppl_median",
-            "degenerate",
-        ]
-    ].assign(count_accuracy=count["accuracy"])
-    weights = pd.DataFrame(choices.get("weights", []))
-    by_n = need(run, "by_n_loose")
-    wide = by_n.pivot_table(index=["with_instruction", "max_n"], columns="weight", values="accuracy").reset_index()
-    wide.columns = [c if isinstance(c, str) else f"c={c:g}" for c in wide.columns]
-    instr = by_n[by_n["with_instruction"]]
-    plain, steered = instr[instr["weight"] == 0], instr[instr["weight"] == 20]
+    """The length experiment's sections (workbench.report_length)."""
+    from workbench.report_length import length_sections as sections
 
-    def span(d: pd.DataFrame) -> str:
-        return f"{d['accuracy'].min():.3f}-{d['accuracy'].max():.3f}"
-
-    ours = f"{span(plain)} -> {span(steered)}" if len(steered) else "c = 20 is not in the grid"
-    text = (
-        f"Layer {choices.get('layer')}; weights in unit `{weights['unit'].iloc[0] if len(weights) else '?'}` "
-        f"(raw = what the hook adds along the unit vector):\n\n" + md_table(weights) + "\n\n"
-        "Accuracy: IFEval loose (number_sentences, relation 'less than' n + 1); count_accuracy: "
-        "count_sentences(response) <= n; loose_not_degenerate: followed and not a loop (a loop cut at the "
-        "token limit can pass, having ended no sentence). Means are over responses. The lines of one base query are "
-        "correlated (without the instruction, one response is scored at every n), so the 95% "
-        "intervals resample base queries (n_clusters), not lines.\n\n"
-        + md_table(table)
-        + "\n\nLoose accuracy per n (rows) and weight (columns):\n\n"
-        + md_table(wide)
-        + f"\n\nThe paper (Phi-3-mini, instruction present, at most n = 1..5, c = 20 at layer 12): "
-        f".675-.725 -> .795-.87. This run, instruction present, weight 0 -> c = 20 over n: {ours}."
-    )
-    series = ["arm", "with_instruction"]
-    figs = [
-        lines_figure(
-            loose,
-            "weight",
-            "accuracy",
-            series,
-            "Accuracy vs weight",
-            "loose accuracy",
-            also={"loose_not_degenerate": "not a loop"},
-        ),
-        lines_figure(loose, "weight", "n_sentences", series, "Mean sentences vs weight", "sentences"),
-    ]
-    sections = [("Answer using at most n sentences: accuracy and length vs weight", text, figs)]
-    cos = read_table(run, "class_cosines")
-    if cos is not None:
-        square = cos.pivot(index="a", columns="b", values="cosine").reset_index()
-        sections.append(("Length-class vectors: cosine at the steering layer", md_table(square), []))
-    return sections
+    return sections(state, run, loose)
 
 
 def _present(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
