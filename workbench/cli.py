@@ -101,7 +101,10 @@ def reproduce_length(
     quick: bool = QUICK,
     out: Path = out_option("length"),
     limit: int | None = typer.Option(None, help="evaluation base queries (default 50)"),
-    weights: str | None = typer.Option(None, help="weight grid, e.g. 0,5,10,20,40 (0 = none)"),
+    weights: str | None = typer.Option(
+        None,
+        help="weight grid, e.g. 0,5,10,20,40 (0 = none; the non-zero ones are searched with the layer on validation, and the test curve runs over all at the chosen layer)",
+    ),
     settings: list[str] | None = SET,
     device: str | None = DEVICE,
     dtype: str | None = DTYPE,
@@ -109,7 +112,7 @@ def reproduce_length(
     workers: int | None = WORKERS,
     ray_address: str | None = RAY_ADDRESS,
 ) -> None:
-    """Length: the conciseness vector on "answer using at most n sentences", over a weight grid."""
+    """Length: the conciseness vector on "answer using at most n sentences"; layer x weight searched on validation, then the weight curve at the chosen layer."""
     from workbench.experiments.length import LengthConfig, run_length
 
     grid = tuple(float(w) for w in weights.split(",")) if weights else None
@@ -147,7 +150,7 @@ def reproduce_keywords(
     workers: int | None = WORKERS,
     ray_address: str | None = RAY_ADDRESS,
 ) -> None:
-    """Keywords: include / exclude a word with word vectors; layer and weight searched on validation."""
+    """Keywords: include / exclude a word with word vectors; layer x weight searched jointly on validation (successive halving)."""
     from workbench.experiments.keywords import KeywordsConfig, run_keywords
 
     cfg = parse_config(

@@ -1,5 +1,5 @@
 """The machinery every experiment shares: vectors per instruction, generation jobs that resume,
-and scoring (picking a layer or weight from the scores: experiments/choice.py).
+and scoring (choosing the steering from the scores: experiments/search.py).
 
 A job is one prompt with one steering configuration. Jobs from every condition and candidate
 layer run together as per-row-steered batches, in this process or on Ray workers (executor=);
