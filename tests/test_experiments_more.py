@@ -157,8 +157,10 @@ def test_length_validation_rows_vary_n_and_phrasing():
 
 
 def test_length_curve_at_the_chosen_layer_or_the_best_finalist():
-    from workbench.experiments.length_tables import curve_layers
-    from workbench.experiments.search import Candidate
+    from workbench.experiments.search import Candidate, sweep_layers
+
+    def curve_layers(rounds, chosen):
+        return sweep_layers(rounds, chosen, ("arm", "with_instruction"))
 
     def line(round_, arm, layer, good, loose):
         return dict(round=round_, arm=arm, with_instruction=True, layer=layer, good=good, loose=loose, degenerate=0.0)
@@ -246,8 +248,7 @@ def test_keywords_end_to_end_on_tiny(tmp_path, tiny):
 
 
 def test_keywords_sweeps_where_the_search_chose_or_its_best_finalist():
-    from workbench.experiments.keywords_tables import sweep_layers
-    from workbench.experiments.search import Candidate
+    from workbench.experiments.search import Candidate, sweep_layers
 
     rounds = pd.DataFrame(
         dict(
@@ -263,7 +264,10 @@ def test_keywords_sweeps_where_the_search_chose_or_its_best_finalist():
     )
     chosen = {("include", False): Candidate(), ("exclude_subtract", False): Candidate(2, "add", 40.0)}
     # no steering won for include: its best finalist (tied on good, more loose) is swept, not round 0's
-    assert sweep_layers(rounds, chosen) == {("include", False): 3, ("exclude_subtract", False): 2}
+    assert sweep_layers(rounds, chosen, ("arm", "with_instruction")) == {
+        ("include", False): 3,
+        ("exclude_subtract", False): 2,
+    }
 
 
 def _keyword_test_file(path: Path) -> Path:

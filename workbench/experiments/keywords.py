@@ -40,8 +40,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
-import pandas as pd
-
 import workbench as wb
 from workbench.data import IFEvalRow, data_path, rows_hash
 from workbench.executor import Executor
@@ -57,10 +55,10 @@ from workbench.experiments.grid import (
     search_layers,
 )
 from workbench.experiments.jobs import Job, vectors_for_all
-from workbench.experiments.keywords_tables import Group, choices_table, sweep_layers, write_tables
+from workbench.experiments.keywords_tables import Group, choices_table, write_tables
 from workbench.experiments.rows import short_base_queries, short_rows
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving
+from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving, sweep_layers
 from workbench.models import load_args
 from workbench.pairs import PromptPair
 from workbench.types import Model
@@ -258,7 +256,8 @@ def run_keywords(
         run, groups, candidates, jobs_for, evaluate, plan=plan, name="search", group_names=("arm", "with_instruction")
     )
     save_scores(evaluate.table(), run.file("validation_scores.csv"))
-    sweep_at = sweep_layers(pd.DataFrame(run.state["choices"]["search_rounds"]), chosen)
+    found = sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
+    sweep_at = {g: NONE if layer is None else layer for g, layer in found.items()}
     choices = choices_table(chosen, sweep_at, norms, cfg.weight_unit)
     choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
     run.record("chosen", choices.to_dict("records"))

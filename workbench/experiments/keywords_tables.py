@@ -4,7 +4,7 @@ degenerate rate, word match).
 
 In a notebook:
 
-    sweep_at = sweep_layers(rounds, chosen)        # rounds: tables/search_rounds.csv
+    sweep_at = sweep_layers(rounds, chosen, ["arm", "with_instruction"])   # experiments.search; None: NONE
     choices_table(chosen, sweep_at, norms, "norm_percent")
     write_tables(run, scored, chosen, sweep_at, norms, "norm_percent")   # tables/headline.csv, weight_sweep_*.csv
 """
@@ -20,19 +20,6 @@ from workbench.experiments.rundir import RunDir
 from workbench.experiments.search import Candidate
 
 Group = tuple[str, bool]  # what the search chooses per: (arm, with the instruction in the prompt)
-
-
-def sweep_layers(rounds: pd.DataFrame, chosen: Mapping[Group, Candidate]) -> dict[Group, int]:
-    """The layer each (arm, condition) is swept at on the test prompts: the chosen one, or, where
-    no steering won, the best steered finalist's (more good, then more loose, then fewer
-    degenerate: the search's ranking), so the sweep still shows what steering does there."""
-    last = rounds[(rounds["round"] == rounds["round"].max()) & (rounds["label"] != "none")]
-    out = {}
-    for (arm, with_instruction), cand in chosen.items():
-        mine = last[(last["arm"] == arm) & (last["with_instruction"] == with_instruction)]
-        best = mine.sort_values(["good", "loose", "degenerate"], ascending=[False, False, True], kind="stable")
-        out[(arm, with_instruction)] = cand.layer if cand.steered else int(best["layer"].iloc[0]) if len(best) else NONE
-    return out
 
 
 def choices_table(

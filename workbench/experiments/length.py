@@ -57,10 +57,10 @@ from workbench.experiments.grid import (
 from workbench.experiments.jobs import Job
 from workbench.experiments.length_classes import DIRECTIONS, PHRASINGS
 from workbench.experiments.length_classes import length_vectors as length_vectors  # noqa: PLC0414 (composition's import)
-from workbench.experiments.length_tables import choices_table, curve_layers, write_tables
+from workbench.experiments.length_tables import choices_table, write_tables
 from workbench.experiments.rows import short_base_queries
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving
+from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving, sweep_layers
 from workbench.models import load_args
 from workbench.types import Model
 
@@ -234,7 +234,7 @@ def run_length(
         group_names=("arm", "with_instruction"),
     )
     save_scores(evaluate.table(), run.file("validation_scores.csv"))
-    curve = curve_layers(run.state["choices"]["search_rounds"], chosen)
+    curve = sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
     choices = choices_table(chosen, curve, norms, cfg.weight_unit)
     choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
     run.record("chosen", choices.to_dict("records"))

@@ -1,11 +1,11 @@
-"""The length experiment's choices and tables: the layer of each test weight curve, the search's
+"""The length experiment's choices and tables: the search's
 choices with their raw weights, the headline (no steering vs the chosen setting, Wilson
 intervals), accuracy per weight and per n (intervals over base queries), and the cosines of the
 length classes' vectors.
 
 In a notebook:
 
-    curve = curve_layers(run.state["choices"]["search_rounds"], chosen)   # {(arm, with_instruction): layer}
+    curve = sweep_layers(run.state["choices"]["search_rounds"], chosen, ["arm", "with_instruction"])
     write_tables(run, scored, vectors, chosen, curve, layers)
 """
 
@@ -22,24 +22,6 @@ from workbench.experiments.rundir import RunDir
 from workbench.experiments.search import Candidate
 
 Group = tuple[str, bool]  # (direction, with_instruction)
-
-
-def curve_layers(rounds: Sequence[Mapping[str, Any]], chosen: Mapping[Group, Candidate]) -> dict[Group, int | None]:
-    """The layer of each group's test weight curve: the chosen one, or where the search chose no
-    steering its best steered finalist's (ranked as search._rank: good, loose, fewer degenerate,
-    then the order the last round ran them), so the curve still shows what steering does; None
-    when no steered candidate was searched."""
-    last = max((r["round"] for r in rounds), default=0)
-    out: dict[Group, int | None] = {}
-    for group, cand in chosen.items():
-        finals = [
-            r
-            for r in rounds
-            if r["round"] == last and (r["arm"], bool(r["with_instruction"])) == group and r["layer"] != NONE
-        ]
-        best = min(finals, key=lambda r: (-r["good"], -r["loose"], r["degenerate"]), default=None)
-        out[group] = cand.layer if cand.steered else (int(best["layer"]) if best else None)
-    return out
 
 
 def choices_table(

@@ -224,6 +224,33 @@ def successive_halving(
     return choices
 
 
+def sweep_layers(
+    rounds: pd.DataFrame | Sequence[Mapping[str, Any]], chosen: Mapping[GroupT, Candidate], group_names: Sequence[str]
+) -> dict[GroupT, int | None]:
+    """The layer each group's test sweep (a weight curve) runs at: the chosen candidate's, or,
+    where the search chose no steering, its best steered finalist's (the search's own ranking
+    over the last round), so the sweep still shows what steering does there; None when no
+    steered candidate reached the last round. `rounds`: the search's records (run.json
+    `<name>_rounds` or tables/<name>_rounds.csv)."""
+    table = rounds if isinstance(rounds, pd.DataFrame) else pd.DataFrame(list(rounds))
+    last = table[table["round"] == table["round"].max()]
+    out: dict[GroupT, int | None] = {}
+    for group, cand in chosen.items():
+        mine = last
+        for col, value in _named(group, group_names).items():
+            mine = mine[mine[col] == value]
+        stats = {
+            Candidate(int(r["layer"]), str(r.get("mode", "add")), float(r.get("strength", 0.0))): dict(
+                good=float(r["good"]), loose=float(r["loose"]), degenerate=float(r["degenerate"])
+            )
+            for r in mine.to_dict("records")
+            if int(r["layer"]) != NONE
+        }
+        ranked = _rank(stats)
+        out[group] = cand.layer if cand.steered else ranked[0].layer if ranked else None
+    return out
+
+
 def _named(group: Hashable, names: Sequence[str]) -> dict[str, object]:
     values = group if isinstance(group, tuple) else (group,)
     if len(values) != len(names):
