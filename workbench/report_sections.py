@@ -106,16 +106,23 @@ def keywords_sections(state: State, run: Path, head: pd.DataFrame) -> list[Secti
 
 
 def composition_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Section]:
+    # colour: the condition; symbol: the arm (text labels of eight nearby points overlapped)
+    symbols = dict(none="circle", format="square", length="diamond", both="star")
     fig = go.Figure()
-    for with_instruction, g in cond.groupby("with_instruction"):
+    for (with_instruction, arm), g in cond.groupby(["with_instruction", "arm"]):
+        condition = "instructions in prompt" if with_instruction else "no instructions"
         fig.add_trace(
             go.Scatter(
                 x=g["format_accuracy"],
                 y=g["length_accuracy"],
-                text=g["arm"],
-                mode="markers+text",
-                textposition="top center",
-                name="instructions in prompt" if with_instruction else "no instructions",
+                mode="markers",
+                marker=dict(
+                    symbol=symbols.get(str(arm), "circle"),
+                    size=13,
+                    color="#d62728" if with_instruction else "#1f77b4",
+                    line=dict(width=1, color="white"),
+                ),
+                name=f"{condition}: {arm}",
                 error_x=dict(
                     type="data",
                     array=g["format_ci_high"] - g["format_accuracy"],
@@ -132,8 +139,8 @@ def composition_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Se
         )
     fig.update_layout(
         title="Format accuracy vs length accuracy per condition",
-        xaxis=dict(title="format accuracy", range=[-0.05, 1.05]),
-        yaxis=dict(title="length accuracy", range=[-0.05, 1.05]),
+        xaxis=dict(title="format accuracy", range=[-0.02, min(1.02, float(cond["format_ci_high"].max()) + 0.05)]),
+        yaxis=dict(title="length accuracy", range=[-0.02, 1.02]),
     )
     length = state["choices"].get("length", {})
     chosen = pd.DataFrame(state["choices"].get("chosen", []))

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from workbench.plots._common import TEMPLATE, color
+from workbench.plots._common import TEMPLATE
+
+
+def _layer_color(layer: int, layers: list[int]) -> str:
+    """A layer's colour on a sequential scale: a dozen layers get a dozen distinct colours that
+    read as depth (a qualitative palette of ten repeats)."""
+    at = layers.index(layer) / max(len(layers) - 1, 1)
+    return str(sample_colorscale("Viridis", [0.9 * at])[0])
 
 
 def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
     """One panel per condition (`with_instruction`), x = prompts per candidate in that round,
     y = the share followed and not degenerate; a line per candidate, ending where the search
-    dropped it. No steering is the black dashed line. A candidate keeps one colour (by layer)
-    and line style (solid adjust, dotted add) in both panels. Hover shows loose and degenerate
+    dropped it. No steering is the black dashed line. A candidate keeps one colour (its layer's
+    depth on a sequential scale, early dark to late light) and line style (solid adjust, dotted
+    add) in both panels. Hover shows loose and degenerate
     rates."""
     conditions = sorted(rounds["with_instruction"].unique())
     layers = sorted(int(x) for x in rounds.loc[rounds["label"] != "none", "layer"].unique())
@@ -38,7 +47,7 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
                 dict(color="black", dash="dash", width=3)
                 if none
                 else dict(
-                    color=color(layers.index(int(g["layer"].iloc[0]))),
+                    color=_layer_color(int(g["layer"].iloc[0]), layers),
                     dash="dot" if g["mode"].iloc[0] == "add" else "solid",
                     width=1.5,
                 )
