@@ -24,8 +24,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pandas as pd
-
 import workbench as wb
 from workbench.data import FORMAT_INSTRUCTIONS, IFEvalRow, rows_hash
 from workbench.executor import Executor
@@ -34,7 +32,8 @@ from workbench.experiments.format_tables import fill_unsteered, write_tables
 from workbench.experiments.jobs import Job, add_fluency, run_jobs, score_jobs, vectors_for_all
 from workbench.experiments.rows import format_vector_pairs, languages, stratified_rows, validation_rows, vector_name
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving
+from workbench.experiments.search import Candidate, Halving, candidate_grid
+from workbench.experiments.validation import search_validation
 from workbench.models import load_args
 from workbench.types import Model
 
@@ -172,65 +171,37 @@ def run_format(
         for w in (False, True)
     }
 
-    def generate(jobs: Sequence[Job], phase: str) -> pd.DataFrame:
-        return run_jobs(
-            run,
-            model,
-            jobs,
-            phase=phase,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            truncate=cfg.truncate,
-            executor=executor,
-            show_progress=show_progress,
-        )
+    def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
+        return [_job("validation", r, group[1], cand, vectors) for r in rows]
 
-    evaluate = Evaluator(
+    chosen = search_validation(
         run,
         model,
+        groups,
+        candidates,
+        jobs_for,
+        plan=Halving(prompts=cfg.search_prompts, keep=cfg.search_keep),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        group_names=("instruction_id", "with_instruction"),
+        truncate=cfg.truncate,
+        executor=executor,
+        show_progress=show_progress,
+    )
+
+    # 3. the test set in four conditions
+    test_jobs = _test_jobs(test, vectors, chosen)
+    res = run_jobs(
+        run,
+        model,
+        test_jobs,
+        phase="test",
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         truncate=cfg.truncate,
         executor=executor,
         show_progress=show_progress,
     )
-
-    def jobs_for(group: tuple[str, bool], rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
-        return [_job("validation", r, group[1], cand, vectors) for r in rows]
-
-    plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
-    chosen = successive_halving(
-        run,
-        groups,
-        candidates,
-        jobs_for,
-        evaluate,
-        plan=plan,
-        name="search",
-        group_names=("instruction_id", "with_instruction"),
-    )
-    val = evaluate.table()
-    # every field quoted: a bare carriage return inside a response would split the row
-    val.to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
-    choices = pd.DataFrame(
-        [
-            dict(
-                instruction_id=g[0],
-                with_instruction=g[1],
-                layer=c.layer,
-                mode=c.mode,
-                strength=c.strength,
-                label=c.label,
-            )
-            for g, c in chosen.items()
-        ]
-    )
-    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
-    run.record("chosen", choices.to_dict("records"))
-
-    # 3. the test set in four conditions
-    test_jobs = _test_jobs(test, vectors, chosen)
-    res = generate(test_jobs, "test")
     scored = add_fluency(model, score_jobs(test_jobs, res))  # perplexity reported on the test set
     scored["good"] = scored["loose"].astype(bool) & ~scored["degenerate"].astype(bool)
     # a condition whose chosen layer is "none" reuses the unsteered generation as its steered one

@@ -92,14 +92,21 @@ def search_validation(
     max_new_tokens: int,
     batch_size: int,
     group_names: Sequence[str],
+    truncate: bool = False,
     executor: Executor | None = None,
     show_progress: bool | None = None,
 ) -> dict[GroupT, Candidate]:
     """successive_halving over `candidates` per group of validation rows (named "search"), each
     distinct generation made once and resumable; writes its tables (module docstring). Returns
-    {group: chosen candidate}."""
+    {group: chosen candidate}. `truncate`: cut the start of prompts too long for the context."""
     evaluate = Evaluator(
-        run, model, max_new_tokens=max_new_tokens, batch_size=batch_size, executor=executor, show_progress=show_progress
+        run,
+        model,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        truncate=truncate,
+        executor=executor,
+        show_progress=show_progress,
     )
     chosen = successive_halving(
         run, groups, candidates, jobs_for, evaluate, plan=plan, name="search", group_names=group_names
