@@ -27,10 +27,12 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
     y = the share followed and not degenerate; a line per candidate, ending where the search
     dropped it. No steering is the black dashed line. A candidate keeps one colour (its layer's
     depth on a sequential scale, early dark to late light) and line style (solid adjust, dotted
-    add) in both panels. Hover shows loose and degenerate
-    rates."""
+    add) in both panels; where a mode has several strengths, larger markers mark larger ones.
+    Hover shows loose and degenerate rates."""
     conditions = sorted(rounds["with_instruction"].unique())
     layers = sorted(int(x) for x in rounds.loc[rounds["label"] != "none", "layer"].unique())
+    steered = rounds[rounds["label"] != "none"]
+    strengths = {m: sorted(g.unique()) for m, g in steered.groupby("mode")["strength"]} if "strength" in rounds else {}
     shown: set[str] = set()
     fig = make_subplots(
         rows=1,
@@ -52,11 +54,14 @@ def search_rounds(rounds: pd.DataFrame, title: str = "") -> go.Figure:
                     width=1.5,
                 )
             )
+            ranks = strengths.get(g["mode"].iloc[0], [])
+            size = 6 + 4 * ranks.index(g["strength"].iloc[0]) if not none and len(ranks) > 1 else 6
             fig.add_trace(
                 go.Scatter(
                     x=g["n_prompts"],
                     y=g["good"],
                     mode="lines+markers",
+                    marker=dict(size=size),
                     name=label,
                     legendgroup=label,
                     showlegend=label not in shown,
