@@ -101,10 +101,7 @@ def reproduce_length(
     quick: bool = QUICK,
     out: Path = out_option("length"),
     limit: int | None = typer.Option(None, help="evaluation base queries (default 50)"),
-    weights: str | None = typer.Option(
-        None,
-        help="weight grid, e.g. 0,5,10,20,40 (0 = none; the non-zero ones are searched with the layer on validation, and the test curve runs over all at the chosen layer)",
-    ),
+    weights: str | None = typer.Option(None, help="weights searched and curved, e.g. 0,5,10,20,40 (0 = none)"),
     settings: list[str] | None = SET,
     device: str | None = DEVICE,
     dtype: str | None = DTYPE,
