@@ -58,7 +58,8 @@ from workbench.experiments.jobs import Job, vectors_for_all
 from workbench.experiments.keywords_tables import Group, choices_table, write_tables
 from workbench.experiments.rows import short_base_queries, short_rows
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving, sweep_layers
+from workbench.experiments.search import Candidate, Halving, candidate_grid, sweep_layers
+from workbench.experiments.validation import search_validation
 from workbench.models import load_args
 from workbench.pairs import PromptPair
 from workbench.types import Model
@@ -238,29 +239,29 @@ def run_keywords(
     groups = {
         (a, w): [r for r in val if r.instruction_id_list[0] == ARMS[a][0]] for a in cfg.arms for w in (False, True)
     }
-    evaluate = Evaluator(
-        run,
-        model,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        executor=executor,
-        show_progress=show_progress,
-    )
 
     def jobs_for(group: Group, rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
         return [_validation_job(group[0], r, group[1], cand, specs) for r in rows]
 
-    candidates = candidate_grid(layers, adjust=(), add=[c for c in cfg.weights if c])
-    plan = Halving(prompts=cfg.search_prompts, keep=cfg.search_keep)
-    chosen = successive_halving(
-        run, groups, candidates, jobs_for, evaluate, plan=plan, name="search", group_names=("arm", "with_instruction")
+    def sweep_layer(chosen: dict[Group, Candidate]) -> dict[Group, int]:
+        found = sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
+        return {g: NONE if layer is None else layer for g, layer in found.items()}
+
+    chosen = search_validation(
+        run,
+        model,
+        groups,
+        candidate_grid(layers, adjust=(), add=[c for c in cfg.weights if c]),
+        jobs_for,
+        plan=Halving(prompts=cfg.search_prompts, keep=cfg.search_keep),
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        group_names=("arm", "with_instruction"),
+        describe=lambda chosen: choices_table(chosen, sweep_layer(chosen), norms, cfg.weight_unit),
+        executor=executor,
+        show_progress=show_progress,
     )
-    save_scores(evaluate.table(), run.file("validation_scores.csv"))
-    found = sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
-    sweep_at = {g: NONE if layer is None else layer for g, layer in found.items()}
-    choices = choices_table(chosen, sweep_at, norms, cfg.weight_unit)
-    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
-    run.record("chosen", choices.to_dict("records"))
+    sweep_at = sweep_layer(chosen)
 
     # 3. the test prompts over the weight grid at the chosen (or swept) layer
     def candidates_of(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:

@@ -60,7 +60,8 @@ from workbench.experiments.length_classes import length_vectors as length_vector
 from workbench.experiments.length_tables import choices_table, write_tables
 from workbench.experiments.rows import short_base_queries
 from workbench.experiments.rundir import RunDir
-from workbench.experiments.search import Candidate, Evaluator, Halving, candidate_grid, successive_halving, sweep_layers
+from workbench.experiments.search import Candidate, Halving, candidate_grid, sweep_layers
+from workbench.experiments.validation import search_validation
 from workbench.models import load_args
 from workbench.types import Model
 
@@ -209,35 +210,29 @@ def run_length(
         return [wb.Steering(steer[direction], layer, "add", raw_weight(c, layer, norms, cfg.weight_unit))]
 
     # 1. the search on validation prompts, per direction, with and without the instruction
-    evaluate = Evaluator(
-        run,
-        model,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        executor=executor,
-        show_progress=show_progress,
-    )
-
     def jobs_for(group: Group, rows: Sequence[IFEvalRow], cand: Candidate) -> list[Job]:
         return [
             _job(group, r, cand, specs(group[0], r, cand.layer, cand.strength) if cand.steered else []) for r in rows
         ]
 
-    chosen = successive_halving(
+    def sweep_layer(chosen: dict[Group, Candidate]) -> dict[Group, int | None]:
+        return sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
+
+    chosen = search_validation(
         run,
+        model,
         {(d, w): val_rows for d in cfg.directions for w in (False, True)},
         candidate_grid(layers, adjust=(), add=weights),
         jobs_for,
-        evaluate,
         plan=Halving(prompts=cfg.search_prompts, keep=cfg.search_keep),
-        name="search",
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
         group_names=("arm", "with_instruction"),
+        describe=lambda chosen: choices_table(chosen, sweep_layer(chosen), norms, cfg.weight_unit),
+        executor=executor,
+        show_progress=show_progress,
     )
-    save_scores(evaluate.table(), run.file("validation_scores.csv"))
-    curve = sweep_layers(run.state["choices"]["search_rounds"], chosen, ("arm", "with_instruction"))
-    choices = choices_table(chosen, curve, norms, cfg.weight_unit)
-    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
-    run.record("chosen", choices.to_dict("records"))
+    curve = sweep_layer(chosen)
 
     # 2. the test prompts over the weight grid, at the layer of each (direction, condition)
     def candidates(row: IFEvalRow, with_instruction: bool) -> list[tuple[str, int, float]]:

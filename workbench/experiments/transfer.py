@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -54,7 +54,7 @@ from workbench.experiments.rows import (
 from workbench.experiments.rundir import RunDir
 from workbench.experiments.search import MODES, Candidate, Halving, candidate_grid
 from workbench.experiments.transfer_vectors import carry, transfer_maps
-from workbench.experiments.validation import candidate_job, candidate_steering, search_validation
+from workbench.experiments.validation import candidate_job, search_validation
 from workbench.models import load_args, model_info
 from workbench.types import Model
 
@@ -214,19 +214,7 @@ def run_transfer(
 def _test_job(
     row: IFEvalRow, with_instruction: bool, arm: str, cand: Candidate, vectors: dict[str, dict[str, wb.SteeringVector]]
 ) -> Job:
-    """A test prompt under `arm`'s chosen candidate. The id hashes prompt and steering: an arm
-    whose search chose no steering shares the generation of the target alone."""
-    prompt = (row.prompt if with_instruction else row.prompt_without_instruction) or ""
-    steering = candidate_steering(cand, vectors.get(arm, {}), row, cross_model=arm == "source")
-    tags = dict(
-        row_id=row.row_id,
-        arm=arm,
-        instruction_id=row.instruction_id_list[0],
-        with_instruction=with_instruction,
-        layer=cand.layer,
-        mode=cand.mode,
-        strength=cand.strength,
-        weight=float(steering[0].weight) if steering else 0.0,
-        steered=cand.steered,
-    )
-    return Job(job_id("test", arm, prompt, steering), prompt, row, steering, tags)
+    """A test prompt under `arm`'s chosen candidate (candidate_job's tags). The id hashes prompt
+    and steering: an arm whose search chose no steering shares the generation of the target alone."""
+    job = candidate_job("test", arm, row, with_instruction, cand, vectors.get(arm, {}), cross_model=arm == "source")
+    return replace(job, id=job_id("test", arm, job.prompt, job.steering))

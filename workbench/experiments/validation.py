@@ -11,13 +11,13 @@ over layer x mode x strength per group, its jobs, and its tables.
     chosen[("own", "change_case:english_lowercase", True)]   # -> Candidate(layer=12, mode="adjust", ...)
 
 Writes tables/search_rounds.csv (every round, every candidate), tables/search_choices.csv (per
-group the chosen label, layer, mode and strength), validation_scores.csv (every scored line),
-and records search_plan, search_rounds and chosen in run.json.
+group the chosen label, layer, mode and strength, or the experiment's own table: `describe`),
+validation_scores.csv (every scored line), and records search_plan, search_rounds and chosen in
+run.json.
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,6 +25,7 @@ import pandas as pd
 
 import workbench as wb
 from workbench.data import IFEvalRow
+from workbench.experiments.grid import save_scores
 from workbench.experiments.jobs import Job
 from workbench.experiments.rows import vector_name
 from workbench.experiments.rundir import RunDir
@@ -93,12 +94,15 @@ def search_validation(
     batch_size: int,
     group_names: Sequence[str],
     truncate: bool = False,
+    describe: Callable[[dict[GroupT, Candidate]], pd.DataFrame] | None = None,
     executor: Executor | None = None,
     show_progress: bool | None = None,
 ) -> dict[GroupT, Candidate]:
     """successive_halving over `candidates` per group of validation rows (named "search"), each
     distinct generation made once and resumable; writes its tables (module docstring). Returns
-    {group: chosen candidate}. `truncate`: cut the start of prompts too long for the context."""
+    {group: chosen candidate}. `truncate`: cut the start of prompts too long for the context.
+    `describe`: {group: chosen} -> the choices table (default: `choices_table`), written to
+    tables/search_choices.csv and recorded as "chosen"."""
     evaluate = Evaluator(
         run,
         model,
@@ -111,13 +115,19 @@ def search_validation(
     chosen = successive_halving(
         run, groups, candidates, jobs_for, evaluate, plan=plan, name="search", group_names=group_names
     )
-    # every field quoted: a bare carriage return inside a response would split the row
-    evaluate.table().to_csv(run.file("validation_scores.csv"), index=False, quoting=csv.QUOTE_NONNUMERIC)
-    names = list(group_names)
-    choices = pd.DataFrame(
+    save_scores(evaluate.table(), run.file("validation_scores.csv"))
+    choices = describe(chosen) if describe else choices_table(chosen, group_names)
+    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
+    run.record("chosen", choices.to_dict("records"))
+    return chosen
+
+
+def choices_table(chosen: Mapping[GroupT, Candidate], group_names: Sequence[str]) -> pd.DataFrame:
+    """Per group (its fields named by `group_names`) the chosen label, layer, mode and strength."""
+    return pd.DataFrame(
         [
             dict(
-                zip(names, g if isinstance(g, tuple) else (g,)),
+                zip(group_names, g if isinstance(g, tuple) else (g,)),
                 label=c.label,
                 layer=c.layer,
                 mode=c.mode,
@@ -126,6 +136,3 @@ def search_validation(
             for g, c in chosen.items()
         ]
     )
-    choices.to_csv(run.file("tables", "search_choices.csv"), index=False)
-    run.record("chosen", choices.to_dict("records"))
-    return chosen
