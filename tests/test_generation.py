@@ -165,6 +165,45 @@ def test_a_sweep_shares_one_prefill_per_prompt_and_keeps_every_token(tiny, tiny_
     assert len({tuple(t) for t in got}) > len(prompts) + 1  # the generated-token steering did something
 
 
+def test_rows_that_decode_alike_decode_once(tiny, tiny_vec, monkeypatch):
+    """Greedy: weight 0 at any layer is no steering, and a repeated (prompt, steering) is the same
+    row: each distinct row is decoded once and copied, every row keeps its own steering label and
+    equals the batch-1 reference. Sampling decodes every row."""
+    from workbench import generation
+
+    decoded: list[int] = []
+    real = generation.decode_batch
+
+    def counting(model, hf, ids, *args, **kwargs):
+        decoded.append(len(ids))
+        return real(model, hf, ids, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "decode_batch", counting)
+    steer = wb.Steering(tiny_vec, layer=1, weight=40.0)
+    configs = [
+        [],
+        [wb.Steering(tiny_vec, layer=1, weight=0.0)],
+        [wb.Steering(tiny_vec, layer=3, mode="adjust", weight=0.0)],
+        [steer],
+        [steer],
+        [steer, wb.Steering(tiny_vec, layer=2, weight=0.0)],
+    ]
+    prompts = PROMPTS[:2]
+    rows_prompts = [p for _ in configs for p in prompts]
+    rows_specs = [c for c in configs for _ in prompts]
+    table = wb.generate_table(tiny, rows_prompts, rows_specs, max_new_tokens=N_TINY, batch_size=64)
+    assert decoded == [2 * len(prompts)], "unsteered and steered, once per prompt"
+    for prompt, specs, tokens in zip(rows_prompts, rows_specs, _tokens(table)):
+        assert tokens == wb.generate_reference(tiny, prompt, specs, max_new_tokens=N_TINY), (prompt, specs)
+    assert list(table["steering"][: len(prompts)]) == ["none"] * len(prompts)
+    assert all("w=0 " in label for label in table["steering"][len(prompts) : 3 * len(prompts)])
+    decoded.clear()
+    wb.generate_table(
+        tiny, rows_prompts, rows_specs, max_new_tokens=N_TINY, batch_size=64, sampling=wb.Sampling(temperature=1.0)
+    )
+    assert decoded == [len(rows_prompts)]
+
+
 def test_prefill_groups_name_what_leaves_the_prompt_alone(tiny_vec):
     from workbench.decoding import prefill_groups, touches_prompt
 

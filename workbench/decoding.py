@@ -12,7 +12,10 @@ of the rows finished, they leave the batch (and the cache).
 A sweep repeats each prompt under many settings. Rows whose prompt activations are the same (the
 same tokens, and steering that leaves the prompt alone: positions="generated", weight 0, or
 explicit indices past the prompt) share one prefill: it runs once per distinct prompt and its
-KV-cache rows are expanded to every row that shares it (`prefill_groups`).
+KV-cache rows are expanded to every row that shares it (`prefill_groups`). Under greedy decoding,
+rows that are the same altogether (the same tokens, the same steering once weight-0 specs, which
+change nothing, are set aside) are decoded once (`same_rows`): a sweep's weight 0 at every layer is
+one row per prompt.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from torch import Tensor, nn
 
 from workbench.devices import hf_model, input_device
 from workbench.hooks import PositionContext, build_hooks
+from workbench.prefill import first_steered_layers, staged_prefill, touches_prompt, worth_staging
 from workbench.prompts import left_pad
 from workbench.steering import Steering
-from workbench.twin import reachable, twin_for, twin_hooks
+from workbench.twin import layers_of, reachable, twin_for, twin_hooks
 
 if TYPE_CHECKING:
     from workbench.types import Model
@@ -78,15 +82,25 @@ def forward_module(model: Model, per_row: list[list[Steering]], unbridged: bool 
     return tw if tw is not None else hf_model(model)
 
 
-def touches_prompt(spec: Steering, n_prompt: int) -> bool:
-    """Whether `spec` changes any activation of a prompt of `n_prompt` tokens (its hook's rows
-    x + (a + b x.d) d are exactly x at every position it does not steer, and everywhere at
-    weight 0)."""
-    if spec.weight == 0 or spec.positions == "generated":
-        return False
-    if isinstance(spec.positions, tuple):
-        return any(-n_prompt <= i < n_prompt for i in spec.positions)
-    return True  # "all", "prompt"
+def _steering_key(specs: list[Steering], n_prompt: int, *, prompt_only: bool) -> tuple[object, ...]:
+    return tuple(
+        (id(s.vector), s.layer, s.hook, s.mode, s.weight, s.positions)
+        for s in specs
+        if (touches_prompt(s, n_prompt) if prompt_only else s.weight != 0)
+    )
+
+
+def same_rows(ids: list[list[int]], rows: list[list[Steering]], sampling: Sampling) -> list[int]:
+    """Per row, the first row that decodes to the same tokens: greedy decoding of the same
+    prompt tokens under the same steering (weight-0 specs set aside). Under sampling every row
+    draws its own tokens, so each row is its own."""
+    if sampling.temperature > 0:
+        return list(range(len(ids)))
+    first: dict[tuple[object, ...], int] = {}
+    return [
+        first.setdefault((tuple(tokens), _steering_key(specs, len(tokens), prompt_only=False)), r)
+        for r, (tokens, specs) in enumerate(zip(ids, rows))
+    ]
 
 
 def prefill_groups(ids: list[list[int]], rows: list[list[Steering]]) -> tuple[list[int], list[int]]:
@@ -96,11 +110,7 @@ def prefill_groups(ids: list[list[int]], rows: list[list[Steering]]) -> tuple[li
     firsts: list[int] = []
     share = []
     for r, (tokens, specs) in enumerate(zip(ids, rows)):
-        on_prompt = tuple(
-            (id(s.vector), s.layer, s.hook, s.mode, s.weight, s.positions)
-            for s in specs
-            if touches_prompt(s, len(tokens))
-        )
+        on_prompt = _steering_key(specs, len(tokens), prompt_only=True)
         g = group.setdefault((tuple(tokens), on_prompt), len(group))
         if g == len(firsts):
             firsts.append(r)
@@ -137,13 +147,17 @@ def decode_batch(
     hooks = build_hooks(model, rows, ctx)
     on_bridge = hf is hf_model(model)
     reps, share = prefill_groups(ids, rows)
+    # on the twin on one device, rows steered from layer s on replay the prompt's layers below s
+    layers = None if on_bridge or getattr(hf, "hf_device_map", None) else layers_of(hf)
+    stages = first_steered_layers([ids[r] for r in reps], [rows[r] for r in reps], len(layers or ()))
+    staged = layers is not None and worth_staging(stages, len({tuple(t) for t in ids}), len(layers))
 
-    def forward(step_ids: Tensor, mask: Tensor, position_ids: Tensor) -> Tensor:
+    def forward(step_ids: Tensor, mask: Tensor, position_ids: Tensor, kv: DynamicCache) -> Tensor:
         out = hf(
             input_ids=step_ids,
             attention_mask=mask,
             position_ids=position_ids,
-            past_key_values=cache,
+            past_key_values=kv,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -153,15 +167,21 @@ def decode_batch(
     with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
         step_ids = input_ids
         for step in range(max_new_tokens):
-            if step == 0 and len(reps) < len(ids):  # one prefill per distinct prompt, then expand
+            if step == 0 and staged:  # the prompt's lower layers shared (prefill.py), then expand
+                assert layers is not None
+                batch = (input_ids, mask, position_ids)
+                logits, cache = staged_prefill(layers, forward, ctx, batch, ids, reps, stages)
+                logits = logits[torch.tensor(share, device=logits.device)]
+                cache.batch_select_indices(torch.tensor(share))
+            elif step == 0 and len(reps) < len(ids):  # one prefill per distinct prompt, then expand
                 first = torch.tensor(reps, device=device)
                 ctx.rows = first  # the hooks steer each first row as its own
-                logits = forward(input_ids[first], mask[first], position_ids[first])
+                logits = forward(input_ids[first], mask[first], position_ids[first], cache)
                 ctx.rows = None
                 logits = logits[torch.tensor(share, device=logits.device)]
                 cache.batch_select_indices(torch.tensor(share))  # a CPU index, as below
             else:
-                logits = forward(step_ids, mask, position_ids)
+                logits = forward(step_ids, mask, position_ids, cache)
             nxt = sampling.pick(logits, gen)
             for r, t in zip(live, nxt.tolist()):
                 if reasons[r] is not None:

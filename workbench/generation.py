@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import pandas as pd
 import torch
 
-from workbench.decoding import Sampling, decode_batch, forward_module
+from workbench.decoding import Sampling, decode_batch, forward_module, same_rows
 from workbench.devices import hf_model, input_device
 from workbench.hooks import PositionContext, build_hooks
 from workbench.kvcheck import check_kv_cache
@@ -134,24 +134,28 @@ def _generate(
     # on the model's device: torch.multinomial refuses a generator on another device
     gen = torch.Generator(input_device(model)).manual_seed(sampling.seed) if sampling.temperature > 0 else None
     eos = eos_ids(model)
-    # similar lengths share a batch, and equal prompts sit together (they share a prefill)
-    order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), ids[i]))
-    out: dict[int, Generation] = {}
+    # rows that would decode alike run once; similar lengths share a batch, and equal prompts
+    # sit together (they share a prefill)
+    source = same_rows(ids, per_row, sampling)
+    order = sorted(set(source), key=lambda i: (-len(ids[i]), ids[i]))
+    new: dict[int, tuple[list[int], str, str]] = {}
     for index in progress(list(batched(order, batch_size)), "generating", show_progress):
         rows = [per_row[i] for i in index]
-        new = decode_batch(model, forward, [ids[i] for i in index], rows, max_new_tokens, sampling, stops, gen, eos)
-        for i, (tokens, reason, text) in zip(index, new):
-            out[i] = Generation(
-                prompts[i],
-                formatted[i],
-                text,
-                len(tokens),
-                reason,
-                "; ".join(s.describe() for s in per_row[i]) or "none",
-                cut[i],
-                tuple(tokens),
-            )
-    return [out[i] for i in range(len(prompts))]
+        done = decode_batch(model, forward, [ids[i] for i in index], rows, max_new_tokens, sampling, stops, gen, eos)
+        new.update(zip(index, done))
+    return [
+        Generation(
+            prompts[i],
+            formatted[i],
+            new[source[i]][2],
+            len(new[source[i]][0]),
+            new[source[i]][1],
+            "; ".join(s.describe() for s in per_row[i]) or "none",
+            cut[i],
+            tuple(new[source[i]][0]),
+        )
+        for i in range(len(prompts))
+    ]
 
 
 def _fit_context(

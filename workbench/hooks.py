@@ -61,7 +61,8 @@ class PositionContext:
     then the sequence length so far, since with a KV cache a hook sees only the new token).
     rows: which of the original rows are still in the batch (generation drops finished rows);
     None: all of them. new_tokens: how many tokens generation adds (0 outside generation), to
-    refuse explicit positions no row reaches. The tensors may live on any device.
+    refuse explicit positions no row reaches. paused: the hooks leave every activation alone (an
+    unsteered pass inside a steered block, prefill.py). The tensors may live on any device.
     """
 
     offsets: Int[Tensor, " batch"] | None = None
@@ -69,6 +70,7 @@ class PositionContext:
     start: int = 0
     rows: Int[Tensor, " live"] | None = None
     new_tokens: int = 0
+    paused: bool = False
 
     def unpadded(
         self, batch: int, length: int, device: torch.device
@@ -130,6 +132,8 @@ def _steering_hook(terms: list[_Term], ctx: PositionContext) -> Hook:
     def hook(
         x: Float[Tensor, "batch pos d_model"], hook: HookPoint | None = None
     ) -> Float[Tensor, "batch pos d_model"]:
+        if ctx.paused:
+            return x
         pos, prompt_lens = ctx.unpadded(x.shape[0], x.shape[1], x.device)
         rows = None if ctx.rows is None else ctx.rows.to(x.device)
         for t in terms:

@@ -115,7 +115,8 @@ def twin_for(model: Model, names: Iterable[str], *, attention: str = ATTENTION) 
     return twin(model, attention=attention)
 
 
-def _layers(tw: nn.Module) -> nn.ModuleList:
+def layers_of(tw: nn.Module) -> nn.ModuleList:
+    """The twin's decoder layers."""
     layers = tw.get_submodule("model.layers")
     assert isinstance(layers, nn.ModuleList)
     return layers
@@ -131,7 +132,7 @@ def twin_hooks(tw: nn.Module, hooks: Sequence[NamedHook]) -> Iterator[nn.Module]
             match = _HOOK.fullmatch(name)
             if match is None:
                 raise ValueError(f"the unbridged twin cannot reach hook {name!r}")
-            layer = _layers(tw)[int(match.group(1))]
+            layer = layers_of(tw)[int(match.group(1))]
             if match.group(2) == "post":
                 handles.append(layer.register_forward_hook(_post(fn)))
             else:
