@@ -20,7 +20,9 @@ are the first base queries, formatted by wb.generate with the chat template.
             (not bridged) with sdpa attention when `raw` asks (off by default: time).
   sweep     (c) 4 layers x 8 weights of `add` over 4 prompts: one wb.generate_table call with
             a steering list per row (128 rows, batch_size 32) vs 32 wb.generate calls, one per
-            configuration over the 4 prompts (batch_size 32, so batches of 4); and, for the
+            configuration over the 4 prompts (batch_size 32, so batches of 4); the same call
+            as one batch of all 128 rows (batched_one), and once more with the staged prefill
+            and the decode-once of equal rows turned off (batched_one_unshared); and, for the
             before / after of the unbridged twin, the batched call with unbridged=False.
   profile   cProfile of one steered wb.generate batch: where the decode time goes.
   memory    one variant in a fresh process, peak RSS while it runs; the sweep variants run
@@ -376,8 +378,28 @@ def run_sweep(quick: bool) -> dict:
 
         return go
 
+    def without_sharing(go):
+        """`go` with the staged prefill and the decode-once of equal rows turned off: what those
+        two are worth on the same call."""
+
+        def off():
+            from workbench import decoding, generation
+
+            saved = decoding.worth_staging, generation.same_rows
+            decoding.worth_staging = lambda *a: False
+            generation.same_rows = lambda ids, rows, sampling: list(range(len(ids)))
+            try:
+                go()
+            finally:
+                decoding.worth_staging, generation.same_rows = saved
+
+        return off
+
+    whole = len(rows_prompts)  # the whole sweep as one batch
     candidates = {
         "batched": batched(B, "batched"),
+        "batched_one": batched(whole, "batched_one"),
+        "batched_one_unshared": without_sharing(batched(whole, "batched_one_unshared")),
         "loop": loop(),
         "batched_generated": batched(B, "batched_generated", gen_rows_specs),
         "loop_generated": loop("loop_generated", gen_specs),
@@ -405,6 +427,11 @@ def run_sweep(quick: bool) -> dict:
         seconds=times.summary(),
         speedup_batched_vs_loop=times.ratio("loop", "batched"),
         rows_identical_batched_vs_loop=same("batched"),
+        batch_size_one=whole,
+        speedup_one_vs_loop=times.ratio("loop", "batched_one"),
+        rows_identical_one_vs_loop=same("batched_one"),
+        speedup_sharing=times.ratio("batched_one_unshared", "batched_one"),
+        rows_identical_one_unshared_vs_loop=same("batched_one_unshared"),
     )
     res["generated"] = dict(
         positions="generated",

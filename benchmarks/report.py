@@ -121,7 +121,12 @@ def targets(b: dict) -> list[dict]:
     sweep = b.get("sweep") or b.get("generate", {}).get("sweep")  # older runs kept it in generate
     if sweep:
         r = sweep["speedup_batched_vs_loop"]
-        out.append(target("3c. batched sweep vs loop", "speed-up", r["wall"]["median"], r["cpu"]["median"], ">=", 6.0))
+        what = f"3c. batched sweep vs loop (batch_size {sweep['batch_size_batched']})"
+        out.append(target(what, "speed-up", r["wall"]["median"], r["cpu"]["median"], ">=", 6.0))
+        if "speedup_one_vs_loop" in sweep:  # the whole sweep as one batch
+            r = sweep["speedup_one_vs_loop"]
+            what = f"3c. batched sweep vs loop (one batch of {sweep['batch_size_one']} rows)"
+            out.append(target(what, "speed-up", r["wall"]["median"], r["cpu"]["median"], ">=", 6.0))
         if "generated" in sweep:  # the sweep steering generated tokens only: one prefill per prompt
             r = sweep["generated"]["speedup_batched_vs_loop"]
             out.append(
@@ -446,7 +451,20 @@ def render_sweep(s: dict, own_run: dict | None) -> list[str]:
             if "rows_identical_batched_bridge_vs_loop" in s
             else ""
         )
+        + (
+            f", batched_one {s['rows_identical_one_vs_loop']}/{s['rows']}, batched_one_unshared "
+            f"{s['rows_identical_one_unshared_vs_loop']}/{s['rows']}"
+            if "rows_identical_one_vs_loop" in s
+            else ""
+        )
         + "."
+        + (
+            f" `batched_one` is the same call with batch_size {s['batch_size_one']} (the whole sweep in one "
+            "batch); `batched_one_unshared` is that call with the staged prefill (workbench/prefill.py) and the "
+            "decode-once of equal rows (decoding.same_rows) turned off."
+            if "rows_identical_one_vs_loop" in s
+            else ""
+        )
         + (
             " `batched_bridge` is the batched call with `unbridged=False` (the bridged path, before the twin)."
             if "batched_bridge" in s["seconds"]
@@ -463,6 +481,9 @@ def render_sweep(s: dict, own_run: dict | None) -> list[str]:
         "|---|---|---|",
         _ratio_row("batched vs loop", s["speedup_batched_vs_loop"]),
     ]
+    if "speedup_one_vs_loop" in s:
+        L.append(_ratio_row(f"one batch of {s['batch_size_one']} rows vs loop", s["speedup_one_vs_loop"]))
+        L.append(_ratio_row("one batch: staged prefill + decode-once vs neither", s["speedup_sharing"]))
     if "speedup_batched_vs_batched_bridge" in s:
         L.append(_ratio_row("batched (twin) vs batched_bridge", s["speedup_batched_vs_batched_bridge"]))
     g = s.get("generated")
