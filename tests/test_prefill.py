@@ -95,3 +95,36 @@ def test_staged_and_plain_prefill_agree_across_batch_sizes(tiny, tiny_vec, batch
         for p, s in zip(rows_prompts, rows_specs)
     ]
     assert [list(t) for t in table["token_ids"]] == alone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["smollm", "gemma"])
+def test_staged_prefill_on_the_bundled_models(request, make_vector, name):
+    """A layer sweep steering every position, on both bundled architectures (Gemma 3 mixes
+    sliding-window and global layers): the layers below each row's steering ran on the distinct
+    prompts only, and every row equals the batch-1 full-recompute reference."""
+    model = request.getfixturevalue(name)
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    low, high = n_layers // 3, 2 * n_layers // 3
+    g = torch.Generator().manual_seed(0)
+    vec = make_vector(model, {low: torch.randn(d_model, generator=g), high: torch.randn(d_model, generator=g)})
+    norm = float(model.cfg.d_model) ** 0.5  # a residual-scale push: the answers change
+    prompts = ["Hi", "Describe how a river shapes the valley it flows through."]
+    configs = [[], [wb.Steering(vec, layer=low, weight=8 * norm)], [wb.Steering(vec, layer=high, weight=8 * norm)]]
+    rows_prompts = [p for _ in configs for p in prompts]
+    rows_specs = [c for c in configs for _ in prompts]
+    tw = twin(model)
+    wb.generate(model, prompts[:1], max_new_tokens=1)
+    seen, handles = _prompt_rows_per_layer(tw)
+    try:
+        table = wb.generate_table(model, rows_prompts, rows_specs, max_new_tokens=8, batch_size=len(rows_prompts))
+    finally:
+        for h in handles:
+            h.remove()
+    p = len(prompts)
+    assert [sum(seen[0]), sum(seen[low]), sum(seen[high])] == [p, 2 * p, 3 * p]
+    got = [list(t) for t in table["token_ids"]]
+    assert got[2:4] != got[:2] and got[4:] != got[:2], "the steering changed nothing"
+    for prompt, specs, tokens in zip(rows_prompts, rows_specs, got):
+        ref = wb.generate_reference(model, prompt, specs, max_new_tokens=8)
+        assert tokens == ref, (prompt, specs, model.tokenizer.decode(tokens), model.tokenizer.decode(ref))
