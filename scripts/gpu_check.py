@@ -8,7 +8,8 @@ of SmolLM2-135M's architecture and size built from its config.json).
 Checks: greedy tokens on the device (fp32) equal the CPU's for one mixed per-row batch (add,
 adjust, ablate x all, prompt, generated, explicit indices); caches match within tolerance;
 bf16 and fp16 run (steering by 0 changes nothing); the device_map path gives the tokens of the
-whole model; generation at batch 32 and 128 against transformers' own generate on the same GPU.
+whole model; generation at batch 32 and 128 against transformers' own generate on the same GPU;
+issue 14's layer x weight sweep as one batch against a loop of calls (fp32, tokens compared).
 Writes DIR/gpu_check.json and DIR/gpu_check.md.
 """
 
@@ -261,6 +262,45 @@ def bench_generation(device: str, assets: Path, batches: list[int], new_tokens: 
     )
 
 
+def bench_sweep(device: str, assets: Path, new_tokens: int, dtype: torch.dtype, n_prompts: int = 4) -> dict:
+    """Issue 14's sweep on the device: 4 layers x 8 `add` weights x `n_prompts` prompts, every
+    position steered, as one batch against a loop of one call per configuration; same tokens."""
+    model = smollm_shaped(device, dtype, assets)
+    queries = wb.base_queries()[:n_prompts]
+    vec = wb.derive(wb.cache_pairs(model, wb.instruction_pairs(queries * 4, "change_case:english_lowercase", seed=0)))
+    configs = [wb.Steering(vec, layer, "add", w) for layer in (6, 12, 18, 24) for w in (0, 1, 2, 3, 4, 5, 6, 8)]
+    texts = [q for _ in configs for q in queries]
+    rows = [[c] for c in configs for _ in queries]
+
+    def one_batch():
+        return wb.generate_table(model, texts, rows, max_new_tokens=new_tokens, batch_size=len(texts))
+
+    def loop():
+        tables = [wb.generate_table(model, queries, [c], max_new_tokens=new_tokens) for c in configs]
+        return [t for table in tables for t in table["token_ids"]]
+
+    timings, got = {}, {}
+    one_batch(), loop()  # warm-up: kernels, the twin, the stack check
+    for name, fn in (("one_batch", one_batch), ("loop", loop), ("one_batch_again", one_batch)):
+        sync(device)
+        start = time.perf_counter()
+        got[name] = fn()
+        sync(device)
+        timings[name] = round(time.perf_counter() - start, 3)
+    batched = [list(t) for t in got["one_batch"]["token_ids"]]
+    same = sum(a == list(b) for a, b in zip(batched, got["loop"]))
+    speedup = timings["loop"] / min(timings["one_batch"], timings["one_batch_again"])
+    print(f"  sweep {len(texts)} rows: one batch {timings['one_batch']} s, loop {timings['loop']} s", flush=True)
+    return dict(
+        ok=same == len(texts),
+        rows=len(texts),
+        tokens_equal=f"{same}/{len(texts)}",
+        timings=timings,
+        speedup_one_batch_vs_loop=round(speedup, 2),
+        dtype=str(dtype).removeprefix("torch."),
+    )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu", action="store_true", help="dry run on the CPU, small benchmark")
@@ -300,6 +340,7 @@ def main() -> int:
                 device, args.assets, batches, new_tokens, torch.bfloat16 if not args.cpu else torch.float32
             ),
         ),
+        ("sweep", lambda: bench_sweep(device, args.assets, new_tokens, torch.float32, n_prompts=1 if args.cpu else 4)),
     ]
     for name, step in steps:
         start = time.perf_counter()
