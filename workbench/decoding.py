@@ -149,7 +149,9 @@ def decode_batch(
     reps, share = prefill_groups(ids, rows)
     # on the twin on one device, rows steered from layer s on replay the prompt's layers below s
     layers = None if on_bridge or getattr(hf, "hf_device_map", None) else layers_of(hf)
-    stages = first_steered_layers([ids[r] for r in reps], [rows[r] for r in reps], len(layers or ()))
+    stages = (
+        [] if layers is None else first_steered_layers([ids[r] for r in reps], [rows[r] for r in reps], len(layers))
+    )
     staged = layers is not None and worth_staging(stages, len({tuple(t) for t in ids}), len(layers))
 
     def forward(step_ids: Tensor, mask: Tensor, position_ids: Tensor, kv: DynamicCache) -> Tensor:
@@ -167,17 +169,15 @@ def decode_batch(
     with model.hooks(fwd_hooks=hooks) if on_bridge else twin_hooks(hf, hooks):
         step_ids = input_ids
         for step in range(max_new_tokens):
-            if step == 0 and staged:  # the prompt's lower layers shared (prefill.py), then expand
-                assert layers is not None
-                batch = (input_ids, mask, position_ids)
-                logits, cache = staged_prefill(layers, forward, ctx, batch, ids, reps, stages)
-                logits = logits[torch.tensor(share, device=logits.device)]
-                cache.batch_select_indices(torch.tensor(share))
-            elif step == 0 and len(reps) < len(ids):  # one prefill per distinct prompt, then expand
-                first = torch.tensor(reps, device=device)
-                ctx.rows = first  # the hooks steer each first row as its own
-                logits = forward(input_ids[first], mask[first], position_ids[first], cache)
-                ctx.rows = None
+            if step == 0 and (staged or len(reps) < len(ids)):  # prefill the distinct rows, then expand
+                if layers is not None and staged:  # the prompt's lower layers shared (prefill.py)
+                    batch = (input_ids, mask, position_ids)
+                    logits, cache = staged_prefill(layers, forward, ctx, batch, ids, reps, stages)
+                else:  # one prefill per distinct (prompt, prompt steering)
+                    first = torch.tensor(reps, device=device)
+                    ctx.rows = first  # the hooks steer each first row as its own
+                    logits = forward(input_ids[first], mask[first], position_ids[first], cache)
+                    ctx.rows = None
                 logits = logits[torch.tensor(share, device=logits.device)]
                 cache.batch_select_indices(torch.tensor(share))  # a CPU index, as below
             else:

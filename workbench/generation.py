@@ -143,19 +143,12 @@ def _generate(
         rows = [per_row[i] for i in index]
         done = decode_batch(model, forward, [ids[i] for i in index], rows, max_new_tokens, sampling, stops, gen, eos)
         new.update(zip(index, done))
-    return [
-        Generation(
-            prompts[i],
-            formatted[i],
-            new[source[i]][2],
-            len(new[source[i]][0]),
-            new[source[i]][1],
-            "; ".join(s.describe() for s in per_row[i]) or "none",
-            cut[i],
-            tuple(new[source[i]][0]),
-        )
-        for i in range(len(prompts))
-    ]
+    out = []
+    for i, prompt in enumerate(prompts):
+        tokens, reason, text = new[source[i]]
+        label = "; ".join(s.describe() for s in per_row[i]) or "none"
+        out.append(Generation(prompt, formatted[i], text, len(tokens), reason, label, cut[i], tuple(tokens)))
+    return out
 
 
 def _fit_context(

@@ -101,9 +101,12 @@ def staged_prefill(
 
     input_ids, mask, position_ids = batch
     n_layers = len(layers)
-    prompt_of: dict[tuple[int, ...], int] = {}
-    which = [prompt_of.setdefault(tuple(ids[r]), len(prompt_of)) for r in members]
-    firsts = torch.tensor([members[which.index(p)] for p in range(len(prompt_of))])
+    first_of: dict[tuple[int, ...], int] = {}  # prompt tokens -> the first member with them
+    for r in members:
+        first_of.setdefault(tuple(ids[r]), r)
+    prompt_index = {tokens: p for p, tokens in enumerate(first_of)}
+    which = [prompt_index[tuple(ids[r])] for r in members]
+    firsts = torch.tensor(list(first_of.values()))
 
     # 1. each distinct prompt once, unsteered, every layer's output kept
     base = DynamicCache()
