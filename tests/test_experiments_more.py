@@ -463,8 +463,21 @@ def test_transfer_between_equal_widths_on_tiny(tmp_path, tiny, tiny_base):
     cond = pd.read_csv(run.path / "tables/conditions_loose.csv")
     assert set(cond["arm"]) == {"none", "own", "source"} and len(cond) == 6
     assert (run.path / "tables/conditions_good.csv").is_file()
+    # each vector against the target alone, paired by prompt: the counts recomputed from scores
+    for metric in ("loose", "good"):
+        paired = pd.read_csv(run.path / f"tables/mcnemar_{metric}.csv")
+        assert len(paired) == 4 and set(paired["arm"]) == {"own", "source"}
+        for line in paired.to_dict("records"):
+            cond = scores[scores["with_instruction"] == line["with_instruction"]]
+            alone = cond[cond["arm"] == "none"].set_index("row_id")[metric].astype(bool)
+            steered = cond[cond["arm"] == line["arm"]].set_index("row_id")[metric].astype(bool).reindex(alone.index)
+            assert line["n_pairs"] == len(alone) and line["n_unpaired"] == 0
+            assert line["b01"] == int((~alone & steered).sum()) and line["b10"] == int((alone & ~steered).sum())
+            assert line["acc_unsteered"] == pytest.approx(alone.mean())
+            assert 0 <= line["pvalue"] <= 1 or (line["b01"] + line["b10"] == 0)
     summary = (run.path / "summary.md").read_text()
     assert "Gemma-2-2B" in summary and "The search on validation prompts" in summary
+    assert "Each vector against the target alone" in summary
     _resumes(run_transfer, TRANSFER, run, source=tiny, target=tiny_base)
 
 

@@ -221,6 +221,7 @@ def transfer_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Secti
         + "\n\nWith intervals; good = followed and not degenerate:\n\n"
         + md_table(shown)
         + "\n\n"
+        + _paired(run)
         + note
         + ("\n\nSettings chosen:\n\n" + md_table(chosen) if len(chosen) else "")
     )
@@ -235,6 +236,20 @@ def transfer_sections(state: State, run: Path, cond: pd.DataFrame) -> list[Secti
     if search:
         sections.append((search[0], search[1] + f"\n\nTarget layer <- source layer: {pairs}", search[2]))
     return sections
+
+
+def _paired(run: Path) -> str:
+    """Each vector source against the target alone (exact McNemar per condition and metric),
+    where the run wrote the tables; '' for runs before them."""
+    tables = [(m, read_table(run, f"mcnemar_{m}")) for m in ("loose", "good")]
+    found = [t.assign(metric=m) for m, t in tables if t is not None]
+    if not found:
+        return ""
+    cols = ["arm", "with_instruction", "metric", "n_pairs", "acc_unsteered", "acc_steered", "b01", "b10", "pvalue"]
+    paired = pd.concat(found)[cols].rename(columns={"acc_unsteered": "target alone", "acc_steered": "with vector"})
+    return "Each vector against the target alone, paired by prompt (exact McNemar; b01 gained, b10 lost):\n\n" + (
+        md_table(paired) + "\n\n"
+    )
 
 
 BUILDERS: dict[str, Builder] = {

@@ -36,6 +36,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar
 
+import pandas as pd
+
 import workbench as wb
 from workbench.analysis.transfer import target_matched_layers
 from workbench.data import IFEvalRow, rows_hash
@@ -205,10 +207,24 @@ def run_transfer(
         accuracy_table(res, ["instruction_id", "with_instruction", "arm"], metric=metric).to_csv(
             run.file("tables", f"per_instruction_{metric}.csv"), index=False
         )
+    paired_tables(res, run)
     from workbench.report import write_report
 
     write_report(run.path)
     return run
+
+
+def paired_tables(res: pd.DataFrame, run: RunDir) -> None:
+    """tables/mcnemar_{loose,good}.csv: each vector source against the target alone, per
+    condition, paired by test prompt (exact McNemar; b01 gained, b10 lost)."""
+    from workbench.stats import mcnemar_table
+
+    for metric in ("loose", "good"):
+        kw = dict(instruction_col="with_instruction", steering_col="arm", baseline="none", correct_col=metric)
+        tables = [
+            mcnemar_table(res[res["arm"].isin(["none", arm])], pair_col="row_id", **kw).assign(arm=arm) for arm in ARMS
+        ]
+        pd.concat(tables).to_csv(run.file("tables", f"mcnemar_{metric}.csv"), index=False)
 
 
 def _test_job(
