@@ -194,3 +194,26 @@ def test_a_config_field_added_later_at_none_still_resumes(tmp_path, tiny):
     with pytest.raises(ValueError, match=r"device \(None -> 'cuda'\)"):
         RunDir.open(tmp_path / "r", "demo", {"a": 1, "device": "cuda"}, model=tiny, data_hash="d")
     assert json.loads((tmp_path / "r" / "run.json").read_text())["identity"]["config"] == {"a": 1}
+
+
+def test_a_resume_records_its_commit_and_the_header_names_another(tmp_path, tiny, monkeypatch):
+    from workbench.experiments import rundir
+    from workbench.report import run_header
+
+    monkeypatch.setattr(rundir, "git_commit", lambda: "aaa")
+    _open(tmp_path / "run", tiny).close()
+    _open(tmp_path / "run", tiny).close()  # resumed at the run's own commit
+    monkeypatch.setattr(rundir, "git_commit", lambda: "bbb+dirty")
+    run = _open(tmp_path / "run", tiny)
+    run.close()
+    assert run.state["git_commit"] == "aaa"
+    assert [r["git_commit"] for r in run.state["resumed"]] == ["aaa", "bbb+dirty"]
+    state = json.loads((tmp_path / "run" / "run.json").read_text())
+    header = run_header(state)
+    assert (
+        header.count("resumed at commit") == 1
+        and f"resumed at commit `bbb+dirty` ({state['resumed'][1]['at']})" in header
+    )
+    # runs recorded before: a resume was a bare time, and is not named
+    state["resumed"] = ["2026-11-28T03:27:32+00:00"]
+    assert "resumed" not in run_header(state)

@@ -41,9 +41,18 @@ def run_header(state: dict[str, Any]) -> str:
         f"(weights `{info['weight_hash'][:16]}`, {info['dtype']})\n"
         f"- data hash `{ident['data_hash'][:16]}`, requirements.lock "
         f"`{str(state.get('lock_hash', 'not recorded'))[:16]}`, git commit `{state.get('git_commit')}`, "
-        f"created {state.get('created')}\n- timings: {timings or 'n/a'}\n"
+        f"created {state.get('created')}{_resumed_elsewhere(state)}\n- timings: {timings or 'n/a'}\n"
         f"- configuration: `{json.dumps(ident['config'])}`"
     )
+
+
+def _resumed_elsewhere(state: dict[str, Any]) -> str:
+    """ ", resumed at commit X (time)" for each resume from another commit than the run's own
+    (older runs recorded only the time of a resume)."""
+    others = [
+        r for r in state.get("resumed", []) if isinstance(r, dict) and r.get("git_commit") != state.get("git_commit")
+    ]
+    return "".join(f", resumed at commit `{r['git_commit']}` ({r['at']})" for r in others)
 
 
 def write_figures(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] = ("png",)) -> list[Path]:

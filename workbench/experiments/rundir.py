@@ -123,7 +123,8 @@ class RunDir:
                     f"same settings to resume it."
                 )
             run = cls(path)
-            run.state.setdefault("resumed", []).append(_now())
+            # when, and from which commit: the code that finished a run may not be the one that began it
+            run.state.setdefault("resumed", []).append(dict(at=_now(), git_commit=git_commit()))
             run.save()
             return run
         state = dict(
