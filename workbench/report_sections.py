@@ -247,9 +247,8 @@ def _paired(run: Path) -> str:
         return ""
     cols = ["arm", "with_instruction", "metric", "n_pairs", "acc_unsteered", "acc_steered", "b01", "b10", "pvalue"]
     paired = pd.concat(found)[cols].rename(columns={"acc_unsteered": "target alone", "acc_steered": "with vector"})
-    return "Each vector against the target alone, paired by prompt (exact McNemar; b01 gained, b10 lost):\n\n" + (
-        md_table(paired) + "\n\n"
-    )
+    title = "Each vector against the target alone, paired by prompt (exact McNemar; b01 gained, b10 lost):"
+    return f"{title}\n\n{md_table(paired)}\n\n"
 
 
 BUILDERS: dict[str, Builder] = {

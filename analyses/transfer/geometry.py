@@ -29,14 +29,9 @@ HERE = Path(__file__).resolve().parent
 
 
 def load_arm(run: Path, arm: str) -> dict[str, wb.SteeringVector]:
-    """The arm's vectors by name (`language:xx` for the per-language vectors)."""
+    """The arm's vectors by their path under vectors/ARM (the same in every arm)."""
     root = run / "vectors" / arm
-    return {
-        str(p.relative_to(root).with_suffix("")).replace("__", ":").replace("/", ":"): wb.SteeringVector.load(
-            p, allow_cross_model=True
-        )
-        for p in sorted(root.rglob("*.safetensors"))
-    }
+    return {str(p.relative_to(root)): wb.SteeringVector.load(p) for p in sorted(root.rglob("*.safetensors"))}
 
 
 def own_vs_carried(run: Path) -> pd.DataFrame:
@@ -64,7 +59,7 @@ def own_vs_carried(run: Path) -> pd.DataFrame:
 
 def main(run: Path) -> None:
     table = own_vs_carried(run)
-    d_model = next(iter(load_arm(run, "own").values())).d_model
+    d_model = wb.SteeringVector.load(next((run / "vectors" / "own").glob("*.safetensors"))).d_model
     band = random_cosine_band(d_model).set_index("method").loc["exact"]
     table.to_csv(HERE / "geometry.csv", index=False)
     print(md_table(table))
